@@ -1,0 +1,72 @@
+"""Seed-era spellings mapped to one flexunet name each.
+
+Old configs run unmodified: a seed key, section or model class name is accepted and mapped here, with a one-line
+note. Nothing after the config layer sees a seed spelling.
+"""
+from __future__ import annotations
+
+# (section, seed key) -> key in the same section. "*" matches any section.
+KEY_ALIASES: dict[tuple[str, str], str] = {
+    ("train", "image_datapath"): "images_dir",
+    ("train", "mask_datapath"): "masks_dir",
+    ("valid", "image_datapath"): "images_dir",
+    ("valid", "mask_datapath"): "masks_dir",
+    ("test", "image_datapath"): "images_dir",
+    ("test", "mask_datapath"): "masks_dir",
+    ("infer", "image_datapath"): "images_dir",
+    ("*", "alpah"): "alpha",  # the seed reads this misspelling in [augmentor] and [deformation]
+    ("mask", "mask_datatyoe"): "mask_datatype",
+    ("model", "show_hitory"): "show_history",
+    ("train", "epoch_changeinfer"): "epoch_change_infer",
+    ("train", "epoch_changeinfer_dir"): "epoch_change_infer_dir",
+    ("train", "reduer_patience"): "reducer_patience",
+    ("tiledinfer", "overlappging"): "overlapping",
+    ("infer", "mages_dir"): "images_dir",
+    ("train", "mages_dir"): "images_dir",
+}
+
+# In the seed, [eval] holds the validation data (P/S) or the evaluation batch size and log folder (F).
+# Its data keys move to [valid]; the rest stay in [eval].
+EVAL_DATA_KEYS = ("images_dir", "masks_dir", "image_datapath", "mask_datapath")
+
+# Keys the seed reads but that change nothing here, with the reason shown to the user.
+NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
+    ("model", "show_history"): "history is always written to eval_dir/history.csv",
+    ("model", "dropout_seed_fixing"): "use --seed (or [train] seed) for reproducible runs",
+    ("model", "color_order"): "read from [image] color_order",
+    ("model", "image_depth"): "3-D models are not supported; the seed's 3-D UNet was never wired to data",
+    ("model", "input_normalize"): "inputs are always scaled to [0, 1] (the seed fed raw 0-255 values when False)",
+    ("dataset", "class_name"): "one dataset class reads binary and colour-mapped masks",
+    ("dataset", "datasetclass"): "one dataset class reads binary and colour-mapped masks",
+    ("dataset", "resize_interpolation"): "images are resized bilinearly and masks with nearest, in training and inference",
+    ("datasetclass", "datasetclass"): "one dataset class reads binary and colour-mapped masks",
+    ("train", "save_weights_only"): "checkpoints always hold weights plus the config, loaded with weights_only",
+    ("train", "seedreset_callback"): "dropout is seeded once per run with --seed",
+    ("train", "show_history"): "history is always written to eval_dir/history.csv",
+    ("train", "dataset_splitter"): "without [valid], validation_split of the training pairs is held out",
+    ("train", "create_backup"): "an earlier run is always moved aside to <dir>_<time>_bak, never deleted",
+    ("eval", "output_dir"): "the seed never read it either",
+    ("mask", "binarize"): "binary masks are always thresholded at [mask] threshold (JPEG masks are lossy)",
+    ("mask", "mask_datatype"): "masks are decoded from their colours; the seed stored this key and never used it",
+    ("generator", "debug"): "use `flexunet augment CONFIG --preview N` to look at augmented samples",
+    ("generator", "verbose"): "progress is shown with progress bars",
+    ("generator", "generated_images_dir"): "use `flexunet augment CONFIG --preview N` to look at augmented samples",
+    ("generator", "generated_masks_dir"): "use `flexunet augment CONFIG --preview N` to look at augmented samples",
+    ("debug", "verbose"): "use --debug on the command line",
+    ("distortion", "gaussian_filter_sigma"): "the seed read it and never used it",
+}
+
+# Seed class names -> registry names (see flexunet.models).
+MODEL_ALIASES: dict[str, str] = {
+    "tensorflowflexunet": "flexunet",
+    "tensorflowunet": "flexunet",
+    "tensorflowslightlyflexibleunet": "flexunet",
+    "flexunet": "flexunet",
+    "unet": "flexunet",
+}
+
+
+def canonical_model_name(name: str) -> str:
+    """The registry name for a model given by its seed class name or its own name (case-insensitive)."""
+    key = name.strip().lower()
+    return MODEL_ALIASES.get(key, key)

@@ -1,0 +1,230 @@
+"""Read a seed-format INI config into a validated, frozen `Config`. The only module that sees raw strings."""
+from __future__ import annotations
+
+import ast
+import configparser
+import difflib
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, NOTE_ONLY_KEYS
+from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, Section
+from flexunet.errors import ConfigError
+
+ORIGIN_FILE = "file"
+ORIGIN_CLI = "command line"
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value came from; prints as `pap.config [train] batch_size`."""
+
+    file: str
+    section: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file} [{self.section}]" + (f" {self.key}" if self.key else "")
+
+
+def parse_value(raw: str, where: Location) -> object:
+    """A Python literal (number, string, bool, None, tuple, list, dict), never code: `ast.literal_eval` only.
+
+    A trailing `; comment` or `# comment` is dropped (the seed silently fell back to the default there).
+    """
+    text = raw.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        pass
+    for marker in (" ;", "\t;", " #", "\t#"):
+        if marker in text:
+            try:
+                return ast.literal_eval(text.split(marker, 1)[0].strip())
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+    raise ConfigError(f"{where} = {text}: not a Python literal (quote strings: \"./models\")")
+
+
+def read_ini(path: Path) -> dict[str, dict[str, str]]:
+    """Sections and raw values of an INI file. Duplicate keys and unreadable files are errors, not silence."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(f"{path.name} [{exc.section}] {exc.option}: key given twice (line {exc.lineno})") from None
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(f"{path.name} [{exc.section}]: section given twice (line {exc.lineno})") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path.name}: not an INI file: {first}") from None
+    return {name: dict(parser.items(name, raw=True)) for name in parser.sections()}
+
+
+def _accepts_str(section: type[Section], key: str) -> bool:
+    annotation = section.model_fields[key].annotation
+    return annotation is str or str in typing.get_args(annotation)
+
+
+def _suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices))}"
+
+
+class _Collector:
+    """Gathers raw entries section by section, mapping seed spellings, and records every problem."""
+
+    def __init__(self, file_label: str) -> None:
+        self.file_label = file_label
+        self.values: dict[str, dict[str, object]] = {}
+        self.origins: dict[str, str] = {}
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def add(self, section: str, key: str, raw: str, origin: str, base_dir: Path) -> None:
+        section, key = section.strip().lower(), key.strip().lower()
+        where = Location(self.file_label, section, key)
+        moved = section == "eval" and key in EVAL_DATA_KEYS
+        if moved:
+            section = "valid"  # seed [eval] data is the validation set
+        alias = KEY_ALIASES.get((section, key)) or KEY_ALIASES.get(("*", key))
+        if moved or alias:
+            key = alias or key
+            self.notes.append(f"{where}: seed-era key, read as [{section}] {key}")
+            where = Location(self.file_label, section, key)
+        if section not in SECTIONS:
+            self.problems.append(f"{Location(self.file_label, section)}: unknown section{_suggest(section, list(SECTIONS))}")
+            return
+        if (section, key) in NOTE_ONLY_KEYS:
+            self.notes.append(f"{where}: accepted, no effect here: {NOTE_ONLY_KEYS[(section, key)]}")
+            return
+        schema = SECTIONS[section]
+        if key not in schema.model_fields and schema.model_config.get("extra") != "allow":
+            self.problems.append(f"{where}: unknown key{_suggest(key, list(schema.model_fields))}")
+            return
+        try:
+            value = parse_value(raw, where)
+        except ConfigError as exc:
+            if origin == ORIGIN_CLI or (key in schema.model_fields and _accepts_str(schema, key) and raw.strip()):
+                value = raw.strip()  # an unquoted path or name: take it as the string it obviously is
+                if origin == ORIGIN_FILE:
+                    self.notes.append(f"{where} = {value}: not quoted; read as the string '{value}'")
+            else:
+                self.problems.append(str(exc))
+                return
+        if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+            value = os.path.normpath(base_dir / os.path.expanduser(value))
+        elif key in PATH_KEYS and isinstance(value, str):
+            value = os.path.expanduser(value)
+        self.values.setdefault(section, {})[key] = value
+        self.origins[f"{section}.{key}"] = origin
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Parse, map seed-era keys, resolve paths against the config's folder, validate; report all problems at once.
+
+    `overrides` are `section.key=value` strings from the command line; their relative paths are taken from the
+    current directory.
+    """
+    path = Path(path)
+    raw = read_ini(path)
+    collector = _Collector(path.name)
+    for section, entries in raw.items():
+        for key, value in entries.items():
+            collector.add(section, key, value, ORIGIN_FILE, path.resolve().parent)
+    for item in overrides:
+        section_key, sep, value = item.partition("=")
+        section, dot, key = section_key.partition(".")
+        if not sep or not dot or not key:
+            collector.problems.append(f"--set {item}: expected section.key=value, e.g. train.epochs=5")
+            continue
+        collector.add(section, key, value, ORIGIN_CLI, Path.cwd())
+    return _validate(collector, source=str(path))
+
+
+def config_from_dict(
+    sections: Mapping[str, Mapping[str, object]], base_dir: str | Path = ".", source: str | None = None
+) -> Config:
+    """Build a Config from Python values (notebooks, tests, the demo), with the same checks as a file."""
+    collector = _Collector(source or "<dict>")
+    for section, entries in sections.items():
+        for key, value in entries.items():
+            collector.add(section, key, repr(value), ORIGIN_FILE, Path(base_dir).resolve())
+    return _validate(collector, source=source)
+
+
+def _validate(collector: _Collector, source: str | None) -> Config:
+    built: dict[str, Section] = {}
+    for name, values in collector.values.items():
+        schema = SECTIONS[name]
+        try:
+            section = schema(**values)
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = str(err["loc"][0]) if err["loc"] else "?"
+                shown = values.get(key, err.get("input"))
+                msg = err["msg"].removeprefix("Value error, ")
+                collector.problems.append(f"{Location(collector.file_label, name, key)} = {shown!r}: {msg}")
+            continue
+        built[name] = section
+    cfg = Config(**built, source=source, notes=tuple(collector.notes), origins=collector.origins)
+    collector.problems.extend(_cross_problems(cfg, collector.file_label))
+    if collector.problems:
+        raise ConfigError(collector.problems)
+    for section in (getattr(cfg, name) for name in SECTIONS):
+        section._source = collector.file_label
+    return cfg
+
+
+def _cross_problems(cfg: Config, label: str) -> list[str]:
+    """Checks that involve several keys or a registry name."""
+    from flexunet.losses import LOSSES, canonical_loss_name
+    from flexunet.metrics import SEED_METRICS
+    from flexunet.models import MODELS
+    from flexunet.config.aliases import canonical_model_name
+
+    problems = []
+    m = cfg.model
+    if canonical_model_name(m.model) not in MODELS:
+        problems.append(f"{Location(label, 'model', 'model')} = {m.model!r}: unknown model{_suggest(m.model, list(MODELS))}")
+    if m.loss is not None and canonical_loss_name(m.loss) not in LOSSES:
+        problems.append(f"{Location(label, 'model', 'loss')} = {m.loss!r}: unknown loss; choose one of {', '.join(sorted(LOSSES))}")
+    for name in m.metrics:
+        if name not in SEED_METRICS:
+            problems.append(f"{Location(label, 'model', 'metrics')} = {name!r}: unknown metric{_suggest(name, list(SEED_METRICS))}")
+    for name in cfg.train.metrics:
+        base = name.removeprefix("val_")
+        if base not in SEED_METRICS and base != "loss":
+            problems.append(f"{Location(label, 'train', 'metrics')} = {name!r}: unknown metric{_suggest(base, list(SEED_METRICS))}")
+    if m.num_classes > 1:
+        bad = sorted({i for i in cfg.rgb_map.values() if i >= m.num_classes})
+        if bad:
+            problems.append(
+                f"{Location(label, 'mask', 'rgb_map')}: class index {bad[0]} >= [model] num_classes = {m.num_classes}"
+            )
+    return problems
+
+
+def config_to_ini(cfg: Config) -> str:
+    """The resolved config as INI text that `load_config` reads back to an equal Config (paths absolute)."""
+    lines = [f"; resolved by flexunet from {cfg.source or 'code'}; every key shown with the value used"]
+    for name in SECTIONS:
+        section = getattr(cfg, name)
+        values = section.model_dump()
+        if not values:
+            continue
+        lines.append(f"\n[{name}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,378 @@
+"""One pydantic model per INI section: the only place where keys, types, defaults and meanings live."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+RGB = tuple[int, int, int]
+
+# Default colour map of the seed's categorized masks ([mask] rgb_map).
+DEFAULT_RGB_MAP: dict[RGB, int] = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2, (0, 0, 255): 3}
+
+# Keys holding a path, a folder or a glob pattern: resolved against the config file's folder at load time.
+PATH_KEYS = frozenset(
+    {
+        "images_dir", "masks_dir", "model_dir", "eval_dir", "output_dir", "merged_dir",
+        "epoch_change_infer_dir", "epoch_change_tiled_infer_dir", "model_graph", "summary",
+        "pretrained_weights", "base_dir",
+    }
+)
+
+
+class Section(BaseModel):
+    """Base of every section: frozen, unknown keys forbidden, and able to say where a key came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    _source: str = PrivateAttr(default="<config>")
+
+    @classmethod
+    def section_name(cls) -> str:
+        return cls.__name__.removesuffix("Section").lower()
+
+    def where(self, key: str) -> str:
+        """`pap.config [model] image_height`: the prefix of every error about this key."""
+        return f"{self._source} [{self.section_name()}] {key}"
+
+
+class ModelSection(Section):
+    """[model]: which network, its shape, its loss and the optimiser settings."""
+
+    model: str = "TensorFlowFlexUNet"
+    generator: bool = False  # train with online augmentation ([augmentor])
+    image_width: int = Field(512, gt=0)
+    image_height: int = Field(512, gt=0)
+    image_channels: int = Field(3, gt=0)
+    num_classes: int = Field(1, gt=0)
+    base_filters: int = Field(16, gt=0)
+    num_layers: int = Field(6, ge=1, le=10)
+    base_kernels: tuple[int, int] = (3, 3)
+    dilation: tuple[int, int] = (1, 1)
+    dropout_rate: float = Field(0.05, ge=0.0, lt=1.0)
+    normalization: bool = False  # BatchNorm after every conv
+    activation: str = "relu"
+    final_activation: str = "sigmoid"
+    optimizer: Literal["Adam", "AdamW", "adam", "adamw"] = "Adam"
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: Optional[float] = Field(None, ge=0)  # AdamW only; None -> 0.004 (Keras' AdamW default)
+    clipvalue: Optional[float] = Field(0.2, ge=0)  # gradient value clipping; 0 or None turns it off
+    loss: Optional[str] = None  # None -> categorical_crossentropy (num_classes > 1) or bce_iou_loss
+    metrics: list[str] = Field(default_factory=lambda: ["dice_coef_multiclass"])
+    show_summary: bool = False
+    pretrained_weights: Optional[str] = None  # local .pt file; nothing is ever downloaded
+    # Keys of the other architectures (see `flexunet.models`); each builder reads the ones it needs.
+    efficientnet: str = "B0"
+    filters: Optional[list[int]] = None
+    max_filter: int = 512
+    base_ksize: tuple[int, int] = (3, 3)
+    filter_num_begin: int = 128
+    depth: int = 4
+    stack_num_down: int = 2
+    stack_num_up: int = 2
+    patch_size: tuple[int, int] = (4, 4)
+    num_heads: Optional[int | list[int]] = None
+    window_size: Optional[int | list[int]] = None
+    num_mlp: Optional[int] = None
+    shift_window: Optional[bool] = None
+    filter_num: Optional[list[int]] = None
+    embed_dim: int = 768
+    num_transformer: int = 12
+    mlp_activation: str = "GELU"
+    batch_norm: bool = False
+    pool: bool = True
+    unpool: Optional[bool] = None
+    backbone: Optional[str] = None
+    weights: Optional[str] = None
+    freeze_backbone: bool = True
+    freeze_batch_norm: bool = True
+    deep_supervision: bool = False
+
+    @field_validator("base_kernels", "dilation", "base_ksize")
+    @classmethod
+    def _positive_square(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] < 1 or value[1] < 1:
+            raise ValueError("both entries must be >= 1")
+        return value
+
+    @property
+    def is_binary(self) -> bool:
+        """One output channel with a sigmoid; otherwise softmax over num_classes channels."""
+        return self.num_classes == 1
+
+
+class DatasetSection(Section):
+    """[dataset]: the seed chose a dataset class here; flexunet has one."""
+
+
+class DatasetclassSection(Section):
+    """[datasetclass]: read by the seed's S evaluator only."""
+
+
+class TrainSection(Section):
+    """[train]: data, how long to train, when to stop, where results go."""
+
+    epochs: int = Field(100, ge=0)
+    batch_size: int = Field(4, gt=0)
+    patience: int = 10  # EarlyStopping on the monitored value; <= 0 turns it off
+    metrics: list[str] = Field(default_factory=list)  # the two columns of train_metrics.csv
+    model_dir: str = "./models"
+    eval_dir: str = "./eval"
+    images_dir: Optional[str] = None
+    masks_dir: Optional[str] = None
+    learning_rate_reducer: bool = False
+    reducer_patience: int = Field(4, ge=0)
+    reducer_factor: float = Field(0.4, gt=0, lt=1)
+    min_lr: float = Field(0.0, ge=0)
+    steps_per_epoch: Optional[int] = Field(None, gt=0)
+    validation_steps: Optional[int] = Field(None, gt=0)
+    epoch_change_infer: bool = True
+    epoch_change_infer_dir: str = "./epoch_change_infer"
+    epoch_change_tiled_infer: bool = False
+    epoch_change_tiled_infer_dir: str = "./epoch_change_tiled_infer"
+    num_infer_images: int = Field(6, ge=0)
+    seed: int = 137
+    monitor: Literal["val_loss", "val_dice", "val_iou"] = "val_loss"
+    validation_split: float = Field(0.2, gt=0, lt=1)  # used only when there is no [valid] data
+    num_workers: Optional[int] = Field(None, ge=0)  # None -> 0 on CPU, 4 on CUDA
+    cache: bool = False  # keep decoded pairs in RAM after the first epoch
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported); never on CPU
+    channels_last: Optional[bool] = None  # None -> on for CUDA, off for CPU
+
+
+class DataDirsSection(Section):
+    """A folder of images and a folder of masks."""
+
+    images_dir: Optional[str] = None
+    masks_dir: Optional[str] = None
+
+
+class ValidSection(DataDirsSection):
+    """[valid] (seed [eval] too): validation data for model selection during training."""
+
+
+class TestSection(DataDirsSection):
+    """[test]: held-out data for `flexunet evaluate`."""
+
+
+class EvalSection(Section):
+    """[eval]: evaluation batch size (its seed data keys move to [valid])."""
+
+    batch_size: int = Field(4, gt=0)
+    eval_dir: Optional[str] = None  # the seed's F callback wrote its CSVs here; used if [train] has none
+    tta: bool = False  # average predictions over flips
+
+
+class InferSection(Section):
+    """[infer]: a folder of images to segment, where masks and overlays go."""
+
+    images_dir: Optional[str] = None
+    output_dir: str = "./mini_test_output"
+    merged_dir: Optional[str] = None
+    threshold: float = Field(0.5, gt=0, lt=1)  # foreground probability for binary models
+    overlay_alpha: float = Field(0.4, ge=0, le=1)
+    batch_size: int = Field(4, gt=0)
+    tta: bool = False
+
+
+class TiledinferSection(Section):
+    """[tiledinfer]: sliding-window inference of large images."""
+
+    images_dir: Optional[str] = None
+    output_dir: str = "./tiled_mini_test_output"
+    merged_dir: Optional[str] = None
+    overlapping: int = Field(64, ge=0)
+    split_size: Optional[int] = Field(None, gt=0)  # None -> the model's input size
+    background: int = Field(0, ge=0, le=255)
+    bitwise_blending: bool = False
+    debug: bool = False
+
+
+class SegmentationSection(Section):
+    """[segmentation]: how binary masks and overlays are coloured."""
+
+    colorize: bool = False
+    black: str = "black"
+    white: str = "white"
+    blursize: Optional[tuple[int, int]] = None  # blur the input image before the overlay (seed behaviour)
+
+
+class MaskSection(Section):
+    """[mask]: how mask files become label maps."""
+
+    threshold: int = Field(127, ge=0, le=255)  # grey level separating foreground (binary masks)
+    blur: bool = False  # smooth the mask before thresholding (the seed blurred after, dilating by 1 px)
+    blur_size: tuple[int, int] = (3, 3)
+    algorithm: Optional[Literal["cv2.THRESH_OTSU", "cv2.THRESH_TRIANGLE", "cv2.THRESH_BINARY", "cv2.THRESH_TRUNC"]] = None
+    mask_file_format: Optional[str] = None  # e.g. ".png": only masks with this extension are read
+    mask_suffix: str = ""  # mask stem = image stem + suffix, e.g. "_segmentation" (ISIC)
+    rgb_map: Optional[dict[RGB, int]] = None  # colour -> class index; None -> seed default for num_classes > 1
+    color_tolerance: float = Field(40.0, ge=0)  # RGB distance beyond which a pixel counts as unmapped
+
+    @field_validator("rgb_map")
+    @classmethod
+    def _valid_map(cls, value: Optional[dict[RGB, int]]) -> Optional[dict[RGB, int]]:
+        if value is None:
+            return value
+        for colour, index in value.items():
+            if any(c < 0 or c > 255 for c in colour):
+                raise ValueError(f"colour {colour} has a channel outside 0..255")
+            if index < 0:
+                raise ValueError(f"class index {index} of {colour} is negative")
+        return value
+
+
+class ImageSection(Section):
+    """[image]: channel order fed to the network."""
+
+    color_order: Literal["RGB", "BGR"] = "RGB"
+
+
+class GeneratorSection(Section):
+    """[generator]: online augmentation switch, and the seed's dataset-generator keys."""
+
+    augmentation: bool = True
+    base_dir: Optional[str] = None
+    output_dir: Optional[str] = None
+    resize: int = Field(312, gt=0)
+    cropsize: int = Field(128, gt=0)
+    seamless_cloning: bool = False
+
+
+class AugmentorSection(Section):
+    """[augmentor]: which random operations training applies."""
+
+    vflip: bool = True
+    hflip: bool = True
+    rotation: bool = True
+    angles: list[float] = Field(default_factory=lambda: [90, 180, 270])
+    shrinks: list[float] = Field(default_factory=lambda: [0.8])
+    shears: list[float] = Field(default_factory=list)
+    transformer: bool = False  # S name of `deformation`
+    alpha: float = 1300.0
+    sigmoid: float = 8.0
+    deformation: bool = False
+    distortion: bool = False
+    sharpening: bool = False
+    brightening: bool = False
+    barrdistortion: bool = False
+    pincdistortion: bool = False
+
+
+class DeformationSection(Section):
+    """[deformation]: elastic deformation strength (alpha) and smoothness (sigmoid = Gaussian sigma)."""
+
+    alpha: float = 1300.0
+    sigmoid: float = 8.0
+    sigmoids: list[float] = Field(default_factory=lambda: [8.0])
+
+
+class DistortionSection(Section):
+    """[distortion]: random smooth distortion."""
+
+    gaussian_filter_rsigma: float = 40.0
+    distortions: list[float] = Field(default_factory=lambda: [0.02])
+
+
+class SharpeningSection(Section):
+    """[sharpening]: strength k of the 3x3 sharpening kernel (image only)."""
+
+    k: float = 1.0
+
+
+class BrighteningSection(Section):
+    """[brightening]: image = alpha * image + beta (image only)."""
+
+    alpha: float = 1.2
+    beta: float = 10.0
+
+
+class RadialDistortionSection(Section):
+    """Barrel (amount > 0) or pincushion (amount < 0) distortion around each centre."""
+
+    radius: float = 0.5
+    amount: float = 0.5
+    centers: list[tuple[float, float]] = Field(default_factory=lambda: [(0.5, 0.5)])
+
+
+class BarrdistortionSection(RadialDistortionSection):
+    """[barrdistortion]"""
+
+
+class PincdistortionSection(RadialDistortionSection):
+    """[pincdistortion]"""
+
+    amount: float = -0.5
+
+
+class InspectSection(Section):
+    """[inspect]: where `flexunet inspect` writes the graph and summary."""
+
+    model_graph: str = "./model.png"
+    summary: str = "./summary.txt"
+
+
+class DebugSection(Section):
+    """[debug]: seed verbosity switch."""
+
+
+class MaskcolorSection(Section):
+    """[maskcolor]: one RGB colour per Herlev category (dataset generator)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    cls.section_name(): cls
+    for cls in (
+        ModelSection, DatasetSection, DatasetclassSection, TrainSection, ValidSection, EvalSection, TestSection,
+        InferSection, TiledinferSection, SegmentationSection, MaskSection, ImageSection, GeneratorSection,
+        AugmentorSection, DeformationSection, DistortionSection, SharpeningSection, BrighteningSection,
+        BarrdistortionSection, PincdistortionSection, InspectSection, DebugSection, MaskcolorSection,
+    )
+}
+
+
+class Config(BaseModel):
+    """A whole validated config: one attribute per section, plus where it came from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model: ModelSection = ModelSection()
+    dataset: DatasetSection = DatasetSection()
+    datasetclass: DatasetclassSection = DatasetclassSection()
+    train: TrainSection = TrainSection()
+    valid: ValidSection = ValidSection()
+    eval: EvalSection = EvalSection()
+    test: TestSection = TestSection()
+    infer: InferSection = InferSection()
+    tiledinfer: TiledinferSection = TiledinferSection()
+    segmentation: SegmentationSection = SegmentationSection()
+    mask: MaskSection = MaskSection()
+    image: ImageSection = ImageSection()
+    generator: GeneratorSection = GeneratorSection()
+    augmentor: AugmentorSection = AugmentorSection()
+    deformation: DeformationSection = DeformationSection()
+    distortion: DistortionSection = DistortionSection()
+    sharpening: SharpeningSection = SharpeningSection()
+    brightening: BrighteningSection = BrighteningSection()
+    barrdistortion: BarrdistortionSection = BarrdistortionSection()
+    pincdistortion: PincdistortionSection = PincdistortionSection()
+    inspect: InspectSection = InspectSection()
+    debug: DebugSection = DebugSection()
+    maskcolor: MaskcolorSection = MaskcolorSection()
+    # Where the config came from: the file (None when built in code), notes shown to the user, and for every
+    # key set by the user its origin ("file" or "command line"); keys absent there hold their defaults.
+    source: Optional[str] = None
+    notes: tuple[str, ...] = ()
+    origins: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def rgb_map(self) -> dict[RGB, int]:
+        """Colour -> class map for multi-class masks: [mask] rgb_map, or the seed default cut to num_classes."""
+        if self.mask.rgb_map is not None:
+            return dict(self.mask.rgb_map)
+        return {c: i for c, i in DEFAULT_RGB_MAP.items() if i < max(self.model.num_classes, 2)}
+
+
+def section_fields(name: str) -> dict[str, Any]:
+    """Field name -> pydantic FieldInfo of one section (used for suggestions and the resolved config)."""
+    return dict(SECTIONS[name].model_fields)

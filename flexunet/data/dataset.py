@@ -1,0 +1,121 @@
+"""Datasets of image/mask pairs, streamed from disk, decoded to (image uint8 (C, H, W), labels uint8 (H, W))."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from flexunet.config.schema import Config
+from flexunet.data.io import read_image, read_mask, resize_image, resize_labels
+from flexunet.data.masks import MaskDecoding, decode_mask
+from flexunet.data.pairing import Pair, pair_files
+from flexunet.errors import ConfigError, DataError
+
+
+def mask_decoding(cfg: Config) -> MaskDecoding:
+    m = cfg.mask
+    return MaskDecoding(
+        num_classes=cfg.model.num_classes,
+        threshold=m.threshold,
+        blur_size=tuple(m.blur_size) if m.blur else None,
+        algorithm=m.algorithm,
+        rgb_map=cfg.rgb_map,
+        color_tolerance=m.color_tolerance,
+    )
+
+
+class SegmentationDataset(Dataset):
+    """Pairs read from disk on demand, resized to the model input; optionally cached in RAM after first use."""
+
+    def __init__(self, pairs: list[Pair], width: int, height: int, channels: int, decoding: MaskDecoding,
+                 color_order: str = "RGB", cache: bool = False) -> None:
+        self.pairs = pairs
+        self.width, self.height, self.channels = width, height, channels
+        self.decoding = decoding
+        self.color_order = color_order
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Image (H, W, C) uint8 and labels (H, W) uint8 at model size, and the mask's unmapped-colour fraction."""
+        pair = self.pairs[index]
+        image = read_image(pair.image, self.channels, self.color_order)
+        mask = read_mask(pair.mask)
+        if mask.shape[:2] != image.shape[:2]:
+            raise DataError(
+                f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image.name} is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        labels, unmapped = decode_mask(mask, self.decoding)
+        image = resize_image(image, self.width, self.height)
+        return image, resize_labels(labels, self.width, self.height), unmapped
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        image, labels, _ = self.load(index)
+        item = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(labels)
+        if self._cache is not None:
+            self._cache[index] = item
+        return item
+
+    def unmapped_fraction(self, max_masks: int = 64) -> float:
+        """Mean fraction of mask pixels far from every rgb_map colour, over up to `max_masks` evenly spaced masks."""
+        if self.decoding.is_binary or not self.pairs:
+            return 0.0
+        picks = np.linspace(0, len(self.pairs) - 1, min(max_masks, len(self.pairs))).round().astype(int)
+        return float(np.mean([decode_mask(read_mask(self.pairs[i].mask), self.decoding)[1] for i in set(picks)]))
+
+
+@dataclass(frozen=True)
+class SplitDatasets:
+    """Training and validation data of one run."""
+
+    train: SegmentationDataset
+    valid: SegmentationDataset
+    notes: tuple[str, ...] = ()
+
+
+def make_dataset(cfg: Config, pairs: list[Pair], cache: bool = False) -> SegmentationDataset:
+    m = cfg.model
+    return SegmentationDataset(pairs, m.image_width, m.image_height, m.image_channels, mask_decoding(cfg),
+                               cfg.image.color_order, cache)
+
+
+def pairs_for(cfg: Config, section: str) -> list[Pair]:
+    """Pairs of [train], [valid] or [test], with a config error when the section names no folders."""
+    data = getattr(cfg, section)
+    if not data.images_dir or not data.masks_dir:
+        missing = "images_dir" if not data.images_dir else "masks_dir"
+        raise ConfigError(f"{data.where(missing)}: required for this step (a folder, or a pattern like train/*/images/)")
+    return pair_files(data.images_dir, data.masks_dir, cfg.mask.mask_suffix, cfg.mask.mask_file_format)
+
+
+def build_datasets(cfg: Config) -> SplitDatasets:
+    """[train] and [valid] datasets; without [valid] folders, a seeded validation_split of the training pairs."""
+    train_pairs = pairs_for(cfg, "train")
+    notes = []
+    if cfg.valid.images_dir or cfg.valid.masks_dir:
+        valid_pairs = pairs_for(cfg, "valid")
+    else:
+        if len(train_pairs) < 2:
+            raise DataError(f"{cfg.train.images_dir}: need at least 2 pairs to hold out a validation set")
+        shuffled = train_pairs[:]
+        random.Random(cfg.train.seed).shuffle(shuffled)
+        n_valid = max(1, round(len(shuffled) * cfg.train.validation_split))
+        valid_pairs, train_pairs = sorted(shuffled[:n_valid], key=lambda p: p.image), sorted(shuffled[n_valid:], key=lambda p: p.image)
+        notes.append(f"no [valid] folders: holding out {n_valid} of {len(shuffled)} training pairs "
+                     f"(validation_split = {cfg.train.validation_split}, seed {cfg.train.seed})")
+    train = make_dataset(cfg, train_pairs, cfg.train.cache)
+    valid = make_dataset(cfg, valid_pairs, cfg.train.cache)
+    unmapped = train.unmapped_fraction()
+    if unmapped > 0:
+        notes.append(f"{unmapped:.2%} of sampled training mask pixels are farther than {cfg.mask.color_tolerance:g} "
+                     f"from every [mask] rgb_map colour (snapped to the nearest); check rgb_map if this is large")
+    return SplitDatasets(train, valid, tuple(notes))

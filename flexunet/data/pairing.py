@@ -1,0 +1,109 @@
+"""Find image files and pair each image with its mask by file stem (never by list position)."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flexunet.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_WILDCARDS = set("*?[")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training example: an image file and its mask file."""
+
+    image: Path
+    mask: Path
+
+    @property
+    def stem(self) -> str:
+        return self.image.stem
+
+
+def _has_wildcard(text: str) -> bool:
+    return any(c in _WILDCARDS for c in text)
+
+
+def expand_dirs(pattern: str) -> list[tuple[tuple[str, ...], Path]]:
+    """Folders matching `pattern` (which may hold glob wildcards, e.g. `train/*/images/`), sorted.
+
+    Each folder comes with the path parts its wildcards matched, so `train/A/images` pairs with `train/A/masks`.
+    """
+    pattern = pattern.rstrip("/\\") or "/"
+    if not _has_wildcard(pattern):
+        return [((), Path(pattern))] if os.path.isdir(pattern) else []
+    parts = Path(pattern).parts
+    wild = [i for i, part in enumerate(parts) if _has_wildcard(part)]
+    found = []
+    for match in sorted(glob.glob(pattern)):
+        path = Path(match)
+        if path.is_dir() and len(path.parts) == len(parts):
+            found.append((tuple(path.parts[i] for i in wild), path))
+    return found
+
+
+def list_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files directly in `folder`, any letter case of the extension, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in extensions)
+
+
+def list_image_files(pattern: str, what: str = "images_dir") -> list[Path]:
+    """All images under a folder or folder pattern; a clear error when there is none."""
+    dirs = expand_dirs(pattern)
+    if not dirs:
+        raise DataError(f"{what} {pattern}: no such folder")
+    files = [f for _, d in dirs for f in list_images(d)]
+    if not files:
+        raise DataError(f"{what} {pattern}: no image files ({', '.join(IMAGE_EXTENSIONS)}, any case)")
+    return files
+
+
+def pair_files(
+    images_dir: str, masks_dir: str, mask_suffix: str = "", mask_extension: str | None = None
+) -> list[Pair]:
+    """Pair every image with the mask of the same stem (`<stem><mask_suffix>.<ext>`), sorted by image path.
+
+    Raises DataError naming the first unpaired file when an image has no mask or a mask has no image.
+    """
+    image_dirs = expand_dirs(images_dir)
+    mask_dirs = expand_dirs(masks_dir)
+    if not image_dirs:
+        raise DataError(f"images_dir {images_dir}: no such folder")
+    if not mask_dirs:
+        raise DataError(f"masks_dir {masks_dir}: no such folder")
+    # Folders pair by what their wildcards matched; without matching wildcards, every folder is one pool.
+    same_shape = len(image_dirs[0][0]) == len(mask_dirs[0][0])
+    mask_exts = (mask_extension.lower(),) if mask_extension else IMAGE_EXTENSIONS
+    masks: dict[tuple[tuple[str, ...], str], Path] = {}
+    for key, folder in mask_dirs:
+        for path in list_images(folder, mask_exts):
+            stem = path.stem
+            if mask_suffix and stem.endswith(mask_suffix):
+                stem = stem[: -len(mask_suffix)]
+            slot = (key if same_shape else (), stem)
+            if slot in masks:
+                raise DataError(f"{path}: two masks for stem '{stem}' ({masks[slot].name} and {path.name})")
+            masks[slot] = path
+    pairs, unpaired = [], []
+    used: set[tuple[tuple[str, ...], str]] = set()
+    for key, folder in image_dirs:
+        for path in list_images(folder):
+            slot = (key if same_shape else (), path.stem)
+            if slot in used:
+                raise DataError(f"{path}: two images with stem '{path.stem}'")
+            if slot not in masks:
+                unpaired.append(f"{path}: no mask with stem '{path.stem}{mask_suffix}' in {masks_dir}")
+                continue
+            used.add(slot)
+            pairs.append(Pair(path, masks[slot]))
+    unpaired += [f"{m}: no image with stem '{slot[1]}' in {images_dir}" for slot, m in masks.items() if slot not in used]
+    if unpaired:
+        more = f" (and {len(unpaired) - 1} more unpaired files)" if len(unpaired) > 1 else ""
+        raise DataError(unpaired[0] + more)
+    if not pairs:
+        raise DataError(f"images_dir {images_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}, any case)")
+    return pairs

@@ -1,0 +1,22 @@
+"""Exceptions a user can act on. The CLI prints their message on one line and exits non-zero."""
+from __future__ import annotations
+
+
+class FlexunetError(Exception):
+    """Base class: the message alone tells the user what is wrong and where."""
+
+
+class ConfigError(FlexunetError):
+    """A config file, section, key or value is wrong. Holds every problem found, one per line."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(FlexunetError):
+    """An image or mask file is missing, unpaired, unreadable or of an unexpected shape."""
+
+
+class CheckpointError(FlexunetError):
+    """A checkpoint is missing, truncated, or does not fit the model described by the config."""

@@ -1,0 +1,120 @@
+"""Losses by seed name. Every loss takes logits (N, C, H, W) and a label map (N, H, W) and returns a scalar.
+
+C == 1 means a binary model (sigmoid); C > 1 a softmax model. The seed's losses are computed on the
+probabilities exactly as the seed's Keras code does (batch-global, smooth 1); cross-entropies use the logits,
+which is the same value without the clipping error.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from flexunet.config.schema import ModelSection
+from flexunet.errors import ConfigError
+from flexunet.metrics.seed import dice_coef, iou_coef
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def probs_and_targets(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Probabilities and matching float targets, both (N, C, H, W): sigmoid/0-1 for C == 1, softmax/one-hot else."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits), labels.unsqueeze(1).to(logits.dtype)
+    onehot = F.one_hot(labels.long(), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+    return torch.softmax(logits, dim=1), onehot
+
+
+def crossentropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Binary cross-entropy for one channel, categorical cross-entropy otherwise (mean over pixels)."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels.long())
+
+
+def _bce_on_probs(probs: Tensor, target: Tensor) -> Tensor:
+    return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)
+
+
+def _bce(logits: Tensor, labels: Tensor) -> Tensor:
+    if logits.shape[1] == 1:
+        return crossentropy(logits, labels)
+    probs, target = probs_and_targets(logits, labels)
+    return _bce_on_probs(probs, target)  # the seed's BCE over every one-hot channel
+
+
+def dice_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return 1 - dice_coef(*reversed(probs_and_targets(logits, labels)))
+
+
+def iou_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return 1 - iou_coef(*reversed(probs_and_targets(logits, labels)))
+
+
+def bce_dice_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return (_bce(logits, labels) + dice_loss(logits, labels)) / 2
+
+
+def bce_iou_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return (_bce(logits, labels) + iou_loss(logits, labels)) / 2
+
+
+def ssim_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """1 - SSIM(target, probs), Gaussian window 11, sigma 1.5, data range 1 (tf.image.ssim's settings)."""
+    from monai.losses import SSIMLoss
+
+    probs, target = probs_and_targets(logits, labels)
+    n, c, h, w = probs.shape
+    return SSIMLoss(spatial_dims=2, data_range=1.0, win_size=min(11, h, w) | 1)(
+        probs.reshape(n * c, 1, h, w), target.reshape(n * c, 1, h, w)
+    )
+
+
+def basnet_hybrid_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    return (_bce(logits, labels) + ssim_loss(logits, labels) + iou_loss(logits, labels)) / 3
+
+
+def dice_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """MONAI DiceCE with per-sample soft Dice (nnU-Net's default recipe), background included for softmax."""
+    from monai.losses import DiceCELoss
+
+    sigmoid = logits.shape[1] == 1
+    loss = DiceCELoss(sigmoid=sigmoid, softmax=not sigmoid, to_onehot_y=not sigmoid, smooth_nr=1e-5, smooth_dr=1e-5)
+    return loss(logits, labels.unsqueeze(1).to(logits.dtype) if sigmoid else labels.unsqueeze(1).long())
+
+
+LOSSES: dict[str, LossFn] = {
+    "bce_iou_loss": bce_iou_loss,
+    "bce_dice_loss": bce_dice_loss,
+    "dice_loss": dice_loss,
+    "iou_loss": iou_loss,
+    "categorical_crossentropy": crossentropy,
+    "binary_crossentropy": crossentropy,
+    "ssim_loss": ssim_loss,
+    "basnet_hybrid_loss": basnet_hybrid_loss,
+    "dice_ce_loss": dice_ce_loss,
+}
+
+_LOSS_ALIASES = {"jacard_loss": "iou_loss", "sparse_categorical_crossentropy": "categorical_crossentropy"}
+
+
+def canonical_loss_name(name: str) -> str:
+    key = name.strip().strip("'\"").lower()
+    return _LOSS_ALIASES.get(key, key)
+
+
+def default_loss_name(section: ModelSection) -> str:
+    """The seed's F default (categorical_crossentropy) for softmax models, the Pap-Smear choice for binary ones."""
+    return "categorical_crossentropy" if section.num_classes > 1 else "bce_iou_loss"
+
+
+def build_loss(section: ModelSection) -> LossFn:
+    name = canonical_loss_name(section.loss or default_loss_name(section))
+    if name not in LOSSES:
+        close = difflib.get_close_matches(name, list(LOSSES), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"{section.where('loss')} = {section.loss!r}: unknown loss; {hint}choose one of {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
