@@ -20,3 +20,7 @@ class DataError(FlexunetError):
 
 class CheckpointError(FlexunetError):
     """A checkpoint is missing, truncated, or does not fit the model described by the config."""
+
+
+class TrainingError(FlexunetError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""

@@ -1,8 +1,8 @@
 """Config: the seed INI format, parsed with literals only, validated by one schema."""
-from flexunet.config.load import Location, config_from_dict, config_to_ini, load_config, parse_value
+from flexunet.config.load import Location, config_from_dict, config_from_text, config_to_ini, load_config, parse_value
 from flexunet.config.schema import Config, ModelSection, TrainSection
 
 __all__ = [
-    "Config", "Location", "ModelSection", "TrainSection", "config_from_dict", "config_to_ini", "load_config",
+    "Config", "Location", "ModelSection", "TrainSection", "config_from_dict", "config_from_text", "config_to_ini", "load_config",
     "parse_value",
 ]

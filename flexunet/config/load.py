@@ -53,22 +53,27 @@ def parse_value(raw: str, where: Location) -> object:
 
 def read_ini(path: Path) -> dict[str, dict[str, str]]:
     """Sections and raw values of an INI file. Duplicate keys and unreadable files are errors, not silence."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    return parse_ini_text(text, path.name)
+
+
+def parse_ini_text(text: str, label: str) -> dict[str, dict[str, str]]:
+    """Sections and raw values of INI text (`label` names it in errors)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
     try:
-        parser.read_string(text, source=str(path))
+        parser.read_string(text, source=label)
     except configparser.DuplicateOptionError as exc:
-        raise ConfigError(f"{path.name} [{exc.section}] {exc.option}: key given twice (line {exc.lineno})") from None
+        raise ConfigError(f"{label} [{exc.section}] {exc.option}: key given twice (line {exc.lineno})") from None
     except configparser.DuplicateSectionError as exc:
-        raise ConfigError(f"{path.name} [{exc.section}]: section given twice (line {exc.lineno})") from None
+        raise ConfigError(f"{label} [{exc.section}]: section given twice (line {exc.lineno})") from None
     except configparser.Error as exc:
         first = str(exc).splitlines()[0]
-        raise ConfigError(f"{path.name}: not an INI file: {first}") from None
+        raise ConfigError(f"{label}: not an INI file: {first}") from None
     return {name: dict(parser.items(name, raw=True)) for name in parser.sections()}
 
 
@@ -85,8 +90,9 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
 class _Collector:
     """Gathers raw entries section by section, mapping seed spellings, and records every problem."""
 
-    def __init__(self, file_label: str) -> None:
+    def __init__(self, file_label: str, base_dir: Path) -> None:
         self.file_label = file_label
+        self.base_dir = base_dir
         self.values: dict[str, dict[str, object]] = {}
         self.origins: dict[str, str] = {}
         self.problems: list[str] = []
@@ -138,11 +144,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     current directory.
     """
     path = Path(path)
-    raw = read_ini(path)
-    collector = _Collector(path.name)
+    return _load_sections(read_ini(path), path.name, path.resolve().parent, overrides, source=str(path))
+
+
+def config_from_text(text: str, label: str, base_dir: str | Path = ".", overrides: Sequence[str] = ()) -> Config:
+    """A Config from INI text, e.g. the resolved config stored inside a checkpoint."""
+    return _load_sections(parse_ini_text(text, label), label, Path(base_dir), overrides, source=label)
+
+
+def _load_sections(
+    raw: Mapping[str, Mapping[str, str]], label: str, base_dir: Path, overrides: Sequence[str], source: str
+) -> Config:
+    collector = _Collector(label, base_dir)
     for section, entries in raw.items():
         for key, value in entries.items():
-            collector.add(section, key, value, ORIGIN_FILE, path.resolve().parent)
+            collector.add(section, key, value, ORIGIN_FILE, base_dir)
     for item in overrides:
         section_key, sep, value = item.partition("=")
         section, dot, key = section_key.partition(".")
@@ -150,14 +166,14 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
             collector.problems.append(f"--set {item}: expected section.key=value, e.g. train.epochs=5")
             continue
         collector.add(section, key, value, ORIGIN_CLI, Path.cwd())
-    return _validate(collector, source=str(path))
+    return _validate(collector, source=source)
 
 
 def config_from_dict(
     sections: Mapping[str, Mapping[str, object]], base_dir: str | Path = ".", source: str | None = None
 ) -> Config:
     """Build a Config from Python values (notebooks, tests, the demo), with the same checks as a file."""
-    collector = _Collector(source or "<dict>")
+    collector = _Collector(source or "<dict>", Path(base_dir).resolve())
     for section, entries in sections.items():
         for key, value in entries.items():
             collector.add(section, key, repr(value), ORIGIN_FILE, Path(base_dir).resolve())
@@ -166,8 +182,12 @@ def config_from_dict(
 
 def _validate(collector: _Collector, source: str | None) -> Config:
     built: dict[str, Section] = {}
-    for name, values in collector.values.items():
-        schema = SECTIONS[name]
+    for name, schema in SECTIONS.items():
+        values = collector.values.setdefault(name, {})
+        for key in PATH_KEYS & set(schema.model_fields):
+            default = schema.model_fields[key].default
+            if key not in values and isinstance(default, str):  # defaults such as "./models" live beside the config
+                values[key] = os.path.normpath(collector.base_dir / default)
         try:
             section = schema(**values)
         except ValidationError as exc:

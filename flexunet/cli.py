@@ -1,0 +1,134 @@
+"""`flexunet VERB CONFIG`: each verb reads arguments, loads the config, calls one library function, prints a summary."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flexunet.console import console, note, say
+from flexunet.errors import FlexunetError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+    help="Train, evaluate and run UNet-family segmentation models from one seed-format INI config.",
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="The train_eval_infer.config (INI) file.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable), e.g. train.images_dir=./data/train/images"),
+]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto (default: auto).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed ([train] seed).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-epoch lines.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(help="Checkpoint to use (default: model_dir/best.pt).")]
+TtaOpt = Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average predictions over flips.")]
+
+
+def _load(config: Path, overrides: Optional[list[str]], seed: Optional[int] = None, quiet: bool = False):
+    from flexunet.config import load_config
+
+    extra = list(overrides or []) + ([f"train.seed={seed}"] if seed is not None else [])
+    cfg = load_config(config, extra)
+    if not quiet:
+        for text in cfg.notes:
+            note(text)
+    return cfg
+
+
+@app.command()
+def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
+          resume: Annotated[bool, typer.Option(help="Continue the run in model_dir from last.pt.")] = False,
+          quiet: QuietOpt = False) -> None:
+    """Train the model described by CONFIG; checkpoints go to [train] model_dir, logs to eval_dir."""
+    from flexunet.train import train_from_config
+
+    cfg = _load(config, set_, seed, quiet)
+    result = train_from_config(cfg, device=device, resume=resume, quiet=quiet)
+    say(f"trained {result.epochs_run} epochs; best epoch {result.best_epoch + 1} "
+        f"({cfg.train.monitor} {abs(result.best_value):.4f}); checkpoints in {result.run.model_dir}")
+
+
+@app.command()
+def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
+             tta: TtaOpt = None, quiet: QuietOpt = False) -> None:
+    """Evaluate the trained model on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json."""
+    from flexunet.evaluate import evaluate_from_config
+
+    cfg = _load(config, set_, quiet=quiet)
+    result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta)
+    for name, values in result.per_class.items():
+        say(f"{name}: dice {values['dice']:.4f}  iou {values['iou']:.4f}  precision {values['precision']:.4f}  "
+            f"recall {values['recall']:.4f}  (per-image mean dice {values['dice_image_mean']:.4f})")
+    for name, value in result.seed_metrics.items():
+        say(f"seed metric {name}: {value:.4f}" + ("  (counts background: not comparable with Dice)" if name == "dice_coef_multiclass" else ""))
+    say(f"foreground mean dice {result.mean_dice:.4f}; reports in {result.files[0].parent}")
+
+
+@app.command()
+def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
+          images: Annotated[Optional[Path], typer.Option(help="Folder of images (default: [infer] images_dir).")] = None,
+          output: Annotated[Optional[Path], typer.Option(help="Mask folder (default: [infer] output_dir).")] = None,
+          tta: TtaOpt = None, quiet: QuietOpt = False) -> None:
+    """Segment a folder of images: PNG masks at the original size, overlays in [infer] merged_dir."""
+    from flexunet.infer import infer_from_config
+
+    extra = list(set_ or [])
+    extra += [f"infer.images_dir={images}"] if images else []
+    extra += [f"infer.output_dir={output}"] if output else []
+    cfg = _load(config, extra, quiet=quiet)
+    result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta)
+    for line in result.skipped:
+        say(f"skipped: {line}")
+    say(f"wrote {len(result.written)} masks to {cfg.infer.output_dir}"
+        + (f" and overlays to {cfg.infer.merged_dir}" if cfg.infer.merged_dir else ""))
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, config and results.")] = Path("flexunet-demo"),
+         epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+         device: DeviceOpt = None, quiet: QuietOpt = False) -> None:
+    """Generate a synthetic 3-class cell dataset, then train -> evaluate -> infer on it (a few minutes on a CPU)."""
+    from flexunet.demo import run_demo
+
+    result = run_demo(out, epochs=epochs, device=device, quiet=quiet)
+    per_class = "  ".join(f"{k} {v:.4f}" for k, v in result.per_class_dice.items())
+    say(f"demo: test dice per class: {per_class}")
+    say(f"demo: foreground Dice {result.foreground_dice:.4f}; {result.masks_written} masks in {result.output_dir}, "
+        f"overlays in {result.merged_dir}; config {result.config}")
+
+
+def main() -> None:
+    """Entry point: user errors print one line per problem and exit 2; --debug shows the traceback."""
+    debug = "--debug" in sys.argv or os.environ.get("FLEXUNET_DEBUG") == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        app(standalone_mode=False)
+    except FlexunetError as exc:
+        if debug:
+            raise
+        for line in str(exc).splitlines():
+            console.print(f"error: {line}", markup=False, style="bold red")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: the last completed epoch's checkpoint is kept (resume with --resume)", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Predict masks for image files: probabilities at the original size, masks and overlays written as PNG."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flexunet.config.schema import Config
+from flexunet.data.io import read_image, resize_image, write_image
+from flexunet.data.masks import colorize_labels, palette
+from flexunet.data.pairing import list_image_files
+from flexunet.errors import DataError
+
+
+@torch.no_grad()
+def forward_probs(model: nn.Module, batch: Tensor, tta: bool = False) -> Tensor:
+    """Class probabilities (N, C, H, W) for a float batch in [0, 1]: sigmoid for one channel, softmax otherwise.
+
+    With tta, the mean over the identity, horizontal and vertical flips (each flipped back first).
+    """
+    views = [(), (3,), (2,)] if tta else [()]
+    total = None
+    for dims in views:
+        x = batch.flip(dims) if dims else batch
+        logits = model(x).float()
+        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        probs = probs.flip(dims) if dims else probs
+        total = probs if total is None else total + probs
+    return total / len(views)
+
+
+def to_input(images_hwc: Sequence[np.ndarray], device: torch.device, channels_last: bool = False) -> Tensor:
+    """Stack uint8 (H, W, C) images into a float batch (N, C, H, W) in [0, 1] on `device`."""
+    batch = torch.from_numpy(np.stack(images_hwc)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+
+
+def probs_to_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Label map (H, W) uint8 from probabilities (C, H, W): threshold for one channel, argmax otherwise."""
+    if probs.shape[0] == 1:
+        return (probs[0] > threshold).astype(np.uint8)
+    return probs.argmax(axis=0).astype(np.uint8)
+
+
+def resize_probs(probs: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear resize of (C, H, W) probabilities: upsample before thresholding, not the label map, for smooth edges."""
+    if probs.shape[1:] == (height, width):
+        return probs
+    return np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) for p in probs])
+
+
+def predict_images(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
+                   tta: bool = False, batch_size: int = 4, channels_last: bool = False) -> list[np.ndarray]:
+    """Probabilities (C, H0, W0) per image at its original size; each image is resized to the model input first."""
+    m = cfg.model
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        resized = [resize_image(im, m.image_width, m.image_height) for im in chunk]
+        probs = forward_probs(model, to_input(resized, device, channels_last), tta).cpu().numpy()
+        out += [resize_probs(p, im.shape[1], im.shape[0]) for p, im in zip(probs, chunk)]
+    return out
+
+
+_NAMED_COLOURS = {
+    "black": (0, 0, 0), "white": (255, 255, 255), "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
+    "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255), "gray": (128, 128, 128),
+    "grey": (128, 128, 128), "orange": (255, 165, 0),
+}
+
+
+def class_colours(cfg: Config) -> np.ndarray:
+    """(num_labels, 3) colour per label: [segmentation] black/white for binary models, rgb_map colours otherwise."""
+    if cfg.model.is_binary:
+        seg = cfg.segmentation
+        black = _NAMED_COLOURS.get(seg.black.lower(), (0, 0, 0))
+        white = _NAMED_COLOURS.get(seg.white.lower(), (255, 255, 255))
+        return np.array([black, white], dtype=np.uint8)
+    return palette(cfg.rgb_map, cfg.model.num_classes)
+
+
+def mask_image(labels: np.ndarray, cfg: Config) -> np.ndarray:
+    """The mask file's pixels: grey 0/255 for binary models (coloured when [segmentation] colorize), RGB otherwise."""
+    if cfg.model.is_binary and not cfg.segmentation.colorize:
+        return labels * np.uint8(255)
+    return colorize_labels(labels, class_colours(cfg))
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """Alpha-blend class colours over the image where a label is not background (float math: no uint8 wrap-around)."""
+    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    blended = rgb.astype(np.float32)
+    fg = labels > 0
+    blended[fg] = (1 - alpha) * blended[fg] + alpha * colours[labels[fg]].astype(np.float32)
+    # outline the predicted regions so thin structures stay visible
+    edges = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    blended[edges] = colours[np.maximum(labels, 1)[edges]]
+    return blended.round().clip(0, 255).astype(np.uint8)
+
+
+@dataclass
+class InferResult:
+    """What one inference pass wrote and what it skipped."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line per unreadable file
+
+
+def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
+                   device: torch.device, tta: bool = False, name_prefix: str = "", limit: int | None = None,
+                   on_image: Callable[[], None] | None = None) -> InferResult:
+    """Segment every image of `images_dir` (sorted): `<stem>.png` masks at the original size, optional overlays.
+
+    Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch.
+    """
+    files = list_image_files(images_dir, "[infer] images_dir")[:limit]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if merged_dir is not None:
+        merged_dir.mkdir(parents=True, exist_ok=True)
+    colours = class_colours(cfg)
+    result = InferResult()
+    batch_size = cfg.infer.batch_size
+    for start in range(0, len(files), batch_size):
+        chunk, images = [], []
+        for path in files[start : start + batch_size]:
+            try:
+                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order))
+                chunk.append(path)
+            except DataError as exc:
+                result.skipped.append(str(exc))
+        probs = predict_images(model, images, cfg, device, tta, batch_size) if images else []
+        for path, image, p in zip(chunk, images, probs):
+            labels = probs_to_labels(p, cfg.infer.threshold)
+            target = output_dir / f"{name_prefix}{path.stem}.png"
+            write_image(target, mask_image(labels, cfg))
+            result.written.append(target)
+            if merged_dir is not None:
+                shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
+                if cfg.segmentation.blursize:
+                    shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
+                write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, colours, cfg.infer.overlay_alpha))
+            if on_image is not None:
+                on_image()
+    return result

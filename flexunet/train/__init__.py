@@ -1,0 +1,59 @@
+"""Training: from a Config to a run folder with checkpoints, logs and previews."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from flexunet.config.load import config_to_ini
+from flexunet.config.schema import Config
+from flexunet.console import note, progress_bars, say
+from flexunet.data.dataset import build_datasets
+from flexunet.errors import CheckpointError
+from flexunet.losses import build_loss
+from flexunet.models import build_model
+from flexunet.train.device import choose_device, keep_freed_memory, seed_everything
+from flexunet.train.loop import FitResult, fit
+from flexunet.train.rundir import RunDir, atomic_write_text
+
+__all__ = ["FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
+
+
+def run_dir_for(cfg: Config) -> RunDir:
+    """The run's folders: [train] model_dir, eval_dir ([eval] eval_dir when only that is given), preview dir."""
+    eval_dir = cfg.train.eval_dir
+    if "train.eval_dir" not in cfg.origins and cfg.eval.eval_dir:
+        eval_dir = cfg.eval.eval_dir
+    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir))
+
+
+def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False) -> FitResult:
+    """Build data, model and loss from `cfg` and train. The documented Python API behind `flexunet train`."""
+    torch_device = choose_device(device)
+    seed_everything(cfg.train.seed)
+    if torch_device.type == "cpu":
+        keep_freed_memory()
+    log = (lambda *_: None) if quiet else say
+    run = run_dir_for(cfg)
+    if resume and not run.last.is_file():
+        raise CheckpointError(f"{run.last}: nothing to resume (no last.pt in [train] model_dir)")
+    data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
+    model = build_model(cfg.model)
+    loss_fn = build_loss(cfg.model)
+    augment = None
+    if cfg.model.generator:
+        from flexunet.augment import build_augmenter
+
+        augment = build_augmenter(cfg)
+    for text in data.notes:
+        if not quiet:
+            note(text)
+    for moved in run.prepare(resume):
+        if not quiet:
+            note(f"an earlier run was moved aside to {moved}")
+    atomic_write_text(run.resolved_config, config_to_ini(cfg))
+    if cfg.source and Path(cfg.source).is_file():
+        shutil.copyfile(cfg.source, run.model_dir / Path(cfg.source).name)  # the seed kept a copy of its config too
+    log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}: "
+        f"{len(data.train)} training and {len(data.valid)} validation pairs")
+    with progress_bars(quiet) as progress:
+        return fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment, progress=progress, log=log)

@@ -1,0 +1,65 @@
+"""Checkpoints: weights plus the resolved config (and, in last.pt, the state needed to resume).
+
+Everything saved is tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)` reads it: a
+checkpoint is data, never code.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flexunet.errors import CheckpointError
+from flexunet.train.rundir import atomic_write_bytes
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically write `state` (must hold "model" and "config") to `path`."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; a missing, truncated or foreign file raises CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (train first, or pass --checkpoint)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable flexunet checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a flexunet checkpoint (no model weights and config inside)")
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
+    """Load the checkpoint's weights into `model`; a shape or key mismatch names the checkpoint and the first problem."""
+    weights = state["model"]
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path}: weights are not a state dict")
+    expected = model.state_dict()
+    for key, tensor in weights.items():
+        if key in expected and (not isinstance(tensor, torch.Tensor) or tensor.shape != expected[key].shape):
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise CheckpointError(
+                f"{path}: weight {key} has shape {got}, the config's model needs {tuple(expected[key].shape)}"
+            )
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        first = missing[0] if missing else unexpected[0]
+        raise CheckpointError(
+            f"{path}: does not fit the config's model ({len(missing)} missing, {len(unexpected)} unexpected weights, "
+            f"e.g. {first})"
+        )
+    model.load_state_dict(weights)

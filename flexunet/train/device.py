@@ -1,0 +1,55 @@
+"""Choosing the device and the per-device speed settings."""
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+
+from flexunet.errors import ConfigError
+
+
+def choose_device(name: str | None = None) -> torch.device:
+    """`auto`/None: the first CUDA GPU if any, else CPU. An unavailable device is an error, not a silent fallback."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device; use cpu, cuda, cuda:1 or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is visible to PyTorch (torch {torch.__version__})")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) for a repeatable run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the OS after every step.
+
+    Without this, each training step's fresh 20-40 MB gradient tensors are mmap'd and page-faulted anew
+    (measured in benchmarks/: a large share of CPU step time). Linux/glibc only; FLEXUNET_NO_MALLOPT=1 turns it off.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("FLEXUNET_NO_MALLOPT"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on GPUs that support it, else fp16; None on CPU (bf16 there is emulated on CPUs without it)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,0 +1,72 @@
+"""Per-epoch logs: the seed's train_losses.csv / train_metrics.csv (same headers and rows), a fuller history.csv,
+and PNG plots redrawn every epoch."""
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from flexunet.train.rundir import atomic_write_text
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.reader(handle, skipinitialspace=True) if row]
+
+
+class History:
+    """Appends one row per epoch to the CSV logs; on resume, rows from the resumed epoch on are dropped first."""
+
+    def __init__(self, eval_dir: Path, seed_metric_columns: Sequence[str], start_epoch: int = 0) -> None:
+        self.eval_dir = eval_dir
+        self.metric_columns = list(seed_metric_columns)
+        self.losses_csv = eval_dir / "train_losses.csv"
+        self.metrics_csv = eval_dir / "train_metrics.csv"
+        self.history_csv = eval_dir / "history.csv"
+        self.rows: list[dict[str, float]] = []
+        if start_epoch > 0 and self.history_csv.is_file():
+            table = _read_rows(self.history_csv)
+            header = table[0] if table else []
+            self.rows = [{k: float(v) for k, v in zip(header, r)} for r in table[1:] if float(r[0]) < start_epoch]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Write all three CSVs from self.rows (atomic, so a crash mid-write never leaves a torn log)."""
+        losses = ["epoch, loss, val_loss"] + [f"{int(r['epoch'])}, {r['loss']:.4f}, {r['val_loss']:.4f}" for r in self.rows]
+        atomic_write_text(self.losses_csv, "\n".join(losses) + "\n")
+        metrics = ["epoch," + "".join(f"{c}," for c in self.metric_columns)]
+        metrics += [", ".join([str(int(r["epoch"]))] + [f"{r.get(c, math.nan):.4f}" for c in self.metric_columns]) for r in self.rows]
+        atomic_write_text(self.metrics_csv, "\n".join(metrics) + "\n")
+        if self.rows:
+            keys = list(self.rows[-1])
+            lines = [",".join(keys)] + [",".join(f"{r.get(k, math.nan):.6g}" for k in keys) for r in self.rows]
+            atomic_write_text(self.history_csv, "\n".join(lines) + "\n")
+
+    def append(self, row: Mapping[str, float]) -> None:
+        self.rows.append(dict(row))
+        self._rewrite()
+        self.plot()
+
+    def plot(self) -> None:
+        """train_losses.png and train_metrics.png: train green, validation red, dashed with markers (seed style)."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.rows]
+        for name, columns in (("train_losses", ["loss", "val_loss"]), ("train_metrics", self.metric_columns)):
+            if not columns:
+                continue
+            fig, ax = plt.subplots(figsize=(8, 6))
+            for column, colour in zip(columns, ("green", "red")):
+                ax.plot(epochs, [r.get(column, math.nan) for r in self.rows], "o--", color=colour, label=column)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.grid(True)
+            ax.legend(loc="upper left")
+            fig.savefig(self.eval_dir / f"{name}.png", dpi=80)
+            plt.close(fig)
