@@ -256,6 +256,17 @@ class AugmentorSection(Section):
     brightening: bool = False
     barrdistortion: bool = False
     pincdistortion: bool = False
+    # Chance that each switched-on operation is applied to one sample (drawn anew per sample and batch).
+    flip_probability: float = Field(0.5, ge=0, le=1)  # hflip and vflip, each on its own
+    rotation_probability: float = Field(0.5, ge=0, le=1)  # then one angle from `angles`
+    shrink_probability: float = Field(0.25, ge=0, le=1)  # then one ratio from `shrinks`
+    shear_probability: float = Field(0.25, ge=0, le=1)  # then one value from `shears`
+    deformation_probability: float = Field(0.25, ge=0, le=1)
+    distortion_probability: float = Field(0.25, ge=0, le=1)
+    barrdistortion_probability: float = Field(0.25, ge=0, le=1)
+    pincdistortion_probability: float = Field(0.25, ge=0, le=1)
+    sharpening_probability: float = Field(0.25, ge=0, le=1)
+    brightening_probability: float = Field(0.25, ge=0, le=1)
 
 
 class DeformationSection(Section):
