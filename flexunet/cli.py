@@ -101,6 +101,26 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
         f"overlays in {result.merged_dir}; config {result.config}")
 
 
+@app.command()
+def augment(config: ConfigArg, set_: SetOpt = None, seed: SeedOpt = None,
+            preview: Annotated[Optional[int], typer.Option(help="Write one PNG grid of N augmented [train] samples.")] = None,
+            out: Annotated[Path, typer.Option(help="The PNG file of --preview.")] = Path("augment_preview.png"),
+            offline: Annotated[Optional[Path], typer.Option(help="Write augmented [train] pairs to OUT_DIR/images and OUT_DIR/masks.")] = None,
+            copies: Annotated[int, typer.Option(help="Augmented copies of each pair with --offline.")] = 1,
+            quiet: QuietOpt = False) -> None:
+    """Show what [augmentor] does to [train] samples (--preview N), or write an augmented dataset (--offline OUT_DIR)."""
+    from flexunet.augment import augment_offline, preview_grid
+
+    if preview is None and offline is None:
+        raise FlexunetError("augment: give --preview N or --offline OUT_DIR")
+    cfg = _load(config, set_, seed, quiet)
+    if preview is not None:
+        say(f"wrote {preview} augmented samples to {preview_grid(cfg, preview, out, cfg.train.seed)}")
+    if offline is not None:
+        count = augment_offline(cfg, offline, copies, cfg.train.seed)
+        say(f"wrote {count} augmented image/mask pairs to {offline / 'images'} and {offline / 'masks'}")
+
+
 def main() -> None:
     """Entry point: user errors print one line per problem and exit 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv or os.environ.get("FLEXUNET_DEBUG") == "1"
