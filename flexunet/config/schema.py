@@ -15,7 +15,7 @@ PATH_KEYS = frozenset(
     {
         "images_dir", "masks_dir", "model_dir", "eval_dir", "output_dir", "merged_dir",
         "epoch_change_infer_dir", "epoch_change_tiled_infer_dir", "model_graph", "summary",
-        "pretrained_weights", "base_dir",
+        "pretrained_weights", "base_dir", "split_file",
     }
 )
 
@@ -119,6 +119,7 @@ class TrainSection(Section):
     eval_dir: str = "./eval"
     images_dir: Optional[str] = None
     masks_dir: Optional[str] = None
+    split_file: Optional[str] = None  # CSV from `flexunet split`: keep only the stems listed for this section
     learning_rate_reducer: bool = False
     reducer_patience: int = Field(4, ge=0)
     reducer_factor: float = Field(0.4, gt=0, lt=1)
@@ -144,6 +145,7 @@ class DataDirsSection(Section):
 
     images_dir: Optional[str] = None
     masks_dir: Optional[str] = None
+    split_file: Optional[str] = None  # CSV from `flexunet split`: keep only the stems listed for this section
 
 
 class ValidSection(DataDirsSection):

@@ -14,6 +14,7 @@ from flexunet.data.io import read_image, read_mask, resize_image, resize_labels
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, pair_files
 from flexunet.errors import ConfigError, DataError
+from flexunet.prepare.split_file import read_split_file
 
 
 def mask_decoding(cfg: Config) -> MaskDecoding:
@@ -94,7 +95,13 @@ def pairs_for(cfg: Config, section: str) -> list[Pair]:
     if not data.images_dir or not data.masks_dir:
         missing = "images_dir" if not data.images_dir else "masks_dir"
         raise ConfigError(f"{data.where(missing)}: required for this step (a folder, or a pattern like train/*/images/)")
-    return pair_files(data.images_dir, data.masks_dir, cfg.mask.mask_suffix, cfg.mask.mask_file_format)
+    pairs = pair_files(data.images_dir, data.masks_dir, cfg.mask.mask_suffix, cfg.mask.mask_file_format)
+    if data.split_file:
+        wanted = read_split_file(data.split_file)
+        pairs = [p for p in pairs if wanted.get(p.stem) == section]
+        if not pairs:
+            raise DataError(f"{data.split_file}: no stem listed for split '{section}' is in {data.images_dir}")
+    return pairs
 
 
 def build_datasets(cfg: Config) -> SplitDatasets:

@@ -1,0 +1,39 @@
+"""The split list: a CSV of `stem,group,split` rows saying which split each image belongs to.
+
+A config's `split_file` key points at it, so one folder of files can serve train, valid and test without copies.
+This module imports nothing from `flexunet.data`, which reads it while pairing files.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+
+from flexunet.errors import DataError
+
+HEADER = ("stem", "group", "split")
+
+
+def write_split_file(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """Write (stem, group, split) rows, sorted by stem so that two runs with one seed give identical files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        writer.writerows(sorted(rows))
+    return path
+
+
+def read_split_file(path: str | Path) -> Mapping[str, str]:
+    """Image stem -> split name, from a file written by `write_split_file` (or by hand with the same header)."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"stem", "split"} <= set(reader.fieldnames):
+                raise DataError(f"{path}: not a split list (expected a CSV header with 'stem' and 'split')")
+            return {row["stem"]: row["split"] for row in reader}
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot read split file ({exc})") from None
