@@ -1,0 +1,227 @@
+"""Dataset statistics: files per split, class pixel fractions, unpaired files, unmapped colours, exact duplicates.
+
+The seed's DatasetStatistics only counted images per split; a class imbalance, a wrong rgb_map or the same file
+in train and test changes what a score means, so they are counted here too.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flexunet.data.io import read_mask
+from flexunet.data.masks import RGB, binarize_mask, decode_rgb_mask, to_grey
+from flexunet.errors import DataError
+from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, scan_split
+
+# A colour covering at least this share of some mask is taken as a class when no rgb_map is given.
+_CLASS_COLOUR_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class UnmappedColour:
+    """A mask colour far from every rgb_map colour, the colour it would snap to, and its share of the mask."""
+
+    mask: Path
+    colour: RGB
+    nearest: RGB
+    fraction: float
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """Counts of one split: pairs, unpaired files, pixels and images per class, masks with no foreground."""
+
+    name: str
+    files: SplitFiles
+    class_pixels: tuple[int, ...]  # (num_labels,) pixels of each class over all readable masks
+    images_per_class: tuple[int, ...]  # (num_labels,) masks in which the class occurs
+    empty_masks: tuple[Path, ...]
+    unreadable: tuple[str, ...]  # one-line DataError messages
+    unmapped: tuple[UnmappedColour, ...]
+    mask_sizes: dict[Path, tuple[int, int]]  # (width, height) of every readable mask
+
+    @property
+    def class_fractions(self) -> tuple[float, ...]:
+        total = sum(self.class_pixels)
+        return tuple(c / total if total else 0.0 for c in self.class_pixels)
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """Statistics of every split, the colour map used to read the masks, and files shared by two splits."""
+
+    root: str
+    splits: tuple[SplitStats, ...]
+    rgb_map: dict[RGB, int] | None  # None: binary masks (grey > threshold is foreground)
+    duplicates: tuple[tuple[Path, Path], ...]  # byte-identical images in two different splits
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per problem a user should look at before training."""
+        out = []
+        for s in self.splits:
+            out += [f"{p}: no mask with stem '{p.stem}'" for p in s.files.images_without_mask]
+            out += [f"{p}: no image with this stem in {s.name}" for p in s.files.masks_without_image]
+            out += list(s.unreadable)
+            by_colour: dict[tuple[RGB, RGB], list[UnmappedColour]] = {}
+            for u in s.unmapped:  # one line per stray colour, not per mask: edge colours recur in every mask
+                by_colour.setdefault((u.colour, u.nearest), []).append(u)
+            for (colour, nearest), found in by_colour.items():
+                worst = max(found, key=lambda u: u.fraction)
+                more = f" and {len(found) - 1} more masks" if len(found) > 1 else ""
+                out.append(f"{worst.mask}: colour {colour} is not in the rgb_map; nearest is {nearest} "
+                           f"({worst.fraction:.2%} of the mask{more})")
+        out += [f"{b}: same bytes as {a} (in another split)" for a, b in self.duplicates]
+        return out
+
+
+def file_digest(path: Path) -> str:
+    """SHA-1 of the file bytes: equal digests mean the same file copied, whatever its name."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def exact_duplicates(splits: list[SplitFiles]) -> list[tuple[Path, Path]]:
+    """Images whose bytes also occur in an earlier split: (first file seen, later copy)."""
+    seen: dict[str, tuple[str, Path]] = {}
+    out = []
+    for split in splits:
+        for path in split.images:
+            digest = file_digest(path)
+            if digest in seen and seen[digest][0] != split.name:
+                out.append((seen[digest][1], path))
+            seen.setdefault(digest, (split.name, path))
+    return out
+
+
+def _colour_counts(mask: np.ndarray) -> Counter[RGB]:
+    packed = (mask[..., 0].astype(np.int32) << 16) | (mask[..., 1].astype(np.int32) << 8) | mask[..., 2]
+    unique, counts = np.unique(packed, return_counts=True)  # 1-D unique: far faster than unique(axis=0)
+    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c) for u, c in zip(unique, counts)})
+
+
+def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
+    """None when every mask is grey (binary); else the colours big enough to be classes, black first.
+
+    A colour is a class when it covers a share of at least one mask; anti-aliased edge colours never do.
+    """
+    colour = [m for m in masks if m.ndim == 3 and not (np.all(m[..., 0] == m[..., 1]) and np.all(m[..., 1] == m[..., 2]))]
+    if not colour:
+        return None
+    total: Counter[RGB] = Counter()
+    classes: set[RGB] = set()
+    for mask in colour:
+        counts = _colour_counts(mask)
+        total.update(counts)
+        classes |= {c for c, n in counts.items() if n >= _CLASS_COLOUR_SHARE * mask.shape[0] * mask.shape[1]}
+    return {c: i for i, c in enumerate(sorted(classes, key=lambda c: (sum(c) > 0, -total[c])))}
+
+
+def _worst_unmapped(path: Path, mask: np.ndarray, rgb_map: Mapping[RGB, int], tolerance: float) -> UnmappedColour:
+    """The most frequent colour of `mask` farther than `tolerance` from every rgb_map colour."""
+    if mask.ndim == 2:
+        mask = np.repeat(mask[:, :, None], 3, axis=2)
+    counts = _colour_counts(mask)
+    colours = np.array(list(rgb_map), dtype=np.int32)  # (K, 3)
+    found = np.array(list(counts), dtype=np.int32)  # (U, 3)
+    dist2 = ((found[:, None, :] - colours[None]) ** 2).sum(axis=2)  # (U, K)
+    far = np.flatnonzero(dist2.min(axis=1) > tolerance**2)
+    worst = max(far, key=lambda i: counts[tuple(found[i])])
+    colour = tuple(int(v) for v in found[worst])
+    nearest = tuple(int(v) for v in colours[dist2[worst].argmin()])
+    return UnmappedColour(path, colour, nearest, counts[colour] / (mask.shape[0] * mask.shape[1]))
+
+
+def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0) -> SplitStats:
+    """Read every mask of one split once and count its classes."""
+    num_labels = 2 if rgb_map is None else max(rgb_map.values()) + 1
+    pixels = np.zeros(num_labels, dtype=np.int64)
+    present = np.zeros(num_labels, dtype=np.int64)
+    empty, unreadable, unmapped, sizes = [], [], [], {}
+    for pair in files.pairs:
+        try:
+            mask = read_mask(pair.mask)
+        except DataError as exc:
+            unreadable.append(str(exc))
+            continue
+        sizes[pair.mask] = (mask.shape[1], mask.shape[0])
+        if rgb_map is None:
+            labels, far = binarize_mask(to_grey(mask), 127), 0.0
+        else:
+            labels, far = decode_rgb_mask(mask, rgb_map, tolerance)
+        counts = np.bincount(labels.ravel(), minlength=num_labels)[:num_labels]
+        pixels += counts
+        present += counts > 0
+        if counts[1:].sum() == 0:
+            empty.append(pair.mask)
+        if far > 0:
+            unmapped.append(_worst_unmapped(pair.mask, mask, rgb_map, tolerance))
+    return SplitStats(files.name, files, tuple(int(v) for v in pixels), tuple(int(v) for v in present),
+                      tuple(empty), tuple(unreadable), tuple(unmapped), sizes)
+
+
+def _sample_masks(splits: list[SplitFiles], limit: int = 64) -> list[np.ndarray]:
+    pairs = [p for s in splits for p in s.pairs]
+    picks = sorted(set(np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int))) if pairs else []
+    out = []
+    for i in picks:
+        try:
+            out.append(read_mask(pairs[i].mask))
+        except DataError:
+            continue
+    return out
+
+
+def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = None, mask_suffix: str = "",
+                  tolerance: float = 40.0, splits: list[SplitDirs] | None = None) -> DatasetStats:
+    """Statistics of a dataset folder (or of given split folders); rgb_map None: inferred from the masks."""
+    dirs = splits if splits is not None else find_splits(Path(root))
+    files = [scan_split(d, mask_suffix) for d in dirs]
+    chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files))
+    stats = tuple(split_stats(f, chosen, tolerance) for f in files)
+    return DatasetStats(str(root or dirs[0].images), stats, chosen, tuple(exact_duplicates(files)))
+
+
+def format_stats(stats: DatasetStats) -> list[str]:
+    """Plain-text lines: one per split with counts and class fractions, then the warnings."""
+    lines = [f"masks read as {'binary (grey > 127)' if stats.rgb_map is None else f'rgb_map {stats.rgb_map}'}"]
+    for s in stats.splits:
+        fractions = " ".join(f"{f:.3f}" for f in s.class_fractions)
+        lines.append(f"{s.name}: {len(s.files.pairs)} pairs, {len(s.files.images_without_mask)} images without mask, "
+                     f"{len(s.files.masks_without_image)} masks without image, {len(s.empty_masks)} empty masks; "
+                     f"class pixel fractions {fractions}; images per class {list(s.images_per_class)}")
+    return lines
+
+
+def plot_stats(stats: DatasetStats, path: Path) -> Path:
+    """Bar charts of pairs per split and class pixel fractions per split, saved as PNG (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s.name for s in stats.splits]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    counts = [len(s.files.pairs) for s in stats.splits]
+    bars = left.bar(names, counts, color="tab:blue")
+    left.bar_label(bars)
+    left.set_ylabel("image/mask pairs")
+    left.set_title(Path(stats.root).name)
+    num_labels = len(stats.splits[0].class_pixels) if stats.splits else 0
+    width = 0.8 / max(num_labels, 1)
+    for c in range(num_labels):
+        x = [i + (c - (num_labels - 1) / 2) * width for i in range(len(names))]
+        right.bar(x, [s.class_fractions[c] for s in stats.splits], width, label=f"class {c}")
+    right.set_xticks(range(len(names)), names)
+    right.set_yscale("log")
+    right.set_ylabel("fraction of mask pixels")
+    right.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
