@@ -1,0 +1,200 @@
+"""`flexunet doctor`: everything about a dataset that would make training fail or its scores mislead.
+
+Beyond `stats` it decodes every image (unreadable files, size and channel mix, image/mask size mismatch) and looks
+for near-duplicates across splits: augmented copies of one source (flipped, rotated, cropped, re-encoded) in
+train and test make a test score measure memorisation. The seed made such splits by augmenting before splitting.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flexunet.config.load import load_config
+from flexunet.data.io import read_image
+from flexunet.data.masks import RGB
+from flexunet.errors import DataError
+from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, Fingerprints, find_matches, fingerprint
+from flexunet.prepare.layout import SplitDirs, find_splits, splits_from_config
+from flexunet.prepare.stats import DatasetStats, dataset_stats
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """`image` (a later split) looks like `match` (an earlier split); `more` other images there also match."""
+
+    image: str
+    split: str
+    match: str
+    match_split: str
+    score: float
+    more: int
+
+
+@dataclass(frozen=True)
+class ImageCensus:
+    """What decoding every image found: problems, and how many images have each size and colour kind."""
+
+    problems: tuple[str, ...]
+    sizes: dict[str, int]  # "WxH" -> number of images
+    kinds: dict[str, int]  # "grey" / "colour" -> number of images
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """The findings of `doctor`, with `leaks` true when any image is shared across splits."""
+
+    target: str
+    stats: DatasetStats
+    census: ImageCensus
+    near_duplicates: tuple[NearDuplicate, ...]
+    threshold: float
+    seconds: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def leaks(self) -> bool:
+        return bool(self.near_duplicates or self.stats.duplicates)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per problem: files, pairing, decoding, mixes, and a line per split that leaks."""
+        out = self.stats.warnings + list(self.census.problems)
+        if len(self.census.sizes) > 1:
+            out.append(f"{self.target}: images of {len(self.census.sizes)} sizes: {_top(self.census.sizes)}")
+        if len(self.census.kinds) > 1:
+            out.append(f"{self.target}: grey and colour images mixed: {_top(self.census.kinds)}")
+        for s in self.stats.splits:
+            if s.empty_masks:
+                out.append(f"{s.empty_masks[0]}: mask has no foreground (and {len(s.empty_masks) - 1} more in {s.name})")
+        for (split, earlier), n in Counter((d.split, d.match_split) for d in self.near_duplicates).items():
+            total = next(len(s.files.images) for s in self.stats.splits if s.name == split)
+            out.append(f"{split}: {n} of {total} images are near-copies of images in {earlier}")
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "seconds": round(self.seconds, 2),
+            "threshold": self.threshold,
+            "rgb_map": {str(k): v for k, v in (self.stats.rgb_map or {}).items()} or None,
+            "splits": {s.name: {"pairs": len(s.files.pairs), "images_without_mask": [str(p) for p in s.files.images_without_mask],
+                                "masks_without_image": [str(p) for p in s.files.masks_without_image],
+                                "empty_masks": [str(p) for p in s.empty_masks],
+                                "class_fractions": [round(f, 6) for f in s.class_fractions]}
+                       for s in self.stats.splits},
+            "image_sizes": self.census.sizes,
+            "image_kinds": self.census.kinds,
+            "exact_duplicates": [[str(a), str(b)] for a, b in self.stats.duplicates],
+            "near_duplicates": [asdict(d) for d in self.near_duplicates],
+            "problems": self.problems,
+            "notes": list(self.notes),
+            "leaks": self.leaks,
+        }
+
+    def write_json(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+
+def _top(counts: Mapping[str, int], n: int = 4) -> str:
+    return ", ".join(f"{k} ({v})" for k, v in Counter(counts).most_common(n))
+
+
+def census_images(stats: DatasetStats) -> tuple[ImageCensus, dict[str, tuple[list[Path], list[np.ndarray]]]]:
+    """Decode every image once: problems and size/kind counts, plus the decoded images of each split."""
+    problems, sizes, kinds = [], Counter(), Counter()
+    decoded: dict[str, tuple[list[Path], list[np.ndarray]]] = {}
+    for s in stats.splits:
+        masks = {p.image: p.mask for p in s.files.pairs}
+        paths, images = [], []
+        for path in s.files.images:
+            try:
+                image = read_image(path)  # (H, W, 3) RGB
+            except DataError as exc:
+                problems.append(str(exc))
+                continue
+            h, w = image.shape[:2]
+            sizes[f"{w}x{h}"] += 1
+            grey = bool(np.all(image[..., 0] == image[..., 1]) and np.all(image[..., 1] == image[..., 2]))
+            kinds["grey" if grey else "colour"] += 1
+            if path in masks:
+                mask_size = s.mask_sizes.get(masks[path])
+                if mask_size and mask_size != (w, h):
+                    problems.append(f"{masks[path]}: mask is {mask_size[0]}x{mask_size[1]} but its image is {w}x{h}")
+            paths.append(path)
+            images.append(image)
+        decoded[s.name] = (paths, images)
+    return ImageCensus(tuple(problems), dict(sizes), dict(kinds)), decoded
+
+
+def find_leaks(decoded: dict[str, tuple[list[Path], list[np.ndarray]]], threshold: float = DEFAULT_THRESHOLD
+               ) -> list[NearDuplicate]:
+    """For each image and each earlier split (train first), its best match there when one scores >= threshold.
+
+    Earlier splits are searched one at a time, so a test image copied in both train and valid is reported twice.
+    """
+    names = list(decoded)
+    prints: dict[str, Fingerprints] = {n: fingerprint(decoded[n][1]) for n in names}
+    out = []
+    for k, name in enumerate(names):
+        for earlier in names[:k]:
+            best: dict[int, list] = {}
+            for m in find_matches(prints[name], prints[earlier], threshold):
+                best.setdefault(m.query, []).append(m)
+            for i, matches in sorted(best.items()):
+                top = max(matches, key=lambda m: m.score)
+                out.append(NearDuplicate(str(decoded[name][0][i]), name, str(decoded[earlier][0][top.ref]), earlier,
+                                         round(top.score, 4), len(matches) - 1))
+    return out
+
+
+def doctor(target: Path, threshold: float = DEFAULT_THRESHOLD, rgb_map: Mapping[RGB, int] | None = None,
+           mask_suffix: str = "", tolerance: float = 40.0) -> DoctorReport:
+    """Examine a dataset folder (`<split>/{images,masks}`) or the splits named by a config file.
+
+    With a config, its [mask] rgb_map, mask_suffix and color_tolerance are used; otherwise binary masks are
+    recognised as grey and colour masks get their frequent colours as classes.
+    """
+    start = time.perf_counter()
+    target = Path(target)
+    splits: list[SplitDirs]
+    notes = []
+    if target.is_file():
+        cfg = load_config(target)
+        splits = splits_from_config(cfg)
+        mask_suffix, tolerance = cfg.mask.mask_suffix, cfg.mask.color_tolerance
+        rgb_map = None if cfg.model.num_classes == 1 else cfg.rgb_map
+        notes += list(cfg.notes)
+    else:
+        splits = find_splits(target)
+    stats = dataset_stats(target, rgb_map, mask_suffix, tolerance, splits=splits)
+    if rgb_map is None and stats.rgb_map is not None:
+        notes.append(f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
+    census, decoded = census_images(stats)
+    leaks = find_leaks(decoded, threshold) if len(decoded) > 1 else []
+    return DoctorReport(str(target), stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes))
+
+
+def format_report(report: DoctorReport, limit: int = 20) -> list[str]:
+    """The summary a user reads first: counts, problems (first `limit`), a few copies across splits, the verdict."""
+    lines = [f"doctor {report.target}: {report.seconds:.1f} s"]
+    for s in report.stats.splits:
+        fractions = " ".join(f"{f:.3f}" for f in s.class_fractions)
+        lines.append(f"  {s.name}: {len(s.files.pairs)} pairs; class pixel fractions {fractions}")
+    lines += [f"  note: {n}" for n in report.notes]
+    problems = report.problems
+    lines += [f"  problem: {p}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"  ... and {len(problems) - limit} more problems (all in the JSON report)")
+    for d in report.near_duplicates[:5]:
+        lines.append(f"  copy: {d.image} ~ {d.match} (score {d.score:.3f}, {d.more} more in {d.match_split})")
+    verdict = "LEAK: the same images (or augmented copies) are in two splits" if report.leaks else "no images shared across splits"
+    lines.append(f"  {'no problems; ' if not problems else ''}{verdict}")
+    return lines

@@ -1,0 +1,132 @@
+"""Fingerprints that survive flips, rotations, small crops and JPEG re-encoding, to find augmented copies.
+
+An image's gradient magnitude is sampled on a polar grid around its centre (grey, square centre crop, downsampled). A rotation about the
+centre is then a circular shift along the angle axis and a flip is a reversal of it, so:
+- the magnitude of the angular FFT of each ring is unchanged by both: a cheap summary to find candidates, and
+- the best circular cross-correlation over all shifts (and the reversed copy) scores a candidate pair exactly.
+Corners padded by a rotation lie outside the inscribed circle and are never sampled. Small crops and shrinks
+change the scale, so each image is also sampled with smaller radii and the scales are compared crosswise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Radius of each extra sampling, as a fraction of the inscribed circle: covers crops/shrinks to ~80%.
+SCALES = tuple(0.95 * f for f in (1.0, 0.95, 0.9, 0.85, 0.8))
+# Aligned correlation above which two images count as copies. On pap-smear all copies score >= 0.85 and
+# different cells <= 0.75 (benchmarks/doctor_pap_smear.py).
+DEFAULT_THRESHOLD = 0.8
+_SIZE, _RINGS, _ANGLES, _SUMMARY_TERMS = 128, 32, 128, 8
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """Per image: the angular spectra of its polar samples, and their rotation/flip-invariant summary."""
+
+    spectra: np.ndarray  # (N, S, R, A//2+1) complex64: rfft along angle of the z-scored polar samples
+    summary: np.ndarray  # (N, S, D) float32 unit vectors: low angular-FFT magnitudes of every ring
+
+    def __len__(self) -> int:
+        return len(self.spectra)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Image `query` of one set resembles image `ref` of another set with aligned correlation `score`."""
+
+    query: int
+    ref: int
+    score: float
+
+
+def polar_samples(image: np.ndarray) -> np.ndarray:
+    """(S, R, A) float32 polar samples of the centred square of `image`, each scale z-scored on its own."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    h, w = grey.shape
+    side = min(h, w)
+    # a centred square stays the same square under 90-degree rotations of a non-square image
+    top, left = (h - side) // 2, (w - side) // 2
+    square = grey[top:top + side, left:left + side].astype(np.float32)
+    small = cv2.resize(square, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA if side > _SIZE else cv2.INTER_LINEAR)
+    # gradient magnitude is itself rotation-invariant and ignores the flat background that every image shares
+    blurred = cv2.GaussianBlur(small, (0, 0), 1.0)  # also smooths JPEG block edges
+    edges = cv2.magnitude(cv2.Sobel(blurred, cv2.CV_32F, 1, 0), cv2.Sobel(blurred, cv2.CV_32F, 0, 1))
+    centre = (_SIZE / 2 - 0.5, _SIZE / 2 - 0.5)
+    out = np.empty((len(SCALES), _RINGS, _ANGLES), dtype=np.float32)
+    for s, fraction in enumerate(SCALES):
+        polar = cv2.warpPolar(edges, (_RINGS, _ANGLES), centre, _SIZE / 2 * fraction, cv2.WARP_POLAR_LINEAR)
+        polar = polar.T  # (R, A): rings by angle
+        out[s] = (polar - polar.mean()) / (polar.std() + 1e-6)
+    return out
+
+
+def fingerprint(images: list[np.ndarray]) -> Fingerprints:
+    """Fingerprints of uint8 images (H, W) or (H, W, 3) RGB."""
+    if not images:
+        return Fingerprints(np.zeros((0, len(SCALES), _RINGS, _ANGLES // 2 + 1), np.complex64),
+                            np.zeros((0, len(SCALES), _RINGS * _SUMMARY_TERMS), np.float32))
+    polar = np.stack([polar_samples(image) for image in images])  # (N, S, R, A)
+    spectra = np.fft.rfft(polar, axis=3).astype(np.complex64)
+    # term 0 is the ring's sum (signed: the radial profile); the magnitudes of terms 1.. its angular structure
+    summary = np.concatenate([spectra[..., :1].real, np.abs(spectra[..., 1:_SUMMARY_TERMS])], axis=3)
+    summary = summary.reshape(len(images), len(SCALES), -1)
+    summary -= summary.mean(axis=2, keepdims=True)
+    summary /= np.linalg.norm(summary, axis=2, keepdims=True) + 1e-6
+    return Fingerprints(spectra, summary.astype(np.float32))
+
+
+def _scale_pairs() -> list[tuple[int, int]]:
+    """Query scale against reference scale: full against every scale and every scale against full."""
+    return [(0, 0)] + [(0, s) for s in range(1, len(SCALES))] + [(s, 0) for s in range(1, len(SCALES))]
+
+
+def summary_similarity(query: Fingerprints, ref: Fingerprints) -> np.ndarray:
+    """(Nq, Nr) best cosine similarity of the invariant summaries over the scale pairs."""
+    best = np.full((len(query), len(ref)), -1.0, dtype=np.float32)
+    for qs, rs in _scale_pairs():
+        np.maximum(best, query.summary[:, qs] @ ref.summary[:, rs].T, out=best)
+    return best
+
+
+def aligned_scores(query: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """(K,) best correlation of one query's spectra (S, R, F) with K references (K, S, R, F).
+
+    Maximised over rotation (circular shift), flip (the conjugate spectrum is the reversed signal) and scale pairs.
+    """
+    best = np.full(len(refs), -1.0, dtype=np.float32)
+    norm = _RINGS * _ANGLES
+    for qs, rs in _scale_pairs():
+        q, r = query[qs][None], refs[:, rs]  # (1, R, F), (K, R, F)
+        for cross in (q * np.conj(r), q * r):  # same orientation, mirrored
+            corr = np.fft.irfft(cross.sum(axis=1), n=_ANGLES, axis=1)  # (K, A): one value per rotation
+            np.maximum(best, corr.max(axis=1) / norm, out=best)
+    return best
+
+
+def find_matches(query: Fingerprints, ref: Fingerprints, threshold: float = DEFAULT_THRESHOLD,
+                 candidates: int = 32, exclude_self: bool = False) -> list[Match]:
+    """Every query image's references that score >= `threshold`, best first.
+
+    Only the `candidates` references with the most similar summaries are scored exactly: the summary already
+    ignores rotation and flips, so true copies rank near the top and the costly alignment runs on a few.
+    """
+    if not len(query) or not len(ref):
+        return []
+    similarity = summary_similarity(query, ref)
+    if exclude_self:
+        np.fill_diagonal(similarity, -2.0)
+    k = min(candidates, len(ref) - (1 if exclude_self else 0))
+    if k <= 0:
+        return []
+    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]  # (Nq, k)
+    matches = []
+    for i, row in enumerate(top):
+        scores = aligned_scores(query.spectra[i], ref.spectra[row])
+        for j in np.argsort(-scores):
+            if scores[j] < threshold:
+                break
+            matches.append(Match(i, int(row[j]), float(scores[j])))
+    return matches
