@@ -26,7 +26,6 @@ def requires_shared(*parts: str) -> Path:
     return path
 
 
-
 def cell(seed: int, size: int = 128) -> np.ndarray:
     """A textured 'cell' image: random ellipses and smooth noise on a plain background (RGB uint8)."""
     rng = np.random.default_rng(seed)

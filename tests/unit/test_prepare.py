@@ -26,7 +26,6 @@ def requires_shared(*parts: str) -> Path:
     return path
 
 
-
 def bgr(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb)
