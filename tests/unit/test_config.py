@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flexunet.config import config_from_text, config_to_ini, load_config, parse_value
+from flexunet.config.load import Location
+from flexunet.errors import ConfigError
+from tests.conftest import requires_shared
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.config") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path, overrides: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides or [])
+    return str(info.value)
+
+
+def test_parse_value_literals_and_inline_comment() -> None:
+    where = Location("x.config", "train", "k")
+    assert parse_value("(3,3)", where) == (3, 3)
+    assert parse_value("{(0,0,0):0, (255,255,255):1}", where) == {(0, 0, 0): 0, (255, 255, 255): 1}
+    assert parse_value("5 ; five epochs", where) == 5
+    assert parse_value('"./models"  # where', where) == "./models"
+    assert parse_value("None", where) is None
+
+
+def test_code_is_never_evaluated(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = write(tmp_path, f"[train]\nepochs = __import__('pathlib').Path({str(marker)!r}).touch()\n")
+    message = error_of(path)
+    assert "exp.config [train] epochs" in message and "not a Python literal" in message
+    assert not marker.exists()
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "[train]\nbatch_sise = 4\n"))
+    assert message == "exp.config [train] batch_sise: unknown key; did you mean 'batch_size'?"
+
+
+def test_unknown_section_suggests(tmp_path: Path) -> None:
+    assert "did you mean 'train'" in error_of(write(tmp_path, "[trian]\nepochs = 4\n"))
+
+
+def test_wrong_type_names_section_key_and_value(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "[model]\ndropout_rate = 1.5\n"))
+    assert message.startswith("exp.config [model] dropout_rate = 1.5:")
+    assert "less than 1" in message
+
+
+def test_all_problems_reported_together(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "[train]\nepochz = 3\nbatch_size = 'four'\n[model]\nloss = \"bce_iou\"\n"))
+    lines = message.splitlines()
+    assert len(lines) == 3
+    assert any("epochz" in line for line in lines) and any("batch_size" in line for line in lines)
+    assert any("unknown loss" in line and "bce_iou_loss" in line for line in lines)
+
+
+def test_duplicate_key_is_an_error_not_silence(tmp_path: Path) -> None:
+    assert "key given twice" in error_of(write(tmp_path, "[train]\nepochs = 3\nepochs = 4\n"))
+
+
+def test_percent_sign_is_fine(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[infer]\noutput_dir = "./out_100%"\n'))
+    assert cfg.infer.output_dir.endswith("out_100%")
+
+
+def test_seed_aliases_are_mapped_with_notes(tmp_path: Path) -> None:
+    path = write(tmp_path, (
+        '[train]\nimage_datapath = "./a/images"\nmask_datapath = "./a/masks"\n'
+        '[eval]\nimage_datapath = "./v/images"\nmask_datapath = "./v/masks"\nbatch_size = 2\n'
+        "[augmentor]\nalpah = 900\n[model]\nshow_hitory = True\n"
+    ))
+    cfg = load_config(path)
+    assert cfg.train.images_dir == str(tmp_path / "a" / "images")
+    assert cfg.valid.masks_dir == str(tmp_path / "v" / "masks")
+    assert cfg.eval.batch_size == 2 and cfg.augmentor.alpha == 900
+    assert any("alpah" in n for n in cfg.notes) and any("show_history" in n for n in cfg.notes)
+
+
+def test_paths_relative_to_config_folder_and_cli_relative_to_cwd(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "sub").mkdir()
+    path = write(tmp_path / "sub", '[train]\nmodel_dir = "./models"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path, ["train.eval_dir=logs", "train.epochs=7"])
+    assert cfg.train.model_dir == str(tmp_path / "sub" / "models")
+    assert cfg.train.eval_dir == str(tmp_path / "logs")
+    assert cfg.train.epochs == 7
+    assert cfg.origins["train.epochs"] == "command line" and cfg.origins["train.model_dir"] == "file"
+
+
+def test_unquoted_path_is_read_as_string_with_note(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[train]\nmodel_dir = ./models\n"))
+    assert cfg.train.model_dir == str(tmp_path / "models")
+    assert any("not quoted" in n for n in cfg.notes)
+
+
+def test_unknown_model_suggests(tmp_path: Path) -> None:
+    assert "unknown model" in error_of(write(tmp_path, '[model]\nmodel = "TensorFlowFlexUNetX"\n'))
+
+
+def test_rgb_map_index_beyond_num_classes(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "[model]\nnum_classes = 2\n[mask]\nrgb_map = {(0,0,0):0, (255,0,0):2}\n"))
+    assert "exp.config [mask] rgb_map" in message
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[model]\nnum_classes = 3\nbase_kernels = (5,5)\n[mask]\nrgb_map = {(0,0,0):0,(0,255,0):1,(255,0,0):2}\n"))
+    again = config_from_text(config_to_ini(cfg), "resolved")
+    for name in ("model", "train", "mask", "valid", "infer", "augmentor"):
+        assert getattr(again, name).model_dump() == getattr(cfg, name).model_dump()
+
+
+@pytest.mark.parametrize("name", ["pap-smear.config", "mammogram-mastery.config"])
+def test_seed_configs_load_unmodified(name: str) -> None:
+    cfg = load_config(requires_shared("configs", name))
+    assert cfg.train.epochs == 100
+    if name == "pap-smear.config":
+        assert cfg.model.num_layers == 7 and cfg.model.loss == "bce_iou_loss" and cfg.mask.threshold == 60
+        assert cfg.valid.images_dir.endswith("valid/images")
+    else:
+        assert cfg.model.num_classes == 2 and cfg.rgb_map == {(0, 0, 0): 0, (255, 255, 255): 1}
+        assert cfg.train.learning_rate_reducer and cfg.train.reducer_patience == 4
+        assert any("input_normalize" in n for n in cfg.notes)
