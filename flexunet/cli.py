@@ -246,7 +246,9 @@ def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a command's typer.Exit code instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except FlexunetError as exc:
         if debug:
             raise
