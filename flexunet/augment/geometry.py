@@ -148,8 +148,10 @@ def warp(images: Tensor, labels: Tensor, grid: Tensor) -> tuple[Tensor, Tensor]:
 
     Outside the source, images take the colour of their pixel (2, 2) (the seed's fill) and labels take 0.
     """
-    # labels with nearest: bilinear would invent classes between two neighbours
+    dtype = images.dtype
+    images = images.float()  # sample in float32: a bfloat16 grid would be off by pixels on large images
     fill = images[:, :, 2:3, 2:3]  # (N, C, 1, 1)
     out = F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
+    # labels with nearest: bilinear would invent classes between two neighbours
     out_labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out.clamp_(0, 1), out_labels[:, 0].round().to(labels.dtype)
+    return out.clamp_(0, 1).to(dtype), out_labels[:, 0].round().to(labels.dtype)

@@ -58,13 +58,14 @@ def augment_offline(cfg: Config, out_dir: Path, copies: int, seed: int) -> int:
         if folder.is_dir() and any(folder.iterdir()):
             raise DataError(f"{folder}: already holds files; choose a new output folder")
     dataset = _train_dataset(cfg)
+    augmenter = Augmenter.from_config(cfg)
     generator = torch.Generator().manual_seed(seed)
     written = 0
     for copy in range(copies):
         for start in range(0, len(dataset), _BATCH):
             indices = list(range(start, min(start + _BATCH, len(dataset))))
             images, labels = next(_batches(dataset, indices))
-            images, labels = Augmenter.from_config(cfg)(images, labels, generator)
+            images, labels = augmenter(images, labels, generator)
             for i, image, mask in zip(indices, _to_rgb(images, cfg), _masks_to_write(labels, cfg)):
                 stem = f"{dataset.pairs[i].image.stem}_aug{copy + 1}"
                 write_image(images_dir / f"{stem}.png", image)

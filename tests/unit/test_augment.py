@@ -220,3 +220,12 @@ def test_augment_offline_writes_png_pairs_readable_by_the_same_config(tiny_datas
     assert set(values.tolist()) <= {0, 255}  # pure label colours only, no blended edges
     with pytest.raises(DataError, match="already holds files"):
         augment_offline(cfg, out, copies=1, seed=0)
+
+
+def test_half_precision_channels_last_batches_keep_their_dtype_and_layout() -> None:
+    labels = block_labels(2, 32, 3)
+    images = encode(labels).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    out_images, out_labels = GEOMETRIC(images, labels, torch.Generator().manual_seed(0))
+    assert out_images.dtype == torch.bfloat16 and out_images.is_contiguous(memory_format=torch.channels_last)
+    assert out_labels.dtype == labels.dtype
+    assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist())
