@@ -13,10 +13,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
 
 import torch
 
@@ -37,24 +40,6 @@ SETTINGS = {
     },
 }
 EXTRA_SECTIONS = {"deformation": {"alpha": 300.0, "sigmoids": [8.0]}}
-
-
-def cpu_info() -> dict[str, object]:
-    """CPU model and flags from /proc/cpuinfo (first processor), so numbers can be compared across machines."""
-    info: dict[str, object] = {"machine": platform.machine(), "logical_cpus": os.cpu_count()}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "model name" and "model" not in info:
-            info["model"] = value.strip()
-        elif key == "flags" and "flags" not in info:
-            info["flags"] = value.split()
-    info["processors"] = text.count("processor\t:")
-    return info
 
 
 def time_step(model: torch.nn.Module, loss_fn: LossFn, optim: torch.optim.Optimizer, images: torch.Tensor,
@@ -129,7 +114,7 @@ def main() -> None:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": cpu_info(),
+        "cpu": machine_info(),
         "load_average_after": os.getloadavg(),  # other processes on the machine while this ran
         "repeats": args.repeats,
         "steps_per_repeat": args.steps,

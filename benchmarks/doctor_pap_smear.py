@@ -18,21 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pap-smear"
-
-
-def cpu_info() -> dict[str, object]:
-    """CPU model, flags of interest and the cores this process may use (timings depend on all three)."""
-    model, flags = platform.processor(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        all_flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
-        flags = sorted(f for f in all_flags if f.startswith(("avx", "sse4", "fma")))
-    except (OSError, StopIteration):
-        pass
-    return {"model": model, "flags": flags, "cores_usable": len(os.sched_getaffinity(0))}
 
 
 def main(data: Path) -> dict[str, object]:
@@ -59,7 +49,7 @@ def main(data: Path) -> dict[str, object]:
         "pair_precision": round(sum(correct) / max(len(correct), 1), 4),
         "flagged_outside_truth": len(flagged - leaking),
         "doctor_seconds": round(seconds, 2),
-        "cpu": cpu_info(),
+        "cpu": machine_info(),
         "torch_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "date": datetime.date.today().isoformat(),
         "commit": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),

@@ -1,7 +1,6 @@
 """Evaluation on held-out data: the seed's evaluation.csv plus honest per-image and per-class numbers."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass

@@ -20,7 +20,7 @@ from flexunet.config.schema import Config
 from flexunet.console import Bar, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import TrainingError
-from flexunet.infer.predict import mask_image, predict_images, probs_to_labels, to_input
+from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
 from flexunet.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
