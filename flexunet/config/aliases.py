@@ -63,6 +63,23 @@ MODEL_ALIASES: dict[str, str] = {
     "tensorflowslightlyflexibleunet": "flexunet",
     "flexunet": "flexunet",
     "unet": "flexunet",
+    "tensorflowflexattentionunet": "attention_unet",
+    "tensorflowattentionunet": "attention_unet",
+    "tensorflowflexmultiresunet": "multires_unet",
+    "tensorflowmultiresunet": "multires_unet",
+    "tensorflowflexunet3plus": "unet3plus",
+    "tensorflowunet3plus": "unet3plus",
+    "tensorflowflexu2net": "u2net",
+    "tensorflowu2net": "u2net",
+    "tensorflowflexswinunet": "swin_unet",
+    "tensorflowswinunet": "swin_unet",
+    "tensorflowflextransunet": "trans_unet",
+    "tensorflowtransunet": "trans_unet",
+    "tensorflowflexdeeplabv3plus": "deeplabv3plus",
+    "tensorflowflexsharpunet": "sharp_unet",
+    "tensorflowflexefficientunet": "efficient_unet",
+    "tensorflowefficientunet": "efficient_unet",
+    "tensorflowflexefficientnetb7unet": "efficientnet_b7_unet",
 }
 
 

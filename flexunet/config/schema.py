@@ -65,11 +65,11 @@ class ModelSection(Section):
     filters: Optional[list[int]] = None
     max_filter: int = 512
     base_ksize: tuple[int, int] = (3, 3)
-    filter_num_begin: int = 128
+    filter_num_begin: int = Field(96, gt=0)  # Swin: the seed's 128 is not a multiple of 12, as SwinUNETR needs
     depth: int = 4
     stack_num_down: int = 2
     stack_num_up: int = 2
-    patch_size: tuple[int, int] = (4, 4)
+    patch_size: tuple[int, int] = (2, 2)  # Swin: SwinUNETR embeds 2x2 patches (the seed used (4, 4))
     num_heads: Optional[int | list[int]] = None
     window_size: Optional[int | list[int]] = None
     num_mlp: Optional[int] = None

@@ -1,5 +1,23 @@
 """Segmentation networks by name. Each architecture module below registers itself when imported."""
-from flexunet.models import flexunet  # noqa: F401  (registers "flexunet")
-from flexunet.models.registry import MODELS, build_model, register_model
+from flexunet.models import (  # noqa: F401  (each registers its builder under the name in its file)
+    attention_unet,
+    deeplabv3plus,
+    efficient_unet,
+    efficientnet_b7_unet,
+    flexunet,
+    multires_unet,
+    sharp_unet,
+    swin_unet,
+    trans_unet,
+    u2net,
+    unet3plus,
+)
+from flexunet.models.registry import (
+    MODELS,
+    PretrainedReport,
+    build_model,
+    load_pretrained,
+    register_model,
+)
 
-__all__ = ["MODELS", "build_model", "register_model"]
+__all__ = ["MODELS", "PretrainedReport", "build_model", "load_pretrained", "register_model"]

@@ -1,7 +1,10 @@
 """Small building blocks shared by several architectures."""
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from flexunet.config.schema import ModelSection
 from flexunet.errors import ConfigError
@@ -29,3 +32,54 @@ def require_divisible(section: ModelSection, levels: int) -> None:
         if value % step:
             fix = max(step, round(value / step) * step)
             raise ConfigError(f"{section.where(key)} = {value}: must be divisible by 2**{levels} = {step}; try {fix}")
+
+
+Kernel = int | tuple[int, int]
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> BatchNorm -> activation: the unit most architectures here are built from (no conv bias: BN has one)."""
+
+    def __init__(
+        self, cin: int, cout: int, kernel: Kernel = 3, dilation: Kernel = 1, activation: str = "relu", stride: int = 1
+    ) -> None:
+        # 'same' padding keeps sizes for any kernel/dilation; a strided conv pads half the kernel instead
+        padding: str | int = "same" if stride == 1 else (kernel if isinstance(kernel, int) else kernel[0]) // 2
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            make_activation(activation),
+        )
+
+
+class ConvStack(nn.Sequential):
+    """`count` ConvNormAct units, with dropout after the first (the seed's conv blocks grow dropout with depth)."""
+
+    def __init__(
+        self, cin: int, cout: int, count: int = 2, kernel: Kernel = 3, dilation: Kernel = 1,
+        activation: str = "relu", dropout: float = 0.0,
+    ) -> None:
+        layers: list[nn.Module] = []
+        for i in range(count):
+            layers.append(ConvNormAct(cin if i == 0 else cout, cout, kernel, dilation, activation))
+            if i == 0 and dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        super().__init__(*layers)
+
+
+def resize_to(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize of a feature map to `size` (H, W): aligns decoder maps with skips of any size."""
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def require_levels(section: ModelSection, key: str, value: int, minimum: int) -> None:
+    """A network needs at least `minimum` levels (an encoder and a bottleneck at least)."""
+    if value < minimum:
+        raise ConfigError(f"{section.where(key)} = {value}: this model needs at least {minimum}; try {minimum}")
+
+
+def check_unet_keys(section: ModelSection, levels: int, key: str = "num_layers") -> None:
+    """The checks every UNet-shaped builder needs: enough levels, a size that halves cleanly, a known activation."""
+    require_levels(section, key, levels, 2)
+    require_divisible(section, levels - 1)
+    make_activation(section.activation, section)  # fail early with the config location

@@ -1,0 +1,43 @@
+"""EfficientNet-UNet, the seed's TensorFlowFlexEfficientUNet, built from MONAI's FlexibleUNet.
+
+An EfficientNet B0..B7 encoder ([model] efficientnet) with a UNet decoder of 16, 8, 4, 2, 1 x base_filters
+channels (base_filters = 16 gives MONAI's default 256..16). The encoder starts from random weights: ImageNet
+weights would need a download (bug 35); give a local file as [model] pretrained_weights instead. The seed had a
+1-channel sigmoid head for 2 classes and a NameError for B6 (bug 33); here every variant gives num_classes logits.
+"""
+from __future__ import annotations
+
+from monai.networks.nets import FlexibleUNet
+
+from flexunet.config.schema import ModelSection
+from flexunet.errors import ConfigError
+from flexunet.models.layers import require_divisible
+from flexunet.models.registry import register_model
+
+VARIANTS = tuple(f"B{i}" for i in range(8))
+
+
+def build_efficientnet_unet(section: ModelSection, variant: str) -> FlexibleUNet:
+    """FlexibleUNet with the EfficientNet `variant` ("B0".."B7") encoder, without the classifier it never uses."""
+    require_divisible(section, 5)
+    b = section.base_filters
+    model = FlexibleUNet(
+        in_channels=section.image_channels,
+        out_channels=section.num_classes,
+        backbone=f"efficientnet-{variant.lower()}",
+        pretrained=False,  # never download
+        decoder_channels=(16 * b, 8 * b, 4 * b, 2 * b, b),
+        spatial_dims=2,
+        dropout=section.dropout_rate,
+    )
+    # the encoder keeps EfficientNet's classifier (head conv, BN, fc) but never calls it: drop the dead weights
+    model.encoder._conv_head = model.encoder._bn1 = model.encoder._fc = None
+    return model
+
+
+@register_model("efficient_unet")
+def build_efficient_unet(section: ModelSection) -> FlexibleUNet:
+    variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
+    if variant not in VARIANTS:
+        raise ConfigError(f"{section.where('efficientnet')} = {section.efficientnet!r}: choose one of {', '.join(VARIANTS)}")
+    return build_efficientnet_unet(section, variant)
