@@ -121,6 +121,23 @@ def augment(config: ConfigArg, set_: SetOpt = None, seed: SeedOpt = None,
         say(f"wrote {count} augmented image/mask pairs to {offline / 'images'} and {offline / 'masks'}")
 
 
+@app.command()
+def inspect(config: ConfigArg, set_: SetOpt = None,
+            out: Annotated[Optional[Path], typer.Option(help="Summary text file (default: [inspect] summary).")] = None,
+            graph: Annotated[Optional[Path], typer.Option(help="Graph image (default: [inspect] model_graph); needs graphviz dot.")] = None,
+            quiet: QuietOpt = False) -> None:
+    """Show [model]: parameters, FLOPs per image at the config size, receptive field, and a layer table file."""
+    from flexunet.models.inspect import inspect_model, write_graph, write_summary
+
+    cfg = _load(config, set_, quiet=quiet)
+    summary = inspect_model(cfg)
+    for line in summary.headline().splitlines():
+        say(line)
+    say(f"layer table: {write_summary(summary, out or Path(cfg.inspect.summary))}")
+    drawn = write_graph(summary, graph or Path(cfg.inspect.model_graph))
+    say(f"graph: {drawn}" if drawn else "graph: skipped (graphviz `dot` not found)")
+
+
 prepare_app = typer.Typer(no_args_is_help=True, help="Import a public dataset into <out>/all/{images,masks} with a split list and a starter config.")
 app.add_typer(prepare_app, name="prepare")
 RawArg = Annotated[Path, typer.Argument(help="The dataset as downloaded.", show_default=False)]
