@@ -12,6 +12,7 @@ from flexunet.errors import CheckpointError
 from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.train.device import choose_device, keep_freed_memory, seed_everything
+from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import FitResult, fit
 from flexunet.train.rundir import RunDir, atomic_write_text
 
@@ -27,33 +28,46 @@ def run_dir_for(cfg: Config) -> RunDir:
 
 
 def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False) -> FitResult:
-    """Build data, model and loss from `cfg` and train. The documented Python API behind `flexunet train`."""
-    torch_device = choose_device(device)
-    seed_everything(cfg.train.seed)
-    if torch_device.type == "cpu":
-        keep_freed_memory()
-    log = (lambda *_: None) if quiet else say
-    run = run_dir_for(cfg)
-    if resume and not run.last.is_file():
-        raise CheckpointError(f"{run.last}: nothing to resume (no last.pt in [train] model_dir)")
-    data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
-    model = build_model(cfg.model)
-    loss_fn = build_loss(cfg.model)
-    augment = None
-    if cfg.model.generator:
-        from flexunet.augment import build_augmenter
+    """Build data, model and loss from `cfg` and train. The documented Python API behind `flexunet train`.
 
-        augment = build_augmenter(cfg)
-    for text in data.notes:
-        if not quiet:
-            note(text)
-    for moved in run.prepare(resume):
-        if not quiet:
-            note(f"an earlier run was moved aside to {moved}")
-    atomic_write_text(run.resolved_config, config_to_ini(cfg))
-    if cfg.source and Path(cfg.source).is_file():
-        shutil.copyfile(cfg.source, run.model_dir / Path(cfg.source).name)  # the seed kept a copy of its config too
-    log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}: "
-        f"{len(data.train)} training and {len(data.valid)} validation pairs")
-    with progress_bars(quiet) as progress:
-        return fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment, progress=progress, log=log)
+    Under torchrun (WORLD_SIZE > 1) each process trains a DistributedDataParallel replica on its share of every
+    batch; rank 0 alone prepares the folders, writes files and prints.
+    """
+    dist_ctx, dist_device = init_distributed(device)
+    try:
+        torch_device = dist_device or choose_device(device)
+        seed_everything(cfg.train.seed)
+        if torch_device.type == "cpu":
+            keep_freed_memory()
+        quiet = quiet or not dist_ctx.is_main
+        log = (lambda *_: None) if quiet else say
+        run = run_dir_for(cfg)
+        if resume and not run.last.is_file():
+            raise CheckpointError(f"{run.last}: nothing to resume (no last.pt in [train] model_dir)")
+        data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
+        model = build_model(cfg.model)
+        loss_fn = build_loss(cfg.model)
+        augment = None
+        if cfg.model.generator:
+            from flexunet.augment import build_augmenter
+
+            augment = build_augmenter(cfg)
+        if dist_ctx.is_main:
+            for text in data.notes:
+                if not quiet:
+                    note(text)
+            for moved in run.prepare(resume):
+                if not quiet:
+                    note(f"an earlier run was moved aside to {moved}")
+            atomic_write_text(run.resolved_config, config_to_ini(cfg))
+            if cfg.source and Path(cfg.source).is_file():
+                shutil.copyfile(cfg.source, run.model_dir / Path(cfg.source).name)  # the seed kept a copy of its config too
+        barrier(dist_ctx)
+        processes = f" x {dist_ctx.world_size} processes" if dist_ctx.enabled else ""
+        log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}"
+            f"{processes}: {len(data.train)} training and {len(data.valid)} validation pairs")
+        with progress_bars(quiet) as progress:
+            return fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment, progress=progress,
+                       log=log, dist_ctx=dist_ctx)
+    finally:
+        shutdown(dist_ctx)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,18 +16,20 @@ import torch
 from rich.progress import Progress
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.console import Bar, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
-from flexunet.errors import TrainingError
+from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
 from flexunet.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from flexunet.train.device import amp_dtype
+from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, per_rank_batch
 from flexunet.train.history import History
 from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
@@ -77,8 +82,9 @@ def make_optimizer(model: nn.Module, cfg: Config) -> Optimizer:
 
 def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim: Optimizer, step: StepSettings,
                     seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
-                    scaler: torch.amp.GradScaler | None, bar: Bar) -> dict[str, float]:
-    """One pass over `loader`; returns the mean loss and the running means of the seed metrics (as Keras reports)."""
+                    scaler: torch.amp.GradScaler | None, bar: Bar, dist_ctx: DistContext = DistContext()) -> dict[str, float]:
+    """One pass over `loader`; returns the mean loss and the running means of the seed metrics (as Keras reports),
+    averaged over all processes."""
     model.train()
     totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
     batches = 0
@@ -90,7 +96,7 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
         with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
-        if not torch.isfinite(loss):
+        if any_rank(not torch.isfinite(loss).item(), dist_ctx, step.device):
             raise TrainingError(f"loss became {loss.item()} at batch {batches + 1}; lower [model] learning_rate or "
                                 "check the masks; the last good checkpoint is kept")
         optim.zero_grad(set_to_none=True)
@@ -115,7 +121,9 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
                     totals[name] += SEED_METRICS[name](target, probs).item()
         bar.advance(len(images))
         bar.update(f"loss {totals['loss'] / batches:.4f}")
-    return {k: v / max(batches, 1) for k, v in totals.items()}
+    means = torch.tensor([v / max(batches, 1) for v in totals.values()], dtype=torch.float64, device=step.device)
+    means = all_reduce_sum(means, dist_ctx) / dist_ctx.world_size  # every process ran the same number of batches
+    return dict(zip(totals, means.tolist()))
 
 
 def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
@@ -126,8 +134,12 @@ def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
 
 @torch.no_grad()
 def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes: int, step: StepSettings,
-             seed_metrics: list[str], max_batches: int | None = None) -> dict[str, float]:
-    """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded)."""
+             seed_metrics: list[str], max_batches: int | None = None,
+             dist_ctx: DistContext = DistContext()) -> dict[str, float]:
+    """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded).
+
+    Under torchrun each process sees a disjoint shard; sums are reduced before any ratio is taken.
+    """
     model.eval()
     num_labels = max(num_classes, 2)
     totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
@@ -147,7 +159,12 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
         counts = confusion_counts(label_maps(logits), y, num_labels).total()
         tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
         batches += 1
-    out = {k: v / max(batches, 1) for k, v in totals.items()}
+    packed = torch.cat([torch.tensor([*totals.values(), batches], dtype=torch.float64), tp, fp, fn]).to(step.device)
+    packed = all_reduce_sum(packed, dist_ctx).cpu()
+    k = len(totals)
+    batches = int(packed[k].item())
+    out = {name: float(v) / max(batches, 1) for name, v in zip(totals, packed[:k])}
+    tp, fp, fn = packed[k + 1 :].reshape(3, num_labels)
     c = Counts(tp[1:], fp[1:], fn[1:])  # background excluded
     per_dice, per_iou = dice(c), iou(c)
     out["dice"], out["iou"] = float(nanmean(per_dice)), float(nanmean(per_iou))
@@ -158,10 +175,22 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
 
 def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, device: torch.device,
                 num_workers: int | None, generator: torch.Generator | None = None,
-                num_samples: int | None = None) -> DataLoader:
-    """Streams pairs from disk. `num_samples` draws that many training samples per epoch (steps_per_epoch)."""
+                num_samples: int | None = None, dist_ctx: DistContext = DistContext(), seed: int = 0) -> DataLoader:
+    """Streams pairs from disk. `num_samples` draws that many training samples per epoch (steps_per_epoch).
+
+    Under torchrun, training uses a DistributedSampler (the same permutation as one process, seeded by seed + epoch,
+    so the global batches are the same) and validation a disjoint shard per process.
+    """
     workers = (4 if device.type == "cuda" else 0) if num_workers is None else num_workers
-    sampler = RandomSampler(dataset, num_samples=num_samples, generator=generator) if shuffle else None
+    sampler: Sampler | None = None
+    if dist_ctx.enabled and shuffle:
+        if num_samples is not None:
+            raise ConfigError("[train] steps_per_epoch: not supported under torchrun; leave it out to use every pair")
+        sampler = DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed)
+    elif dist_ctx.enabled:
+        dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
+    elif shuffle:
+        sampler = RandomSampler(dataset, num_samples=num_samples, generator=generator)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
 
@@ -169,13 +198,15 @@ def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, de
 class EpochPreview:
     """Per-epoch masks of the first [train] num_infer_images of [infer] images_dir: `Epoch_<n>_<stem>.png`."""
 
-    def __init__(self, cfg: Config, folder: Path) -> None:
+    def __init__(self, cfg: Config, folder: Path, log: Callable[[str], None] = say) -> None:
         from flexunet.data.io import read_image
         from flexunet.data.pairing import list_image_files
 
         self.cfg, self.folder = cfg, folder
         self.images: list[tuple[str, np.ndarray]] = []
-        if cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
+        if cfg.train.epoch_change_infer and cfg.infer.images_dir and not Path(cfg.infer.images_dir).is_dir():
+            log(f"note: {cfg.infer.where('images_dir')} = {cfg.infer.images_dir}: no such folder; per-epoch previews are off")
+        elif cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
             files = list_image_files(cfg.infer.images_dir, "[infer] images_dir")[: cfg.train.num_infer_images]
             self.images = [(f.stem, read_image(f, cfg.model.image_channels, cfg.image.color_order)) for f in files]
 
@@ -210,16 +241,45 @@ def seed_metric_names(cfg: Config) -> tuple[list[str], list[str]]:
     return names, columns
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler ending the job) like Ctrl-C, so both stop cleanly through the same path."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def epoch_row(epoch: int, lr: float, train_stats: dict[str, float], val_stats: dict[str, float], seed_names: list[str],
+              seconds: float, images: int) -> dict[str, float]:
+    """One history.csv row: losses, seed metrics (train and val), validation Dice/IoU per class, speed."""
+    row = {"epoch": epoch, "lr": lr, "loss": train_stats["loss"], "val_loss": val_stats["loss"]}
+    row |= {name: train_stats[name] for name in seed_names} | {f"val_{name}": val_stats[name] for name in seed_names}
+    row |= {f"val_{k}": v for k, v in val_stats.items() if k.startswith(("dice", "iou"))}
+    return row | {"seconds": seconds, "images_per_s": images / max(seconds, 1e-9)}
+
+
 def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run: RunDir, device: torch.device,
         resume: bool = False, augment: Augment | None = None, progress: Progress | None = None,
-        log: Callable[[str], None] = say) -> FitResult:
-    """Train `model` on `data` as [train] describes; best.pt/last.pt, CSV logs and previews go to `run`."""
+        log: Callable[[str], None] = say, dist_ctx: DistContext = DistContext()) -> FitResult:
+    """Train `model` on `data` as [train] describes; best.pt/last.pt, CSV logs and previews go to `run`.
+
+    Each epoch's history row is written before last.pt, so a run killed at any point resumes without a gap or a
+    duplicate row. Under torchrun only rank 0 writes files.
+    """
     t = cfg.train
     step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device) if t.amp else None,
                         t.channels_last if t.channels_last is not None else device.type == "cuda")
-    model.to(device)
-    if step.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model.to(device, memory_format=torch.channels_last if step.channels_last else torch.preserve_format)
+    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
@@ -234,55 +294,68 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
         start_epoch, best_epoch = int(state["epoch"]) + 1, int(state["best_epoch"])
         log(f"resuming at epoch {start_epoch + 1} from {run.last}")
     seed_names, columns = seed_metric_names(cfg)
-    history = History(run.eval_dir, columns, start_epoch)
-    preview = EpochPreview(cfg, run.preview_dir)
+    history = History(run.eval_dir, columns, start_epoch) if dist_ctx.is_main else None
+    preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
     generator = torch.Generator().manual_seed(t.seed)
     aug_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
     num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
-    train_loader = make_loader(data.train, t.batch_size, True, device, t.num_workers, generator, num_samples)
-    valid_loader = make_loader(data.valid, cfg.eval.batch_size, False, device, t.num_workers)
+    train_loader = make_loader(data.train, per_rank_batch(t.batch_size, dist_ctx), True, device, t.num_workers,
+                               generator, num_samples, dist_ctx, t.seed)
+    valid_loader = make_loader(data.valid, cfg.eval.batch_size, False, device, t.num_workers, dist_ctx=dist_ctx)
     config_text = config_to_ini(cfg)
     stopped_early = False
     epoch = start_epoch - 1
-    for epoch in range(start_epoch, t.epochs):
-        generator.manual_seed(t.seed + epoch)  # shuffling depends on (seed, epoch) only: resume repeats it exactly
-        aug_generator.manual_seed(t.seed + 1 + epoch)
-        began = time.perf_counter()
-        bar = Bar(progress, f"epoch {epoch + 1}/{t.epochs}", num_samples or len(data.train))
-        train_stats = train_one_epoch(model, loss_fn, train_loader, optim, step, seed_names, augment, aug_generator, scaler, bar)
-        bar.close()
-        seconds = time.perf_counter() - began
-        val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names, t.validation_steps)
-        monitored = {"val_loss": val_stats["loss"], "val_dice": -val_stats["dice"], "val_iou": -val_stats["iou"]}[t.monitor]
-        if math.isnan(monitored):
-            monitored = math.inf
-        improved = monitored < early.best
-        stop = early.update(monitored)
-        lr = optim.param_groups[0]["lr"]
-        reduced = t.learning_rate_reducer and reducer.update(monitored)
-        row = {"epoch": epoch, "lr": lr, "loss": train_stats["loss"], "val_loss": val_stats["loss"]}
-        row |= {name: train_stats[name] for name in seed_names} | {f"val_{name}": val_stats[name] for name in seed_names}
-        row |= {f"val_{k}": v for k, v in val_stats.items() if k.startswith(("dice", "iou"))}
-        row |= {"seconds": seconds, "images_per_s": (num_samples or len(data.train)) / max(seconds, 1e-9)}
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        if improved:
-            best_epoch = epoch
-            save_checkpoint(run.best, {"model": weights, "config": config_text, "epoch": epoch, "metrics": row})
-        save_checkpoint(run.last, {
-            "model": weights, "config": config_text, "epoch": epoch, "best_epoch": best_epoch, "metrics": row,
-            "optimizer": optim.state_dict(), "early_stopping": early.state_dict(), "reducer": reducer.state_dict(),
-            "rng": _rng_state(),
-        })
-        history.append(row)
-        preview.write(model, epoch, step)
-        log(f"epoch {epoch + 1}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-            f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
-            + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else ""))
-        if stop:
-            stopped_early = True
-            log(f"early stopping: no improvement of {t.monitor} for {t.patience} epochs")
-            break
-        if Path("break_training").exists() or (run.model_dir / "break_training").exists():
-            log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
-            break
-    return FitResult(run, epoch + 1 - start_epoch, best_epoch, early.best, stopped_early, history.rows)
+    with sigterm_as_interrupt():
+        try:
+            for epoch in range(start_epoch, t.epochs):
+                generator.manual_seed(t.seed + epoch)  # shuffling depends on (seed, epoch) only: resume repeats it exactly
+                aug_generator.manual_seed(t.seed + 1 + epoch)
+                if isinstance(train_loader.sampler, DistributedSampler):
+                    train_loader.sampler.set_epoch(epoch)
+                began = time.perf_counter()
+                bar = Bar(progress, f"epoch {epoch + 1}/{t.epochs}", num_samples or len(data.train))
+                train_stats = train_one_epoch(train_model, loss_fn, train_loader, optim, step, seed_names, augment,
+                                              aug_generator, scaler, bar, dist_ctx)
+                bar.close()
+                seconds = time.perf_counter() - began
+                val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names,
+                                     t.validation_steps, dist_ctx)
+                monitored = {"val_loss": val_stats["loss"], "val_dice": -val_stats["dice"], "val_iou": -val_stats["iou"]}[t.monitor]
+                monitored = math.inf if math.isnan(monitored) else monitored
+                improved = monitored < early.best
+                stop = early.update(monitored)
+                row = epoch_row(epoch, optim.param_groups[0]["lr"], train_stats, val_stats, seed_names, seconds,
+                                num_samples or len(data.train))
+                reduced = t.learning_rate_reducer and reducer.update(monitored)
+                best_epoch = epoch if improved else best_epoch
+                if dist_ctx.is_main:
+                    history.append(row)
+                    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                    if improved:
+                        save_checkpoint(run.best, {"model": weights, "config": config_text, "epoch": epoch, "metrics": row})
+                    save_checkpoint(run.last, {
+                        "model": weights, "config": config_text, "epoch": epoch, "best_epoch": best_epoch,
+                        "metrics": row, "optimizer": optim.state_dict(), "early_stopping": early.state_dict(),
+                        "reducer": reducer.state_dict(), "rng": _rng_state(),
+                    })
+                    preview.write(model, epoch, step)
+                log(f"epoch {epoch + 1}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                    f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
+                    + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else ""))
+                if stop:
+                    stopped_early = True
+                    log(f"early stopping: no improvement of {t.monitor} for {t.patience} epochs")
+                    break
+                sentinel = Path("break_training").exists() or (run.model_dir / "break_training").exists()
+                if any_rank(sentinel, dist_ctx, device):
+                    log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
+                    break
+        except KeyboardInterrupt:
+            if dist_ctx.is_main:
+                snapshot = run.model_dir / "interrupted.pt"
+                save_checkpoint(snapshot, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                           "config": config_text, "epoch": epoch})
+                log(f"interrupted in epoch {epoch + 1}: weights saved to {snapshot}; last.pt holds the last finished "
+                    "epoch (continue with --resume)")
+            raise
+    return FitResult(run, epoch + 1 - start_epoch, best_epoch, early.best, stopped_early, history.rows if history else [])

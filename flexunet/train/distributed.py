@@ -1,0 +1,84 @@
+"""Multi-process training with torchrun + DistributedDataParallel: which process this is, and reductions.
+
+`torchrun --nproc_per_node=N -m flexunet train CONFIG` sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a
+single process and every helper here is a no-op.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from flexunet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Rank and world size of this process; rank 0 alone writes files and prints."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(device_name: str | None) -> tuple[DistContext, torch.device | None]:
+    """Join the process group torchrun set up: nccl with one GPU per process, gloo on CPU. (ctx, device or None)."""
+    if not launched_by_torchrun():
+        return DistContext(), None
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available() and device_name not in ("cpu",)
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank, world, local), torch.device(f"cuda:{local}" if use_cuda else "cpu")
+
+
+def per_rank_batch(batch_size: int, ctx: DistContext) -> int:
+    """[train] batch_size is the global batch; each of the world_size processes takes an equal share."""
+    if batch_size % ctx.world_size:
+        raise ConfigError(
+            f"[train] batch_size = {batch_size}: must be divisible by the {ctx.world_size} torchrun processes"
+        )
+    return batch_size // ctx.world_size
+
+
+def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum a tensor over all processes (identity for one process)."""
+    if ctx.enabled:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every process when it is true on any (stop decisions must agree, or the others hang)."""
+    if not ctx.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,98 @@
+"""Scale out and stay safe: torchrun/DDP parity, SIGKILL + resume, SIGTERM, NaN loss."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from flexunet.config import load_config
+from flexunet.errors import TrainingError
+from flexunet.train import train_from_config
+from tests.conftest import make_config
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def history(path: Path) -> list[dict[str, float]]:
+    with path.open() as handle:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_dataset: Path) -> None:
+    config = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 2, "epoch_change_infer": False},
+                                                  "model": {"loss": "binary_crossentropy", "clipvalue": None}})
+    single = subprocess.run([sys.executable, "-m", "flexunet", "train", str(config), "-q"], env=ENV, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stdout + single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "flexunet", "train", str(config), "-q", "--set", "train.model_dir=ddp_models",
+                          "--set", "train.eval_dir=ddp_eval"], env=ENV, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    one, two = history(tmp_path / "eval" / "history.csv"), history(tmp_path / "ddp_eval" / "history.csv")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        for key in ("loss", "val_loss", "val_dice"):
+            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+    assert not (tmp_path / "ddp_models" / "rank1").exists() and (tmp_path / "ddp_models" / "best.pt").is_file()
+
+
+def test_sigkill_at_any_point_then_resume(tmp_path: Path, tiny_dataset: Path) -> None:
+    config = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 40, "epoch_change_infer": False}})
+    proc = subprocess.Popen([sys.executable, "-m", "flexunet", "train", str(config), "-q"], env=ENV, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    losses = tmp_path / "eval" / "train_losses.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not losses.is_file() or len(losses.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(tmp_path / "models" / name, weights_only=True)  # never half-written
+        assert "model" in state
+    done = int(torch.load(tmp_path / "models" / "last.pt", weights_only=True)["epoch"])
+    resumed = subprocess.run([sys.executable, "-m", "flexunet", "train", str(config), "-q", "--resume",
+                              "--set", f"train.epochs={done + 3}"], env=ENV, cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    epochs = [int(line.split(",")[0]) for line in losses.read_text().splitlines()[1:]]
+    assert epochs == list(range(done + 3))  # continues, no gap, no duplicate row
+    assert [int(r["epoch"]) for r in history(tmp_path / "eval" / "history.csv")] == epochs
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path: Path, tiny_dataset: Path) -> None:
+    config = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 200, "epoch_change_infer": False}})
+    proc = subprocess.Popen([sys.executable, "-m", "flexunet", "train", str(config)], env=ENV, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    last = tmp_path / "models" / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and not last.is_file():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and "Traceback" not in out
+    assert torch.load(tmp_path / "models" / "interrupted.pt", weights_only=True)["model"]
+    assert torch.load(last, weights_only=True)["model"]
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path: Path, tiny_dataset: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(make_config(tmp_path, tiny_dataset, {"train": {"epochs": 3, "epoch_change_infer": False}}))
+    train_from_config(cfg, device="cpu", quiet=True)
+    before = (tmp_path / "models" / "last.pt").read_bytes()
+    import flexunet.losses as losses
+
+    monkeypatch.setitem(losses.LOSSES, "bce_dice_loss", lambda logits, labels: logits.sum() * float("nan"))
+    longer = load_config(make_config(tmp_path, tiny_dataset, {"train": {"epochs": 5, "epoch_change_infer": False}}))
+    with pytest.raises(TrainingError, match="loss became nan"):
+        train_from_config(longer, device="cpu", quiet=True, resume=True)
+    assert (tmp_path / "models" / "last.pt").read_bytes() == before
