@@ -48,43 +48,79 @@ def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed
 
     cfg = _load(config, set_, seed, quiet)
     result = train_from_config(cfg, device=device, resume=resume, quiet=quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     say(f"trained {result.epochs_run} epochs; best epoch {result.best_epoch + 1} "
         f"({cfg.train.monitor} {abs(result.best_value):.4f}); checkpoints in {result.run.model_dir}")
 
 
 @app.command()
 def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
-             tta: TtaOpt = None, quiet: QuietOpt = False) -> None:
-    """Evaluate the trained model on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json."""
+             tta: TtaOpt = None,
+             doctor: Annotated[Optional[Path], typer.Option(help="Doctor JSON report for the leakage check (default: eval_dir/doctor*.json, or run it on small datasets).")] = None,
+             examples: Annotated[int, typer.Option(min=0, help="How many worst and best images report.html shows.")] = 4,
+             report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+             quiet: QuietOpt = False) -> None:
+    """Evaluate the trained model on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
     from flexunet.evaluate import evaluate_from_config
 
     cfg = _load(config, set_, quiet=quiet)
-    result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta)
+    result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
+                                  examples=examples, report=report)
     for name, values in result.per_class.items():
-        say(f"{name}: dice {values['dice']:.4f}  iou {values['iou']:.4f}  precision {values['precision']:.4f}  "
-            f"recall {values['recall']:.4f}  (per-image mean dice {values['dice_image_mean']:.4f})")
+        say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
+            f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
+            f"hd95 {values['hd95']:.2f} px  (per-image mean dice {values['dice_image_mean']:.4f})")
     for name, value in result.seed_metrics.items():
         say(f"seed metric {name}: {value:.4f}" + ("  (counts background: not comparable with Dice)" if name == "dice_coef_multiclass" else ""))
-    say(f"foreground mean dice {result.mean_dice:.4f}; reports in {result.files[0].parent}")
+    if result.leaks is not None and result.leaks.status != "clean":
+        for line in result.leaks.lines:
+            say(f"{'LEAK' if result.leaks.status == 'leak' else 'leakage'}: {line}")
+    say(f"foreground mean dice {result.mean_dice:.4f}; reports in {result.files[0].parent}"
+        + (f"; open {result.files[-1].name} in a browser" if report else ""))
 
 
 @app.command()
 def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
-          images: Annotated[Optional[Path], typer.Option(help="Folder of images (default: [infer] images_dir).")] = None,
-          output: Annotated[Optional[Path], typer.Option(help="Mask folder (default: [infer] output_dir).")] = None,
-          tta: TtaOpt = None, quiet: QuietOpt = False) -> None:
-    """Segment a folder of images: PNG masks at the original size, overlays in [infer] merged_dir."""
-    from flexunet.infer import infer_from_config
+          images: Annotated[Optional[Path], typer.Option(help="Folder of images (default: [infer] or [tiledinfer] images_dir).")] = None,
+          output: Annotated[Optional[Path], typer.Option(help="Mask folder (default: [infer] or [tiledinfer] output_dir).")] = None,
+          tta: TtaOpt = None,
+          tiled: Annotated[bool, typer.Option("--tiled", help="Sliding-window inference at native scale with [tiledinfer] settings.")] = False,
+          onnx: Annotated[Optional[Path], typer.Option(help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
+          resume: Annotated[bool, typer.Option("--resume", help="Keep masks already written after the checkpoint (or ONNX file).")] = False,
+          quiet: QuietOpt = False) -> None:
+    """Segment a folder of images: PNG masks at the original size, overlays in merged_dir."""
+    from flexunet.infer import infer_folders, infer_from_config
 
+    section = "tiledinfer" if tiled else "infer"
     extra = list(set_ or [])
-    extra += [f"infer.images_dir={images}"] if images else []
-    extra += [f"infer.output_dir={output}"] if output else []
+    extra += [f"{section}.images_dir={images}"] if images else []
+    extra += [f"{section}.output_dir={output}"] if output else []
     cfg = _load(config, extra, quiet=quiet)
-    result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta)
+    result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
+                               resume=resume)
     for line in result.skipped:
         say(f"skipped: {line}")
-    say(f"wrote {len(result.written)} masks to {cfg.infer.output_dir}"
-        + (f" and overlays to {cfg.infer.merged_dir}" if cfg.infer.merged_dir else ""))
+    _, output_dir, merged_dir = infer_folders(cfg, tiled)
+    say(f"wrote {len(result.written)} masks to {output_dir}" + (f" and overlays to {merged_dir}" if merged_dir else "")
+        + (f"; kept {len(result.resumed)} from an earlier pass" if result.resumed else "")
+        + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""))
+
+
+@app.command()
+def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = None,
+           onnx: Annotated[Path, typer.Option(help="The ONNX file to write.")] = Path("model.onnx"),
+           quiet: QuietOpt = False) -> None:
+    """Export the trained model to ONNX (outputs logits; dynamic batch, and height/width where the model allows)."""
+    from flexunet.infer import export_from_config
+
+    cfg = _load(config, set_, quiet=quiet)
+    result = export_from_config(cfg, onnx, checkpoint)
+    say(f"wrote {result.path}: input 'image' (N, {cfg.model.image_channels}, H, W) floats in [0, 1], output 'logits' "
+        f"(N, {cfg.model.num_classes}, H, W); "
+        + ("batch, height and width are dynamic" if result.dynamic_spatial
+           else f"batch is dynamic, size fixed at {cfg.model.image_height}x{cfg.model.image_width}")
+        + f"; max |torch - onnxruntime| = {result.max_abs_diff:.2e}")
 
 
 @app.command()

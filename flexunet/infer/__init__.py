@@ -1,33 +1,71 @@
-"""Inference: masks and overlays for a folder of images."""
+"""Inference: masks and overlays for a folder of images, whole-image or tiled, with PyTorch or ONNX Runtime."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from flexunet.config.schema import Config
-from flexunet.console import Bar, progress_bars
+from flexunet.console import Bar, note, progress_bars
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
+from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
 from flexunet.infer.predict import InferResult, forward_probs, overlay, predict_folder, predict_images, probs_to_labels
+from flexunet.infer.tiling import tile_boxes, tiled_predict
 from flexunet.train.device import choose_device
 
-__all__ = ["InferResult", "forward_probs", "infer_from_config", "overlay", "predict_folder", "predict_images", "probs_to_labels"]
+__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
+           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images", "probs_to_labels", "tile_boxes",
+           "tiled_predict"]
+
+
+def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
+    from flexunet.train import run_dir_for
+
+    run = run_dir_for(cfg)
+    return Path(checkpoint) if checkpoint else (run.best if run.best.is_file() else run.last)
+
+
+def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
+    """(images_dir, output_dir, merged_dir): [tiledinfer] for tiled inference (images_dir falls back to [infer]'s)."""
+    section = cfg.tiledinfer if tiled else cfg.infer
+    images_dir = section.images_dir or cfg.infer.images_dir
+    if not images_dir:
+        raise ConfigError(f"{section.where('images_dir')}: required for inference (a folder of images)")
+    return images_dir, Path(section.output_dir), Path(section.merged_dir) if section.merged_dir else None
 
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
-                      tta: bool | None = None) -> InferResult:
-    """Segment [infer] images_dir with the run's best checkpoint; the API of `flexunet infer`."""
-    from flexunet.evaluate import load_trained_model
-    from flexunet.train import run_dir_for
+                      tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
+                      resume: bool = False) -> InferResult:
+    """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
-    if not cfg.infer.images_dir:
-        raise ConfigError(f"{cfg.infer.where('images_dir')}: required for inference (a folder of images)")
-    run = run_dir_for(cfg)
+    The API of `flexunet infer`. `resume` keeps masks that are newer than the weights, so an interrupted pass over
+    a large folder goes on where it stopped instead of starting again.
+    """
+    from flexunet.evaluate import load_trained_model
+
+    images_dir, output_dir, merged = infer_folders(cfg, tiled)
     torch_device = choose_device(device)
-    checkpoint = Path(checkpoint) if checkpoint else (run.best if run.best.is_file() else run.last)
-    model, _ = load_trained_model(checkpoint, torch_device, cfg)
-    merged = Path(cfg.infer.merged_dir) if cfg.infer.merged_dir else None
-    total = len(list_image_files(cfg.infer.images_dir, "[infer] images_dir"))
+    model: nn.Module
+    if onnx is not None:
+        model, weights = OnnxModel(Path(onnx), torch_device), Path(onnx)
+    else:
+        weights = _checkpoint(cfg, checkpoint)
+        model, _ = load_trained_model(weights, torch_device, cfg)
+    if tiled and cfg.tiledinfer.debug and not quiet:
+        note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
+    total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))
     with progress_bars(quiet) as progress:
-        bar = Bar(progress, "inferring", total)
-        return predict_folder(model, cfg, cfg.infer.images_dir, Path(cfg.infer.output_dir), merged, torch_device,
-                              cfg.infer.tta if tta is None else tta, on_image=bar.advance)
+        bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", total)
+        return predict_folder(model, cfg, images_dir, output_dir, merged, torch_device,
+                              cfg.infer.tta if tta is None else tta, on_image=bar.advance, tiled=tiled,
+                              resume_after=weights.stat().st_mtime if resume else None)
+
+
+def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:
+    """Export the run's best checkpoint to ONNX (logits out, dynamic batch and, where possible, height/width)."""
+    from flexunet.evaluate import load_trained_model
+
+    model, _ = load_trained_model(_checkpoint(cfg, checkpoint), choose_device("cpu"), cfg)
+    return export_onnx(model, cfg, Path(onnx))

@@ -109,41 +109,71 @@ class InferResult:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per unreadable file
+    resumed: list[Path] = field(default_factory=list)  # masks kept from an earlier pass (resume)
+
+
+def is_done(target: Path, newer_than: float | None) -> bool:
+    """Resume: a mask written after the checkpoint (mtime `newer_than`) is kept; an older one came from other weights."""
+    return newer_than is not None and target.is_file() and target.stat().st_mtime > newer_than
+
+
+def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
+                   tta: bool = False, tiled: bool = False) -> list[np.ndarray]:
+    """Label maps (H0, W0) per image: whole image resized to the model input, or sliding window at native scale."""
+    if not tiled:
+        return [probs_to_labels(p, cfg.infer.threshold) for p in predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)]
+    from flexunet.infer.tiling import tiled_labels
+
+    return [tiled_labels(model, image, cfg, device, tta) for image in images]
+
+
+def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Config, output_dir: Path,
+                     merged_dir: Path | None, name_prefix: str = "") -> Path:
+    """`<output_dir>/<stem>.png` mask and, with a merged_dir, the overlay of the same name; returns the mask path."""
+    target = output_dir / f"{name_prefix}{path.stem}.png"
+    write_image(target, mask_image(labels, cfg))
+    if merged_dir is not None:
+        shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
+        if cfg.segmentation.blursize:
+            shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
+        write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, class_colours(cfg), cfg.infer.overlay_alpha))
+    return target
 
 
 def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
                    device: torch.device, tta: bool = False, name_prefix: str = "", limit: int | None = None,
-                   on_image: Callable[[], None] | None = None) -> InferResult:
+                   on_image: Callable[[], None] | None = None, tiled: bool = False,
+                   resume_after: float | None = None) -> InferResult:
     """Segment every image of `images_dir` (sorted): `<stem>.png` masks at the original size, optional overlays.
 
-    Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch.
+    Streams: only one batch of images ([infer] batch_size; one image when tiled) is in memory at a time.
+    Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
+    `resume_after` (the checkpoint's mtime), masks already written after it are kept, so a stopped pass can go on.
     """
     files = list_image_files(images_dir, "[infer] images_dir")[:limit]
     output_dir.mkdir(parents=True, exist_ok=True)
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
-    colours = class_colours(cfg)
     result = InferResult()
-    batch_size = cfg.infer.batch_size
+    batch_size = 1 if tiled else cfg.infer.batch_size
     for start in range(0, len(files), batch_size):
         chunk, images = [], []
         for path in files[start : start + batch_size]:
+            if is_done(output_dir / f"{name_prefix}{path.stem}.png", resume_after):
+                result.resumed.append(output_dir / f"{name_prefix}{path.stem}.png")
+                if on_image is not None:
+                    on_image()
+                continue
             try:
                 images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order))
                 chunk.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))
-        probs = predict_images(model, images, cfg, device, tta, batch_size) if images else []
-        for path, image, p in zip(chunk, images, probs):
-            labels = probs_to_labels(p, cfg.infer.threshold)
-            target = output_dir / f"{name_prefix}{path.stem}.png"
-            write_image(target, mask_image(labels, cfg))
-            result.written.append(target)
-            if merged_dir is not None:
-                shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
-                if cfg.segmentation.blursize:
-                    shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
-                write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, colours, cfg.infer.overlay_alpha))
+                if on_image is not None:
+                    on_image()
+        labels = predict_labels(model, images, cfg, device, tta, tiled) if images else []
+        for path, image, lab in zip(chunk, images, labels):
+            result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
             if on_image is not None:
                 on_image()
     return result

@@ -33,6 +33,7 @@ from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, pe
 from flexunet.train.history import History
 from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
+from flexunet.train.tensorboard import open_board
 
 Augment = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
@@ -196,7 +197,11 @@ def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, de
 
 
 class EpochPreview:
-    """Per-epoch masks of the first [train] num_infer_images of [infer] images_dir: `Epoch_<n>_<stem>.png`."""
+    """Per-epoch masks of the first [train] num_infer_images of [infer] images_dir: `Epoch_<n>_<stem>.png`.
+
+    With epoch_change_tiled_infer, also tiled masks of [tiledinfer] images_dir (else [infer]'s) in
+    epoch_change_tiled_infer_dir; those images may be huge, so only their paths are kept between epochs.
+    """
 
     def __init__(self, cfg: Config, folder: Path, log: Callable[[str], None] = say) -> None:
         from flexunet.data.io import read_image
@@ -209,16 +214,23 @@ class EpochPreview:
         elif cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
             files = list_image_files(cfg.infer.images_dir, "[infer] images_dir")[: cfg.train.num_infer_images]
             self.images = [(f.stem, read_image(f, cfg.model.image_channels, cfg.image.color_order)) for f in files]
+        self.tiled_files: list[Path] = []
+        tiled_dir = cfg.tiledinfer.images_dir or cfg.infer.images_dir
+        if cfg.train.epoch_change_tiled_infer and tiled_dir and cfg.train.num_infer_images > 0:
+            self.tiled_files = list_image_files(tiled_dir, "[tiledinfer] images_dir")[: cfg.train.num_infer_images]
 
     def write(self, model: nn.Module, epoch: int, step: StepSettings) -> None:
-        if not self.images:
-            return
-        from flexunet.data.io import write_image
+        from flexunet.data.io import read_image, write_image
+        from flexunet.infer.tiling import tiled_labels
 
         model.eval()
-        probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device, channels_last=step.channels_last)
-        for (stem, _), p in zip(self.images, probs):
-            write_image(self.folder / f"Epoch_{epoch + 1}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
+        if self.images:
+            probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device, channels_last=step.channels_last)
+            for (stem, _), p in zip(self.images, probs):
+                write_image(self.folder / f"Epoch_{epoch + 1}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
+        for path in self.tiled_files:
+            labels = tiled_labels(model, read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order), self.cfg, step.device)
+            write_image(Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch + 1}_{path.stem}.png", mask_image(labels, self.cfg))
 
 
 def _rng_state() -> dict:
@@ -296,6 +308,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
+    board = open_board(t, run.eval_dir, is_main=dist_ctx.is_main)  # TensorBoard, when [train] tensorboard is on
     generator = torch.Generator().manual_seed(t.seed)
     aug_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
     num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
@@ -339,6 +352,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                         "reducer": reducer.state_dict(), "rng": _rng_state(),
                     })
                     preview.write(model, epoch, step)
+                    board.log_epoch(epoch, row, run.preview_dir)
                 log(f"epoch {epoch + 1}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
                     + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else ""))
@@ -358,4 +372,5 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 log(f"interrupted in epoch {epoch + 1}: weights saved to {snapshot}; last.pt holds the last finished "
                     "epoch (continue with --resume)")
             raise
+    board.close()
     return FitResult(run, epoch + 1 - start_epoch, best_epoch, early.best, stopped_early, history.rows if history else [])

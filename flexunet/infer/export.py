@@ -1,0 +1,103 @@
+"""Deployment: export a trained model to ONNX, and run an ONNX file through the same inference code as PyTorch.
+
+The ONNX graph outputs logits (N, C, H, W), exactly what the PyTorch model returns; probabilities are sigmoid
+(C = 1) or softmax over C, applied by `forward_probs` for both backends so TTA, tiling and thresholds stay identical.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flexunet.config.schema import Config
+from flexunet.errors import CheckpointError, FlexunetError
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+def _require(module: str) -> object:
+    """Import onnx/onnxruntime lazily: they are the optional [onnx] extra, not needed for training."""
+    try:
+        return __import__(module)
+    except ImportError:
+        raise FlexunetError(f"{module} is not installed; install the optional extra: pip install 'flexunet[onnx]'") from None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The written file, whether height/width are free, and the largest |torch - onnxruntime| logit difference."""
+
+    path: Path
+    dynamic_spatial: bool
+    max_abs_diff: float
+
+
+def _export(model: nn.Module, example: Tensor, path: Path, dynamic_spatial: bool, opset: int) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_spatial else {0: "batch"}
+    with warnings.catch_warnings():  # the TorchScript exporter warns about traced Python bools and its own deprecation
+        warnings.simplefilter("ignore")
+        # dynamo=False: the torch.export-based exporter needs onnxscript, which the [onnx] extra does not pull in
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset)
+
+
+def _max_diff(model: nn.Module, session: object, x: Tensor) -> float:
+    with torch.no_grad():
+        expected = model(x).float().numpy()
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    if got.shape != expected.shape:
+        raise ValueError(f"output shape {got.shape} != {expected.shape}")
+    return float(np.abs(got - expected).max())
+
+
+def export_onnx(model: nn.Module, cfg: Config, path: Path, opset: int = 17) -> ExportResult:
+    """Write `model` (on CPU, eval mode) to `path` and check it against PyTorch with onnxruntime on random input.
+
+    Batch is always dynamic. Height and width are dynamic when the exported graph runs at twice the config's input
+    size (fully convolutional models); otherwise (e.g. fixed-window transformers) the file is re-exported with the
+    config's size fixed, and `dynamic_spatial` says so.
+    """
+    _require("onnx")
+    ort = _require("onnxruntime")
+    model = model.cpu().eval()
+    m = cfg.model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    native = torch.rand(2, m.image_channels, m.image_height, m.image_width, generator=generator)
+    larger = torch.rand(1, m.image_channels, 2 * m.image_height, 2 * m.image_width, generator=generator)
+    _export(model, native[:1], path, True, opset)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diff = _max_diff(model, session, native)
+    try:
+        diff = max(diff, _max_diff(model, session, larger))
+        return ExportResult(path, True, diff)
+    except Exception:  # the graph has the input size baked in: export it fixed so the file says what it accepts
+        _export(model, native[:1], path, False, opset)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ExportResult(path, False, _max_diff(model, session, native))
+
+
+class OnnxModel(nn.Module):
+    """An ONNX file behind the nn.Module call interface: `forward(x) -> logits`, so every inference path accepts it."""
+
+    def __init__(self, path: Path, device: torch.device | None = None) -> None:
+        super().__init__()
+        ort = _require("onnxruntime")
+        if not Path(path).is_file():
+            raise CheckpointError(f"{path}: ONNX file not found (write one with `flexunet export CONFIG --onnx {path}`)")
+        providers = ["CPUExecutionProvider"]
+        if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types; the user needs the file name and the reason
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        self.input_name = self.session.get_inputs()[0].name  # files exported elsewhere may name it differently
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(logits).to(x.device)

@@ -1,0 +1,122 @@
+"""Deployment paths: tiled inference through the CLI, resume over a folder, ONNX export and ONNX Runtime inference."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from flexunet.config import load_config
+from flexunet.config.load import config_to_ini
+from flexunet.errors import FlexunetError
+from flexunet.infer import infer_from_config
+from flexunet.models import build_model
+from flexunet.train import run_dir_for
+from flexunet.train.checkpoint import save_checkpoint
+from tests.conftest import make_config
+from tests.e2e.test_pipeline import run_cli
+
+SIZES = {"big": (100, 75), "tiny": (20, 20), "wide": (33, 130)}
+
+
+@pytest.fixture
+def checkpointed(tmp_path: Path, tiny_dataset: Path) -> Path:
+    """A config whose best.pt holds a tiny FlexUNet with random weights, and a folder of odd-sized images."""
+    large = tmp_path / "large"
+    large.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in SIZES.items():
+        cv2.imwrite(str(large / f"{name}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    config = make_config(tmp_path, tiny_dataset, {
+        "tiledinfer": {"images_dir": str(large), "output_dir": "./tiled", "merged_dir": "./tiled_merged", "overlapping": 8},
+    })
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    run_dir_for(cfg).model_dir.mkdir(parents=True)
+    save_checkpoint(run_dir_for(cfg).best, {"model": model.state_dict(), "config": config_to_ini(cfg), "epoch": 0})
+    return config
+
+
+def test_tiled_cli_writes_masks_at_the_original_size(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = checkpointed.parent
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "--tiled", "--quiet", "--tta") == 0
+    for name, (h, w) in SIZES.items():
+        mask = cv2.imread(str(root / "tiled" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (h, w) and set(np.unique(mask).tolist()) <= {0, 255}
+        assert cv2.imread(str(root / "tiled_merged" / f"{name}.png")).shape == (h, w, 3)
+    plain = cv2.imread(str(root / "tiled" / "big.png"), cv2.IMREAD_UNCHANGED)
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "--tiled", "-q", "--tta", "--output", str(root / "anded"),
+                   "--set", "tiledinfer.bitwise_blending=True") == 0
+    anded = cv2.imread(str(root / "anded" / "big.png"), cv2.IMREAD_UNCHANGED)
+    assert not (anded & ~plain).any()  # AND with the whole-image mask only removes foreground
+
+
+def test_overlap_of_a_whole_tile_is_a_config_error(checkpointed: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "--tiled", "-q", "--set", "tiledinfer.overlapping=32") == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "test.config [tiledinfer] overlapping = 32: must be smaller than the tile size 32" in out[0]
+
+
+def test_resume_keeps_masks_newer_than_the_checkpoint_and_reports_unreadable_files(checkpointed: Path) -> None:
+    cfg = load_config(checkpointed)
+    images = Path(cfg.tiledinfer.images_dir)
+    (images / "broken.png").write_bytes(b"not a png")
+    first = infer_from_config(cfg, quiet=True, tiled=True)
+    assert len(first.written) == 3 and len(first.skipped) == 1 and "broken.png" in first.skipped[0]
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.written}
+    again = infer_from_config(cfg, quiet=True, tiled=True, resume=True)
+    assert (len(again.written), len(again.resumed)) == (0, 3)
+    assert {p.name: p.stat().st_mtime_ns for p in first.written} == stamps
+    # new weights: masks older than the checkpoint are redone
+    best = run_dir_for(cfg).best
+    later = max(stamps.values()) / 1e9 + 5
+    os.utime(best, (later, later))
+    redone = infer_from_config(cfg, quiet=True, tiled=True, resume=True)
+    assert (len(redone.written), len(redone.resumed)) == (3, 0)
+
+
+def test_onnx_export_matches_torch_and_infers_the_same_masks(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    from flexunet.evaluate import load_trained_model
+    from flexunet.infer import OnnxModel
+
+    root = checkpointed.parent
+    onnx = root / "model.onnx"
+    assert run_cli(monkeypatch, "export", str(checkpointed), "--onnx", str(onnx), "-q") == 0
+    model, _ = load_trained_model(run_dir_for(load_config(checkpointed)).best, torch.device("cpu"))
+    session = OnnxModel(onnx)
+    for shape in [(1, 3, 32, 32), (3, 3, 48, 64)]:  # dynamic batch and spatial axes
+        x = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert (model(x) - session(x)).abs().max().item() < 1e-4
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--output", str(root / "torch")) == 0
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--onnx", str(onnx), "--output", str(root / "ort")) == 0
+    for path in sorted((root / "torch").glob("*.png")):
+        expected, got = cv2.imread(str(path), 0), cv2.imread(str(root / "ort" / path.name), 0)
+        assert (expected != got).mean() < 0.001  # a pixel at exactly the threshold may flip
+
+
+def test_missing_onnxruntime_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexunet.infer import OnnxModel
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` raise ImportError
+    with pytest.raises(FlexunetError, match=r"onnxruntime is not installed; install the optional extra") as info:
+        OnnxModel(tmp_path / "model.onnx")
+    assert "\n" not in str(info.value)
+
+
+def test_tiled_previews_during_training(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(tmp_path, tiny_dataset, {
+        "train": {"epochs": 1, "epoch_change_tiled_infer": True, "epoch_change_tiled_infer_dir": "./tiled_previews"},
+        "tiledinfer": {"overlapping": 8},
+    })
+    assert run_cli(monkeypatch, "train", str(config), "-q", "--device", "cpu") == 0
+    previews = sorted((tmp_path / "tiled_previews").glob("Epoch_1_*.png"))
+    assert [p.name for p in previews] == ["Epoch_1_img_000.png", "Epoch_1_img_001.png"]  # num_infer_images = 2
+    assert cv2.imread(str(previews[0]), 0).shape == (32, 32)
