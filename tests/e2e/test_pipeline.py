@@ -109,3 +109,22 @@ def test_wrong_shaped_checkpoint_is_refused(trained: Path, monkeypatch: pytest.M
     capsys.readouterr()
     assert run_cli(monkeypatch, "evaluate", str(trained), "--set", "model.base_filters=4") == 2
     assert "has shape" in capsys.readouterr().out
+
+
+def test_generator_mode_augments_training_batches_only(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flexunet.augment.augmenter as augmenter_module
+
+    calls: list[tuple[int, ...]] = []
+    original = augmenter_module.Augmenter.__call__
+
+    def spy(self, images, labels, generator):
+        calls.append(tuple(images.shape))
+        return original(self, images, labels, generator)
+
+    monkeypatch.setattr(augmenter_module.Augmenter, "__call__", spy)
+    config = make_config(tmp_path, tiny_dataset, {"model": {"generator": True},
+                                                  "train": {"epochs": 2, "steps_per_epoch": 3, "validation_steps": 1}})
+    assert run_cli(monkeypatch, "train", str(config), "-q") == 0
+    assert len(calls) == 2 * 3 and all(shape == (4, 3, 32, 32) for shape in calls)  # 3 steps per epoch, train only
+    rows = read_rows(tmp_path / "eval" / "train_losses.csv")
+    assert len(rows) == 3
