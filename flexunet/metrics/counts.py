@@ -22,6 +22,10 @@ class Counts:
         """Sum over images (dataset-level counts), shape (K,)."""
         return Counts(self.tp.sum(0), self.fp.sum(0), self.fn.sum(0))
 
+    def foreground(self) -> "Counts":
+        """The counts without label 0 (background), which would otherwise dominate every average."""
+        return Counts(self.tp[..., 1:], self.fp[..., 1:], self.fn[..., 1:])
+
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_labels: int) -> Tensor:
     """Per-image confusion matrices (N, K, K), rows = true label, columns = predicted label.
