@@ -54,18 +54,29 @@ def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed
 
 @app.command()
 def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
-             tta: TtaOpt = None, quiet: QuietOpt = False) -> None:
-    """Evaluate the trained model on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json."""
+             tta: TtaOpt = None,
+             doctor: Annotated[Optional[Path], typer.Option(
+                 help="Doctor JSON for the leakage check (default: eval_dir/doctor*.json, or run on small datasets).")] = None,
+             examples: Annotated[int, typer.Option(min=0, help="How many worst and best images report.html shows.")] = 4,
+             report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+             quiet: QuietOpt = False) -> None:
+    """Evaluate the trained model on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
     from flexunet.evaluate import evaluate_from_config
 
     cfg = _load(config, set_, quiet=quiet)
-    result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta)
+    result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
+                                  examples=examples, report=report)
     for name, values in result.per_class.items():
-        say(f"{name}: dice {values['dice']:.4f}  iou {values['iou']:.4f}  precision {values['precision']:.4f}  "
-            f"recall {values['recall']:.4f}  (per-image mean dice {values['dice_image_mean']:.4f})")
+        say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
+            f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
+            f"hd95 {values['hd95']:.2f} px  (per-image mean dice {values['dice_image_mean']:.4f})")
     for name, value in result.seed_metrics.items():
         say(f"seed metric {name}: {value:.4f}" + ("  (counts background: not comparable with Dice)" if name == "dice_coef_multiclass" else ""))
-    say(f"foreground mean dice {result.mean_dice:.4f}; reports in {result.files[0].parent}")
+    if result.leaks is not None and result.leaks.status != "clean":
+        for line in result.leaks.lines:
+            say(f"{'LEAK' if result.leaks.status == 'leak' else 'leakage'}: {line}")
+    say(f"foreground mean dice {result.mean_dice:.4f}; reports in {result.files[0].parent}"
+        + (f"; open {result.files[-1].name} in a browser" if report else ""))
 
 
 @app.command()

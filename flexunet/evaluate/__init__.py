@@ -8,22 +8,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from flexunet.config.load import config_from_text
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import make_dataset, pairs_for
 from flexunet.errors import CheckpointError
+from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.infer.predict import forward_probs, to_input
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
-from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, nanmean
+from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
+from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_image_mean
+from flexunet.metrics.distance import hd95_per_image, mean_hd95
 from flexunet.models import build_model
 from flexunet.train.checkpoint import load_checkpoint, load_weights
 from flexunet.train.device import choose_device
 from flexunet.train.rundir import atomic_write_text
 
-__all__ = ["EvalResult", "evaluate_from_config", "evaluate_model", "load_trained_model"]
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+__all__ = [
+    "EvalResult", "Evaluation", "Example", "evaluate_details", "evaluate_from_config", "evaluate_model", "evaluate_run",
+    "load_trained_model",
+]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class EvalResult:
     per_class: dict[str, dict[str, float]]  # class name -> dice/iou/precision/recall (dataset-level) + per-image means
     per_image: list[dict[str, float | str]]
     files: tuple[Path, ...]
+    leaks: LeakSummary | None = None  # what the dataset doctor says about the evaluated split
 
     @property
     def mean_dice(self) -> float:
@@ -60,20 +70,56 @@ def class_names(cfg: Config) -> list[str]:
     return [f"class_{i}" for i in range(1, max(cfg.model.num_classes, 2))]
 
 
+@dataclass(frozen=True)
+class Example:
+    """One image with its true and predicted label maps (H, W), for the report's best/worst overlays."""
+
+    name: str
+    score: float  # mean foreground Dice of this image
+    image: np.ndarray  # (H, W, C) uint8, at the model's input size
+    labels: np.ndarray
+    pred: np.ndarray
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one pass over a split measured; `evaluate_model` returns its first four fields."""
+
+    loss: float
+    seed_metrics: dict[str, float]
+    counts: Counts  # per image (N, K)
+    names: list[str]
+    confusion: Tensor  # (K, K) pixel counts over the split, rows = true label
+    hd95: Tensor | None  # (N, K-1) pixels; NaN class in neither mask, inf in only one
+    worst: list[Example]
+    best: list[Example]
+
+
+def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool) -> list[Example]:
+    """The k lowest (worst) or highest scores of kept + new: memory O(k), however large the split."""
+    merged = sorted(kept + new, key=lambda e: e.score, reverse=not worst)
+    return merged[:k]
+
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
-                   tta: bool = False, bar: Bar | None = None) -> tuple[float, dict[str, float], Counts, list[str]]:
-    """Loss, seed metrics (batch means, as Keras' evaluate), per-image counts (N, K) and image names."""
+def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
+                     tta: bool = False, bar: Bar | None = None, hd95: bool = True, examples: int = 0) -> Evaluation:
+    """One pass over [section]: loss, seed metrics, per-image counts, pixel confusion matrix, HD95 per image and
+    class, and the `examples` worst and best images by Dice (kept as they go, not the whole split)."""
     device = device or next(model.parameters()).device
     dataset = make_dataset(cfg, pairs_for(cfg, section))
     loss_fn = build_loss(cfg.model)
     num_labels = max(cfg.model.num_classes, 2)
     batch = cfg.eval.batch_size
     losses, seed = [], {name: [] for name in cfg.model.metrics}
-    counts, names = [], []
+    counts, names, distances = [], [], []
+    confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
+    worst: list[Example] = []
+    best: list[Example] = []
     for start in range(0, len(dataset), batch):
         items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-        x = to_input([im.permute(1, 2, 0).numpy() for im, _ in items], device)
+        images = [im.permute(1, 2, 0).numpy() for im, _ in items]
+        x = to_input(images, device)
         y = torch.stack([lab for _, lab in items]).to(device).long()
         probs = forward_probs(model, x, tta)
         logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if probs.shape[1] == 1 else probs.clamp_min(1e-8).log()
@@ -82,30 +128,66 @@ def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device:
         for name in seed:
             seed[name].append(SEED_METRICS[name](target, probs).item())
         pred = (probs[:, 0] > cfg.infer.threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
-        counts.append(confusion_counts(pred, y, num_labels))
-        names += [dataset.pairs[i].image.name for i in range(start, start + len(items))]
+        batch_counts = confusion_counts(pred, y, num_labels)
+        counts.append(batch_counts)
+        confusion += confusion_matrix(pred, y, num_labels).sum(0).double().cpu()
+        batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(items))]
+        names += batch_names
+        if hd95:
+            distances.append(hd95_per_image(pred, y, num_labels))
+        if examples:
+            scores = nanmean(dice(batch_counts.foreground()), dim=1)
+            candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8), p.cpu().numpy().astype(np.uint8))
+                          for n, s, im, lab, p in zip(batch_names, scores.tolist(), images, y, pred) if not math.isnan(s)]
+            worst = _keep_extremes(worst, candidates, examples, worst=True)
+            best = _keep_extremes(best, candidates, examples, worst=False)
         if bar is not None:
             bar.advance(len(items))
     per_image = Counts(*(torch.cat([getattr(c, f) for c in counts]).cpu() for f in ("tp", "fp", "fn")))
-    return float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names
+    return Evaluation(float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names,
+                      confusion, torch.cat(distances) if distances else None, worst, best)
 
 
-def summarise(per_image: Counts, names: list[str], cfg: Config) -> tuple[dict[str, dict[str, float]], list[dict]]:
-    """Per-class dataset-level metrics and per-image means (background excluded), and one row per image."""
-    fg = Counts(per_image.tp[:, 1:], per_image.fp[:, 1:], per_image.fn[:, 1:])
+def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
+                   tta: bool = False, bar: Bar | None = None) -> tuple[float, dict[str, float], Counts, list[str]]:
+    """Loss, seed metrics (batch means, as Keras' evaluate), per-image counts (N, K) and image names."""
+    result = evaluate_details(model, cfg, section, device, tta, bar, hd95=False)
+    return result.loss, result.seed_metrics, result.counts, result.names
+
+
+def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
+              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[dict[str, dict[str, float]], list[dict]]:
+    """Per-class dataset-level metrics with bootstrap 95% CIs and per-image means (background excluded), and one
+    row per image. With `hd95` (N, K-1): its mean (a one-sided miss counted as the image diagonal) and CI too."""
+    fg = per_image.foreground()
     total = fg.total()
     per_class = {}
     rows = [{"image": n} for n in names]
     for metric, fn in HONEST_METRICS.items():
         dataset_level, image_level = fn(total), fn(fg)  # (K,), (N, K)
+        ci = bootstrap_counts_metric(fg, fn, resamples, seed) if resamples else None
         for k, cls in enumerate(class_names(cfg)):
             entry = per_class.setdefault(cls, {})
             entry[metric] = float(dataset_level[k])
+            if ci is not None:
+                entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = float(ci.low[k]), float(ci.high[k])
             entry[f"{metric}_image_mean"] = float(nanmean(image_level[:, k]))
             for row, value in zip(rows, image_level[:, k].tolist()):
                 row[f"{metric}_{cls}"] = value
     for k, cls in enumerate(class_names(cfg)):
         per_class[cls]["images_with_class"] = int(((fg.tp[:, k] + fg.fn[:, k]) > 0).sum())
+    if hd95 is not None:
+        diagonal = math.hypot(cfg.model.image_width, cfg.model.image_height)
+        mean = mean_hd95(hd95, diagonal)
+        ci = bootstrap_image_mean(hd95, lambda v: mean_hd95(v, diagonal), resamples, seed) if resamples else None
+        for k, cls in enumerate(class_names(cfg)):
+            entry = per_class[cls]
+            entry["hd95"] = float(mean[k])
+            if ci is not None:
+                entry["hd95_ci_low"], entry["hd95_ci_high"] = float(ci.low[k]), float(ci.high[k])
+            entry["hd95_one_sided"] = int(torch.isinf(hd95[:, k]).sum())  # class in truth or prediction only
+            for row, value in zip(rows, hd95[:, k].tolist()):
+                row[f"hd95_{cls}"] = value
     return per_class, rows
 
 
@@ -115,30 +197,44 @@ def _fmt(value: float | int | str) -> str:
     return "nan" if math.isnan(value) else f"{value:.4f}"
 
 
+def loss_name(cfg: Config) -> str:
+    return canonical_loss_name(cfg.model.loss or default_loss_name(cfg.model))
+
+
 def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, float],
-                  per_class: dict[str, dict[str, float]], rows: list[dict]) -> tuple[Path, ...]:
+                  per_class: dict[str, dict[str, float]], rows: list[dict], extra: dict | None = None) -> tuple[Path, ...]:
     """evaluation.csv (seed format: `<loss>,<value>` then `<metrics[0]>,<value>`), per_image.csv, per_class.csv,
-    metrics.json."""
+    metrics.json (with `extra` entries added)."""
     result_dir.mkdir(parents=True, exist_ok=True)
-    loss_name = canonical_loss_name(cfg.model.loss or default_loss_name(cfg.model))
-    seed_lines = [f"{loss_name},{loss:.4f}"] + [f"{name},{value:.4f}" for name, value in list(seed.items())[:1]]
+    name = loss_name(cfg)
+    seed_lines = [f"{name},{loss:.4f}"] + [f"{metric},{value:.4f}" for metric, value in list(seed.items())[:1]]
     files = [result_dir / "evaluation.csv", result_dir / "per_image.csv", result_dir / "per_class.csv", result_dir / "metrics.json"]
     atomic_write_text(files[0], "\n".join(seed_lines) + "\n")
     keys = list(rows[0]) if rows else ["image"]
     atomic_write_text(files[1], "\n".join([",".join(keys)] + [",".join(_fmt(r[k]) for k in keys) for r in rows]) + "\n")
     columns = ["dice", "iou", "precision", "recall", "dice_image_mean", "iou_image_mean", "images_with_class"]
+    added = [f"{m}_ci_{end}" for m in ("dice", "iou", "precision", "recall") for end in ("low", "high")]
+    added += ["hd95", "hd95_ci_low", "hd95_ci_high", "hd95_one_sided"]
+    columns += [c for c in added if per_class and c in next(iter(per_class.values()))]  # appended: old readers keep working
     lines = ["class," + ",".join(columns)] + [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
     atomic_write_text(files[2], "\n".join(lines) + "\n")
     atomic_write_text(files[3], json.dumps({
-        "loss": {loss_name: loss}, "per_class": per_class,
+        "loss": {name: loss}, "per_class": per_class,
         "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background", **seed},
         "images": len(rows),
+        "notes": {
+            "ci": f"95% percentile bootstrap over images ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) of the pooled metric",
+            "hd95": "pixels at the model's input size; mean over images with the class in truth or prediction; "
+                    "hd95_one_sided images (class in only one of them) count as the image diagonal",
+        },
+        **(extra or {}),
     }, indent=2, allow_nan=True))
     return tuple(files)
 
 
 def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None,
-                         quiet: bool = False, tta: bool | None = None) -> EvalResult:
+                         quiet: bool = False, tta: bool | None = None, doctor: Path | None = None,
+                         examples: int = 4, report: bool = True) -> EvalResult:
     """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]); the API of `flexunet evaluate`."""
     from flexunet.train import run_dir_for
 
@@ -146,6 +242,18 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     torch_device = choose_device(device)
     checkpoint = Path(checkpoint) if checkpoint else (run.best if run.best.is_file() else run.last)
     model, _ = load_trained_model(checkpoint, torch_device, cfg)
+    return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report)
+
+
+def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str = "", quiet: bool = False,
+                 tta: bool | None = None, doctor: Path | None = None, examples: int = 4, report: bool = True) -> EvalResult:
+    """Evaluate `model` on [test] (or [valid]) and write the CSVs, metrics.json and, with `report`, report.html.
+
+    The page shows the `examples` worst and best images, and the leakage verdict from the `doctor` JSON, a
+    doctor*.json in eval_dir, or a doctor run on small datasets.
+    """
+    from flexunet.evaluate.report import ReportData, read_history, write_report
+
     section = "test"
     if not (cfg.test.images_dir and cfg.test.masks_dir):
         section = "valid"
@@ -154,7 +262,20 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     with progress_bars(quiet) as progress:
         n = len(pairs_for(cfg, section))
         bar = Bar(progress, f"evaluating {section}", n)
-        loss, seed, per_image, names = evaluate_model(model, cfg, section, torch_device, cfg.eval.tta if tta is None else tta, bar)
-    per_class, rows = summarise(per_image, names, cfg)
-    files = write_reports(run.eval_dir, cfg, loss, seed, per_class, rows)
-    return EvalResult(loss, seed, per_class, rows, files)
+        ev = evaluate_details(model, cfg, section, None, cfg.eval.tta if tta is None else tta, bar,
+                              hd95=True, examples=examples if report else 0)
+    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95)
+    leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report)
+    files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
+                          {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
+                                                           "source": leaks.source}})
+    if report:
+        curve_pngs = tuple(p.read_bytes() for p in (eval_dir / "train_losses.png", eval_dir / "train_metrics.png")
+                           if p.is_file())
+        data = ReportData(cfg, section, checkpoint, len(ev.names), loss_name(cfg), ev.loss, per_class,
+                          dice(ev.counts.foreground()).numpy(), ev.seed_metrics,
+                          ev.confusion if cfg.model.num_classes > 1 else None, ev.worst, ev.best, leaks,
+                          read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
+                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+        files += (write_report(eval_dir / "report.html", data),)
+    return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks)

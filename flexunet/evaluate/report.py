@@ -1,0 +1,344 @@
+"""report.html: one self-contained page (inline CSS, images as base64 PNG, no script, no network) that a person reads
+to decide whether an evaluation can be trusted: honest per-class numbers with error bars, the worst images, the
+training curves, the config that produced them, and whether the test images leak from train.
+
+Every value shown passes through `html.escape`; the page is built from plain string templates.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch import Tensor
+
+from flexunet.config.schema import SECTIONS, Config
+from flexunet.evaluate.leakage import LeakSummary
+from flexunet.infer.predict import class_colours, overlay
+
+# How each seed metric is computed, shown beside its value so nobody quotes it as the Dice above.
+SEED_CAVEATS = {
+    "dice_coef": "soft (probabilities, no threshold), pooled over each batch, +1 smoothing; mean over batches",
+    "iou_coef": "soft (probabilities, no threshold), pooled over each batch; mean over batches",
+    "jacard_similarity": "soft (probabilities, no threshold), pooled over each batch; mean over batches",
+    "dice_coef_multiclass": "soft, over every channel: a multi-class model's background channel counts, so it "
+                            "reads near 1 whatever happens to small objects",
+    "binary_accuracy": "pixel accuracy over every channel, background included: high even for an empty prediction",
+    "accuracy": "pixel accuracy over every channel, background included: high even for an empty prediction",
+    "sensitivity": "recall of rounded probabilities, pooled over each batch; mean over batches",
+    "specificity": "background recall: near 1 whenever the background is large",
+}
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto; max-width: 1100px;
+       color: #1d2330; padding: 0 16px; }
+h1 { font-size: 1.5em; margin-bottom: 4px; } h2 { font-size: 1.15em; margin-top: 28px; border-bottom: 1px solid #d5d9e0; }
+.meta { color: #5a6272; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
+th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: right; }
+th { background: #f1f3f6; } td.name, th.name { text-align: left; }
+.ci { color: #5a6272; font-size: 0.85em; white-space: nowrap; }
+.banner { padding: 10px 14px; border-radius: 6px; margin: 12px 0; }
+.leak { background: #fde8e8; border: 1px solid #e0a0a0; } .clean { background: #e6f4ea; border: 1px solid #9cc9a8; }
+.unknown { background: #fff6e0; border: 1px solid #e5c97a; }
+.seed { background: #f7f7f7; color: #555; }
+.examples img { image-rendering: pixelated; width: 360px; border: 1px solid #d5d9e0; }
+.examples td { vertical-align: top; text-align: left; }
+.origin-file { color: #1b6e3a; } .origin-command { color: #a4471b; font-weight: 600; } .origin-default { color: #8a909c; }
+details summary { cursor: pointer; color: #2d5fa8; }
+"""
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the page shows, computed before rendering so the renderer stays a pure function."""
+
+    cfg: Config
+    section: str
+    checkpoint: str
+    images: int
+    loss_name: str
+    loss: float
+    per_class: dict[str, dict[str, float]]
+    per_image_dice: np.ndarray  # (N, K) per image and foreground class; NaN where undefined
+    seed_metrics: dict[str, float]
+    confusion: Tensor | None  # (K, K) pixel counts, rows = true label; None for binary models
+    worst: Sequence  # Example (from flexunet.evaluate)
+    best: Sequence
+    leaks: LeakSummary
+    history: list[dict[str, float]]  # rows of eval_dir/history.csv; empty when there is none
+    curve_pngs: tuple[bytes, ...]  # train_losses.png / train_metrics.png, used when there is no history.csv
+    files: tuple[str, ...]
+    resamples: int
+    seed: int
+
+
+def e(value: object) -> str:
+    """Escaped text of any value: the only way a value reaches the page."""
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return buffer.tobytes() if ok else b""
+
+
+def figure_png(draw, width: float = 7.0, height: float = 3.2) -> bytes:
+    """PNG of a matplotlib figure drawn by `draw(fig)`: Agg canvas, no pyplot, so no global backend is touched."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=90)
+    FigureCanvasAgg(fig)
+    draw(fig)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def dice_histogram_png(per_image_dice: np.ndarray, names: Sequence[str]) -> bytes:
+    """Histogram of per-image Dice, one series per foreground class (images where the class is undefined left out)."""
+    def draw(fig) -> None:
+        ax = fig.add_subplot(1, 1, 1)
+        for k, name in enumerate(names):
+            values = per_image_dice[:, k][~np.isnan(per_image_dice[:, k])]
+            ax.hist(values, bins=np.linspace(0, 1, 21), alpha=0.6, label=f"{name} ({len(values)} images)")
+        ax.set_xlabel("per-image Dice")
+        ax.set_ylabel("images")
+        ax.set_xlim(0, 1)
+        ax.legend(loc="upper left")
+        ax.grid(True, alpha=0.3)
+    return figure_png(draw)
+
+
+def curves_png(history: list[dict[str, float]]) -> bytes:
+    """Losses, then the validation Dice/IoU and the learning rate, against the epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] + 1 for r in history]
+
+    def draw(fig) -> None:
+        left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        for column, colour in (("loss", "green"), ("val_loss", "red")):
+            left.plot(epochs, [r.get(column, math.nan) for r in history], "o--", color=colour, label=column, ms=3)
+        left.set_xlabel("epoch")
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
+        left.legend()
+        left.grid(True, alpha=0.3)
+        for column in ("val_dice", "val_iou"):
+            if any(column in r for r in history):
+                right.plot(epochs, [r.get(column, math.nan) for r in history], "o-", label=column, ms=3)
+        right.set_xlabel("epoch")
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.set_ylim(0, 1)
+        right.grid(True, alpha=0.3)
+        if any("lr" in r for r in history):
+            lr = right.twinx()
+            lr.plot(epochs, [r.get("lr", math.nan) for r in history], ":", color="grey", label="lr")
+            lr.set_yscale("log")
+            lr.set_ylabel("learning rate")
+        right.legend(loc="lower right")
+    return figure_png(draw, 9.0, 3.2)
+
+
+def read_history(eval_dir: Path) -> list[dict[str, float]]:
+    """Rows of history.csv as floats; empty when the run folder has none."""
+    path = Path(eval_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    try:
+        return [{k: float(v) for k, v in r.items() if k and v not in (None, "")} for r in rows]
+    except ValueError:
+        return []
+
+
+def display_colours(cfg: Config) -> np.ndarray:
+    """Overlay colours: the class colours, but green for a binary model (its white mask colour hides on pale cells)."""
+    return np.array([(0, 0, 0), (0, 200, 0)], np.uint8) if cfg.model.is_binary else class_colours(cfg)
+
+
+def example_png(example, cfg: Config) -> bytes:
+    """image | truth overlay | prediction overlay, side by side (RGB)."""
+    image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
+    image = image[..., ::-1] if cfg.image.color_order == "BGR" else image  # the network's order -> display RGB
+    colours = display_colours(cfg)
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    panels = [image, gap, overlay(image, example.labels, colours, 0.45), gap, overlay(image, example.pred, colours, 0.45)]
+    return encode_png(np.ascontiguousarray(np.concatenate(panels, axis=1)))
+
+
+def _with_ci(values: dict[str, float], metric: str, digits: int = 4) -> str:
+    main = f"{e(fmt(values.get(metric, math.nan), digits))}"
+    if f"{metric}_ci_low" in values:
+        low, high = fmt(values[f"{metric}_ci_low"], digits), fmt(values[f"{metric}_ci_high"], digits)
+        main += f' <span class="ci">[{e(low)}, {e(high)}]</span>'
+    return main
+
+
+def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
+    head = ("<tr><th class=\"name\">class</th><th>images with class</th><th>Dice</th><th>IoU</th><th>precision</th>"
+            "<th>recall</th><th>HD95 (px)</th><th>HD95 one-sided</th><th>mean per-image Dice</th></tr>")
+    rows = []
+    for name, v in per_class.items():
+        cells = [f'<td class="name">{e(name)}</td>', f'<td>{e(v.get("images_with_class", ""))}</td>']
+        cells += [f'<td data-metric="{m}" data-value="{e(fmt(v.get(m, math.nan)))}">{_with_ci(v, m)}</td>'
+                  for m in ("dice", "iou", "precision", "recall")]
+        cells.append(f'<td data-metric="hd95" data-value="{e(fmt(v.get("hd95", math.nan), 2))}">{_with_ci(v, "hd95", 2)}</td>')
+        cells.append(f'<td>{e(v.get("hd95_one_sided", "n/a"))}</td>')
+        cells.append(f'<td>{e(fmt(v.get("dice_image_mean", math.nan)))}</td>')
+        rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
+    return f'<table id="per-class">{head}{"".join(rows)}</table>'
+
+
+def seed_table(seed_metrics: dict[str, float], loss_name: str, loss: float) -> str:
+    rows = [f'<tr><td class="name">{e(loss_name)} (loss)</td><td>{e(fmt(loss))}</td><td class="name">the configured loss</td></tr>']
+    rows += [f'<tr><td class="name">{e(name)}</td><td>{e(fmt(value))}</td>'
+             f'<td class="name">{e(SEED_CAVEATS.get(name, "the seed formula; not comparable with the table above"))}</td></tr>'
+             for name, value in seed_metrics.items()]
+    return ('<table id="seed-metrics" class="seed"><tr><th class="name">seed metric</th><th>value</th>'
+            f'<th class="name">how the seed computed it</th></tr>{"".join(rows)}</table>')
+
+
+def confusion_table(confusion: Tensor) -> str:
+    """Pixel counts with the row-normalised share (recall of each true label along the diagonal), shaded by share."""
+    counts = confusion.double().numpy()
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    k = counts.shape[0]
+    head = "<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{e(i)}</th>" for i in range(k)) + "</tr>"
+    rows = []
+    for i in range(k):
+        cells = [f'<td class="name">{e(i)}{" (background)" if i == 0 else ""}</td>']
+        for j in range(k):
+            shade = int(255 - 120 * shares[i, j])
+            cells.append(f'<td style="background: rgb({shade},{shade},255)">{e(f"{shares[i, j]:.3f}")}'
+                         f'<br><span class="ci">{e(f"{int(counts[i, j]):,}")} px</span></td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table id="confusion">{head}{"".join(rows)}</table>'
+
+
+def examples_table(examples: Sequence, cfg: Config, table_id: str) -> str:
+    if not examples:
+        return "<p>No image with a foreground class in its truth or prediction.</p>"
+    rows = [f'<tr><td>{e(x.name)}<br>Dice {e(fmt(x.score))}</td>'
+            f'<td><img alt="{e(x.name)}: image, truth, prediction" src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
+            for x in examples]
+    return (f'<table class="examples" id="{e(table_id)}"><tr><th class="name">image</th>'
+            f'<th class="name">image | truth | prediction</th></tr>{"".join(rows)}</table>')
+
+
+def config_tables(cfg: Config) -> str:
+    """Each section's keys set by the user (file or --set) in a table, its defaults folded below it."""
+    parts = []
+    for name in SECTIONS:
+        rows: dict[bool, list[str]] = {True: [], False: []}
+        for key, value in getattr(cfg, name).model_dump().items():
+            origin = cfg.origins.get(f"{name}.{key}", "default")
+            css = {"file": "origin-file", "command line": "origin-command"}.get(origin, "origin-default")
+            rows[origin != "default"].append(
+                f'<tr><td class="name">{e(key)}</td><td class="name"><code>{e(repr(value))}</code></td>'
+                f'<td class="name {css}">{e(origin)}</td></tr>')
+        head = '<tr><th class="name">key</th><th class="name">value</th><th class="name">from</th></tr>'
+        defaults = (f'<details><summary>{e(len(rows[False]))} keys at their defaults</summary>'
+                    f'<table class="config">{head}{"".join(rows[False])}</table></details>') if rows[False] else ""
+        if rows[True]:
+            parts.append(f'<h3>[{e(name)}]</h3><table class="config" data-section="{e(name)}">{head}'
+                         f'{"".join(rows[True])}</table>{defaults}')
+        elif rows[False]:
+            parts.append(f"<details><summary>[{e(name)}]: all {e(len(rows[False]))} keys at their defaults</summary>"
+                         f'<table class="config" data-section="{e(name)}">{head}{"".join(rows[False])}</table></details>')
+    return "".join(parts)
+
+
+def leak_banner(leaks: LeakSummary, section: str) -> str:
+    css = {"leak": "leak", "clean": "clean"}.get(leaks.status, "unknown")
+    title = {"leak": f"LEAK: the {section} images are not independent of the training images",
+             "clean": f"no {section} image was found in another split"}.get(leaks.status, "leakage not checked")
+    lines = "".join(f"<li>{e(line)}</li>" for line in leaks.lines)
+    source = f'<div class="meta">source: {e(leaks.source)}</div>' if leaks.source else ""
+    return f'<div id="leakage" class="banner {css}" data-status="{e(leaks.status)}"><strong>{e(title)}</strong><ul>{lines}</ul>{source}</div>'
+
+
+def render_report(data: ReportData) -> str:
+    """The whole page as one HTML string."""
+    cfg = data.cfg
+    names = list(data.per_class)
+    histogram = png_data_uri(dice_histogram_png(data.per_image_dice, names)) if len(data.per_image_dice) else ""
+    if data.history:
+        curves = f'<img alt="training curves" src="{png_data_uri(curves_png(data.history))}">'
+    elif data.curve_pngs:
+        curves = "".join(f'<img alt="training curves" src="{png_data_uri(p)}" style="width: 48%">' for p in data.curve_pngs)
+    else:
+        curves = "<p>No history.csv or training plots in the run folder.</p>"
+    confusion = (f"<h2>Confusion matrix (pixels, row-normalised)</h2>{confusion_table(data.confusion)}"
+                 if data.confusion is not None else "")
+    k = max(len(data.worst), len(data.best))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>flexunet evaluation: {e(cfg.model.model)} on {e(data.section)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>Evaluation of {e(cfg.model.model)} on [{e(data.section)}]</h1>",
+        f'<div class="meta">{e(data.images)} images · checkpoint {e(data.checkpoint)} · config {e(cfg.source or "built in code")}'
+        f' · {e(datetime.now().strftime("%Y-%m-%d %H:%M"))}</div>',
+        leak_banner(data.leaks, data.section),
+        "<h2>Per-class metrics (background excluded)</h2>",
+        f"<p>Dice, IoU, precision and recall are pooled over all pixels of the split (true/false positives and false "
+        f"negatives summed over images). In brackets: 95% bootstrap interval over images ({e(data.resamples)} resamples, "
+        f"seed {e(data.seed)}). HD95 is the 95th-percentile symmetric boundary distance in pixels at the model's input "
+        f"size, averaged over images that have the class in their truth or prediction; an image with the class in only "
+        f"one of them (one-sided) counts as the image diagonal.</p>",
+        per_class_table(data.per_class),
+        "<h2>The seed's own metrics (for comparison only)</h2>",
+        "<p>These are the numbers the original Keras tool reported, computed its way: soft (no threshold), pooled per "
+        "batch, and some count the background, which inflates them on small objects. They are not comparable with the "
+        "table above; quote that one.</p>",
+        seed_table(data.seed_metrics, data.loss_name, data.loss),
+        "<h2>Per-image Dice</h2>",
+        f'<img alt="per-image Dice histogram" src="{histogram}">' if histogram else "<p>No images.</p>",
+        f"<h2>The {e(len(data.worst))} worst images</h2>",
+        examples_table(data.worst, cfg, "worst"),
+        f"<h2>The {e(len(data.best))} best images</h2>" if k else "",
+        examples_table(data.best, cfg, "best") if k else "",
+        confusion,
+        "<h2>Training curves</h2>",
+        curves,
+        "<h2>Resolved config</h2>",
+        '<p>Where each value came from: <span class="origin-file">file</span>, <span class="origin-command">command line'
+        '</span> (--set) or <span class="origin-default">default</span>.</p>',
+        config_tables(cfg),
+        "<h2>Files</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in data.files) + "</ul>",
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def write_report(path: Path, data: ReportData) -> Path:
+    """Render and write report.html atomically (a reader never sees half a page)."""
+    from flexunet.train.rundir import atomic_write_text
+
+    atomic_write_text(path, render_report(data))
+    return path
