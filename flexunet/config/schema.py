@@ -138,6 +138,7 @@ class TrainSection(Section):
     cache: bool = False  # keep decoded pairs in RAM after the first epoch
     amp: bool = True  # mixed precision on CUDA (bf16 where supported); never on CPU
     channels_last: Optional[bool] = None  # None -> on for CUDA, off for CPU
+    tensorboard: bool = False  # also log history, lr and previews to eval_dir/tensorboard (needs the tensorboard package)
 
 
 class DataDirsSection(Section):

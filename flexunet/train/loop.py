@@ -33,6 +33,7 @@ from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, pe
 from flexunet.train.history import History
 from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
+from flexunet.train.tensorboard import open_board
 
 Augment = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
@@ -307,6 +308,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
+    board = open_board(t, run.eval_dir, is_main=dist_ctx.is_main)  # TensorBoard, when [train] tensorboard is on
     generator = torch.Generator().manual_seed(t.seed)
     aug_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
     num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
@@ -350,6 +352,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                         "reducer": reducer.state_dict(), "rng": _rng_state(),
                     })
                     preview.write(model, epoch, step)
+                    board.log_epoch(epoch, row, run.preview_dir)
                 log(f"epoch {epoch + 1}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
                     + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else ""))
@@ -369,4 +372,5 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 log(f"interrupted in epoch {epoch + 1}: weights saved to {snapshot}; last.pt holds the last finished "
                     "epoch (continue with --resume)")
             raise
+    board.close()
     return FitResult(run, epoch + 1 - start_epoch, best_epoch, early.best, stopped_early, history.rows if history else [])
