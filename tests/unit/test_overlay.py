@@ -1,0 +1,40 @@
+"""Masks and overlays as written by inference: colours, thresholds, no uint8 wrap-around."""
+from __future__ import annotations
+
+import numpy as np
+
+from flexunet.config import config_from_dict
+from flexunet.infer.predict import class_colours, mask_image, overlay, probs_to_labels, resize_probs
+
+
+def test_overlay_blends_without_wraparound() -> None:
+    image = np.full((9, 9, 3), 250, np.uint8)
+    labels = np.zeros((9, 9), np.uint8)
+    labels[2:7, 2:7] = 1
+    colours = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    out = overlay(image, labels, colours, alpha=0.4)
+    assert out.dtype == np.uint8 and out.min() >= 250  # the seed's uint8 += wrapped 250 + 255 to 249
+    assert (out[0, 0] == 250).all()  # background away from the outline untouched
+    assert (out[4, 4] == round(0.6 * 250 + 0.4 * 255)).all()  # blended interior
+
+
+def test_binary_mask_grey_or_colorized() -> None:
+    labels = np.array([[0, 1]], np.uint8)
+    plain = config_from_dict({"model": {"num_classes": 1}})
+    assert mask_image(labels, plain).tolist() == [[0, 255]]
+    coloured = config_from_dict({"model": {"num_classes": 1}, "segmentation": {"colorize": True, "white": "green"}})
+    assert mask_image(labels, coloured).tolist() == [[[0, 0, 0], [0, 255, 0]]]
+
+
+def test_multiclass_mask_uses_rgb_map_colours() -> None:
+    cfg = config_from_dict({"model": {"num_classes": 3}, "mask": {"rgb_map": {(0, 0, 0): 0, (0, 0, 255): 2, (255, 0, 0): 1}}})
+    assert class_colours(cfg).tolist() == [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
+    assert mask_image(np.array([[2, 1]], np.uint8), cfg).tolist() == [[[0, 0, 255], [255, 0, 0]]]
+
+
+def test_probabilities_threshold_argmax_and_resize() -> None:
+    assert probs_to_labels(np.array([[[0.2, 0.7]]]), 0.5).tolist() == [[0, 1]]
+    assert probs_to_labels(np.array([[[0.2, 0.7]]]), 0.8).tolist() == [[0, 0]]
+    assert probs_to_labels(np.array([[[0.6]], [[0.3]], [[0.1]]])).tolist() == [[0]]
+    up = resize_probs(np.array([[[0.0, 1.0]]], np.float32), width=4, height=2)
+    assert up.shape == (1, 2, 4) and up[0, 0, 0] == 0.0 and up[0, 0, 3] == 1.0
