@@ -51,14 +51,12 @@ class ModelSection(Section):
     dropout_rate: float = Field(0.05, ge=0.0, lt=1.0)
     normalization: bool = False  # BatchNorm after every conv
     activation: str = "relu"
-    final_activation: str = "sigmoid"
     optimizer: Literal["Adam", "AdamW", "adam", "adamw"] = "Adam"
     learning_rate: float = Field(1e-4, gt=0)
     weight_decay: Optional[float] = Field(None, ge=0)  # AdamW only; None -> 0.004 (Keras' AdamW default)
     clipvalue: Optional[float] = Field(0.2, ge=0)  # gradient value clipping; 0 or None turns it off
     loss: Optional[str] = None  # None -> categorical_crossentropy (num_classes > 1) or bce_iou_loss
     metrics: list[str] = Field(default_factory=lambda: ["dice_coef_multiclass"])
-    show_summary: bool = False
     pretrained_weights: Optional[str] = None  # local .pt file; nothing is ever downloaded
     # Keys of the other architectures (see `flexunet.models`); each builder reads the ones it needs.
     efficientnet: str = "B0"
@@ -73,7 +71,6 @@ class ModelSection(Section):
     num_heads: Optional[int | list[int]] = None
     window_size: Optional[int | list[int]] = None
     num_mlp: Optional[int] = None
-    shift_window: Optional[bool] = None
     filter_num: Optional[list[int]] = None
     embed_dim: int = 768
     num_transformer: int = 12
@@ -82,10 +79,6 @@ class ModelSection(Section):
     pool: bool = True
     unpool: Optional[bool] = None
     backbone: Optional[str] = None
-    weights: Optional[str] = None
-    freeze_backbone: bool = True
-    freeze_batch_norm: bool = True
-    deep_supervision: bool = False
 
     @field_validator("base_kernels", "dilation", "base_ksize")
     @classmethod
@@ -231,14 +224,9 @@ class ImageSection(Section):
 
 
 class GeneratorSection(Section):
-    """[generator]: online augmentation switch, and the seed's dataset-generator keys."""
+    """[generator]: the online augmentation switch (the seed's dataset-generator keys are notes)."""
 
     augmentation: bool = True
-    base_dir: Optional[str] = None
-    output_dir: Optional[str] = None
-    resize: int = Field(312, gt=0)
-    cropsize: int = Field(128, gt=0)
-    seamless_cloning: bool = False
 
 
 class AugmentorSection(Section):

@@ -128,3 +128,16 @@ def test_seed_configs_load_unmodified(name: str) -> None:
         assert cfg.model.num_classes == 2 and cfg.rgb_map == {(0, 0, 0): 0, (255, 255, 255): 1}
         assert cfg.train.learning_rate_reducer and cfg.train.reducer_patience == 4
         assert any("input_normalize" in n for n in cfg.notes)
+
+
+def test_every_schema_key_is_read_somewhere() -> None:
+    """A key the code never reads would be a silent default: it must be a note-only key instead."""
+    import re
+
+    from flexunet.config.schema import SECTIONS
+
+    root = Path(__file__).resolve().parents[2] / "flexunet"
+    source = "\n".join(p.read_text() for p in root.rglob("*.py") if p.name != "schema.py")
+    unread = [f"[{name}] {key}" for name, cls in SECTIONS.items() for key in cls.model_fields
+              if not re.search(rf"\.{key}\b", source) and f'"{key}"' not in source]
+    assert unread == []
