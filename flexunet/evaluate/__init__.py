@@ -274,7 +274,8 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                            if p.is_file())
         data = ReportData(cfg, section, checkpoint, len(ev.names), loss_name(cfg), ev.loss, per_class,
                           dice(ev.counts.foreground()).numpy(), ev.seed_metrics,
-                          ev.confusion if cfg.model.num_classes > 1 else None, ev.worst, ev.best, leaks,
+                          ev.confusion if cfg.model.num_classes > 1 else None, ev.worst,
+                          [x for x in ev.best if x.name not in {w.name for w in ev.worst}], leaks,  # small splits: no repeats
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
                           BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
         files += (write_report(eval_dir / "report.html", data),)

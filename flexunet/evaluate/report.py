@@ -295,7 +295,6 @@ def render_report(data: ReportData) -> str:
         curves = "<p>No history.csv or training plots in the run folder.</p>"
     confusion = (f"<h2>Confusion matrix (pixels, row-normalised)</h2>{confusion_table(data.confusion)}"
                  if data.confusion is not None else "")
-    k = max(len(data.worst), len(data.best))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -321,8 +320,8 @@ def render_report(data: ReportData) -> str:
         f'<img alt="per-image Dice histogram" src="{histogram}">' if histogram else "<p>No images.</p>",
         f"<h2>The {e(len(data.worst))} worst images</h2>",
         examples_table(data.worst, cfg, "worst"),
-        f"<h2>The {e(len(data.best))} best images</h2>" if k else "",
-        examples_table(data.best, cfg, "best") if k else "",
+        f"<h2>The {e(len(data.best))} best images</h2>" if data.best else "",
+        examples_table(data.best, cfg, "best") if data.best else "",
         confusion,
         "<h2>Training curves</h2>",
         curves,

@@ -205,3 +205,38 @@ def test_report_renders_in_headless_chromium(known_evaluation: Path, tmp_path: P
     assert worst.startswith("test_b_half.png") and "0.6667" in worst
     assert leak == "leak"
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class ColourChannels(nn.Module):
+    """A 3-class stand-in: class 1 where green is bright, class 2 where blue is bright, background elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        background = 0.5 - x.max(1, keepdim=True).values
+        return torch.cat([background, x[:, 1:2] - 0.5, x[:, 2:3] - 0.5], 1) * 40 + self.anchor
+
+
+def test_multiclass_report_has_a_row_normalised_confusion_matrix(tmp_path: Path) -> None:
+    """Class 1 exact; class 2 predicted 12 px wide where the truth is 10, 9, 8 px wide: pooled Dice 648/756 = 6/7."""
+    data = tmp_path / "data"
+    for split in ("train", "valid", "test"):
+        (data / split / "images").mkdir(parents=True)
+        (data / split / "masks").mkdir(parents=True)
+        for i in range(3):
+            image, mask = np.full((32, 32, 3), 20, np.uint8), np.zeros((32, 32, 3), np.uint8)  # RGB
+            image[4:12, 4:12, 1], mask[4:12, 4:12] = 200, (0, 255, 0)
+            image[16:28, 16:28, 2], mask[16:28, 18 + i:28] = 200, (255, 0, 0)
+            cv2.imwrite(str(data / split / "images" / f"{split}{i}.png"), image[..., ::-1])
+            cv2.imwrite(str(data / split / "masks" / f"{split}{i}.png"), mask[..., ::-1])
+    cfg = load_config(make_config(tmp_path, data, {"model": {"num_classes": 3, "loss": "categorical_crossentropy",
+                                                             "metrics": ["dice_coef_multiclass"]},
+                                                   "train": {"metrics": []}}))
+    result = evaluate_run(ColourChannels(), cfg, tmp_path / "eval", "colour-channels", examples=2)
+    assert result.per_class["class_1"]["dice"] == pytest.approx(1.0)
+    assert result.per_class["class_2"]["dice"] == pytest.approx(6 / 7)
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert 'id="confusion"' in page and "1.000<br>" in page  # class 1 row: all of its pixels predicted as 1
+    assert page.count('id="worst"') == 1 and page.count('id="best"') == 1 and "dice_coef_multiclass" in page
