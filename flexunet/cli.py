@@ -48,6 +48,8 @@ def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed
 
     cfg = _load(config, set_, seed, quiet)
     result = train_from_config(cfg, device=device, resume=resume, quiet=quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     say(f"trained {result.epochs_run} epochs; best epoch {result.best_epoch + 1} "
         f"({cfg.train.monitor} {abs(result.best_value):.4f}); checkpoints in {result.run.model_dir}")
 

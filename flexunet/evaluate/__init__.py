@@ -218,7 +218,7 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     columns += [c for c in added if per_class and c in next(iter(per_class.values()))]  # appended: old readers keep working
     lines = ["class," + ",".join(columns)] + [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
     atomic_write_text(files[2], "\n".join(lines) + "\n")
-    atomic_write_text(files[3], json.dumps({
+    atomic_write_text(files[3], json.dumps(_json_safe({
         "loss": {name: loss}, "per_class": per_class,
         "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background", **seed},
         "images": len(rows),
@@ -228,8 +228,19 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
                     "hd95_one_sided images (class in only one of them) count as the image diagonal",
         },
         **(extra or {}),
-    }, indent=2, allow_nan=True))
+    }), indent=2, allow_nan=False))
     return tuple(files)
+
+
+def _json_safe(value: object) -> object:
+    """NaN and infinities become null: strict JSON readers (JavaScript, jq) reject the literals."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None,

@@ -98,8 +98,10 @@ def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: f
     fg = labels > 0
     blended[fg] = (1 - alpha) * blended[fg] + alpha * colours[labels[fg]].astype(np.float32)
     # outline the predicted regions so thin structures stay visible
-    edges = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    blended[edges] = colours[np.maximum(labels, 1)[edges]]
+    kernel = np.ones((3, 3), np.uint8)
+    edges = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_GRADIENT, kernel) > 0
+    nearest_class = cv2.dilate(labels, kernel)  # a rim pixel outside a region takes that region's class colour
+    blended[edges] = colours[nearest_class[edges]]
     return blended.round().clip(0, 255).astype(np.uint8)
 
 

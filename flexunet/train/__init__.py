@@ -24,7 +24,8 @@ def run_dir_for(cfg: Config) -> RunDir:
     eval_dir = cfg.train.eval_dir
     if "train.eval_dir" not in cfg.origins and cfg.eval.eval_dir:
         eval_dir = cfg.eval.eval_dir
-    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir))
+    tiled = Path(cfg.train.epoch_change_tiled_infer_dir) if cfg.train.epoch_change_tiled_infer else None
+    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir), tiled)
 
 
 def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False) -> FitResult:

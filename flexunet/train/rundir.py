@@ -29,11 +29,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @dataclass(frozen=True)
 class RunDir:
-    """model_dir (checkpoints, resolved config), eval_dir (CSV logs, plots), preview_dir (per-epoch previews)."""
+    """model_dir (checkpoints, resolved config), eval_dir (CSV logs, plots), preview_dir (per-epoch previews),
+    and tiled_preview_dir when tiled previews are on."""
 
     model_dir: Path
     eval_dir: Path
     preview_dir: Path
+    tiled_preview_dir: Path | None = None
 
     @property
     def best(self) -> Path:
@@ -48,7 +50,8 @@ class RunDir:
         return self.model_dir / "config.resolved.ini"
 
     def folders(self) -> tuple[Path, ...]:
-        return tuple(dict.fromkeys((self.model_dir, self.eval_dir, self.preview_dir)))
+        folders = (self.model_dir, self.eval_dir, self.preview_dir, self.tiled_preview_dir)
+        return tuple(dict.fromkeys(f for f in folders if f is not None))
 
     def prepare(self, resume: bool) -> list[Path]:
         """Create the folders. Without resume, non-empty ones from an earlier run move to `<dir>_<time>_bak`.

@@ -38,3 +38,14 @@ def test_probabilities_threshold_argmax_and_resize() -> None:
     assert probs_to_labels(np.array([[[0.6]], [[0.3]], [[0.1]]])).tolist() == [[0]]
     up = resize_probs(np.array([[[0.0, 1.0]]], np.float32), width=4, height=2)
     assert up.shape == (1, 2, 4) and up[0, 0, 0] == 0.0 and up[0, 0, 3] == 1.0
+
+
+def test_outline_takes_the_colour_of_its_region() -> None:
+    image = np.zeros((12, 12, 3), np.uint8)
+    labels = np.zeros((12, 12), np.uint8)
+    labels[2:5, 2:5] = 1
+    labels[7:10, 7:10] = 2
+    colours = np.array([[0, 0, 0], [0, 255, 0], [255, 0, 0]], np.uint8)
+    out = overlay(image, labels, colours, alpha=0.5)
+    assert out[6, 6].tolist() == [255, 0, 0]  # rim just outside the class-2 square is class-2 red, not class-1 green
+    assert out[1, 1].tolist() == [0, 255, 0]
