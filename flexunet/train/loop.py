@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 
 from flexunet.config.load import config_to_ini
-from flexunet.config.schema import Config
+from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import ConfigError, TrainingError
@@ -279,6 +279,55 @@ def epoch_row(epoch: int, lr: float, train_stats: dict[str, float], val_stats: d
     return row | {"seconds": seconds, "images_per_s": images / max(seconds, 1e-9)}
 
 
+@dataclass
+class TrainState:
+    """Everything a resumed run needs, and the only writer of best.pt, last.pt and interrupted.pt."""
+
+    model: nn.Module
+    optim: Optimizer
+    early: EarlyStopping
+    reducer: PlateauReducer
+    run: RunDir
+    config_text: str
+    start_epoch: int = 0
+    best_epoch: int = -1
+
+    def restore(self, device: torch.device) -> None:
+        state = load_checkpoint(self.run.last, device)
+        load_weights(self.model, state, self.run.last)
+        self.optim.load_state_dict(state["optimizer"])
+        self.early.load_state_dict(state["early_stopping"])
+        self.reducer.load_state_dict(state["reducer"])
+        _set_rng_state(state["rng"])
+        self.start_epoch, self.best_epoch = int(state["epoch"]) + 1, int(state["best_epoch"])
+
+    def weights(self) -> dict[str, Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def save(self, epoch: int, row: dict[str, float], improved: bool) -> None:
+        weights = self.weights()
+        if improved:
+            self.best_epoch = epoch
+            save_checkpoint(self.run.best, {"model": weights, "config": self.config_text, "epoch": epoch, "metrics": row})
+        save_checkpoint(self.run.last, {
+            "model": weights, "config": self.config_text, "epoch": epoch, "best_epoch": self.best_epoch, "metrics": row,
+            "optimizer": self.optim.state_dict(), "early_stopping": self.early.state_dict(),
+            "reducer": self.reducer.state_dict(), "rng": _rng_state(),
+        })
+
+    def save_interrupted(self, epoch: int) -> Path:
+        """Weights at the moment of Ctrl-C/SIGTERM; last.pt keeps the last finished epoch for an exact resume."""
+        path = self.run.model_dir / "interrupted.pt"
+        save_checkpoint(path, {"model": self.weights(), "config": self.config_text, "epoch": epoch})
+        return path
+
+
+def monitored_value(t: TrainSection, val_stats: dict[str, float]) -> float:
+    """The value early stopping and the LR plateau watch; lower is better, NaN counts as no improvement."""
+    value = {"val_loss": val_stats["loss"], "val_dice": -val_stats["dice"], "val_iou": -val_stats["iou"]}[t.monitor]
+    return math.inf if math.isnan(value) else value
+
+
 def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run: RunDir, device: torch.device,
         resume: bool = False, augment: Augment | None = None, progress: Progress | None = None,
         log: Callable[[str], None] = say, dist_ctx: DistContext = DistContext()) -> FitResult:
@@ -295,18 +344,12 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
-    start_epoch, best_epoch = 0, -1
+    state = TrainState(model, optim, early, reducer, run, config_to_ini(cfg))
     if resume and run.last.is_file():
-        state = load_checkpoint(run.last, device)
-        load_weights(model, state, run.last)
-        optim.load_state_dict(state["optimizer"])
-        early.load_state_dict(state["early_stopping"])
-        reducer.load_state_dict(state["reducer"])
-        _set_rng_state(state["rng"])
-        start_epoch, best_epoch = int(state["epoch"]) + 1, int(state["best_epoch"])
-        log(f"resuming at epoch {start_epoch + 1} from {run.last}")
+        state.restore(device)
+        log(f"resuming at epoch {state.start_epoch + 1} from {run.last}")
     seed_names, columns = seed_metric_names(cfg)
-    history = History(run.eval_dir, columns, start_epoch) if dist_ctx.is_main else None
+    history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
     board = open_board(t, run.eval_dir, is_main=dist_ctx.is_main)  # TensorBoard, when [train] tensorboard is on
     generator = torch.Generator().manual_seed(t.seed)
@@ -315,12 +358,10 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     train_loader = make_loader(data.train, per_rank_batch(t.batch_size, dist_ctx), True, device, t.num_workers,
                                generator, num_samples, dist_ctx, t.seed)
     valid_loader = make_loader(data.valid, cfg.eval.batch_size, False, device, t.num_workers, dist_ctx=dist_ctx)
-    config_text = config_to_ini(cfg)
-    stopped_early = False
-    epoch = start_epoch - 1
+    stopped_early, epoch = False, state.start_epoch - 1
     with sigterm_as_interrupt():
         try:
-            for epoch in range(start_epoch, t.epochs):
+            for epoch in range(state.start_epoch, t.epochs):
                 generator.manual_seed(t.seed + epoch)  # shuffling depends on (seed, epoch) only: resume repeats it exactly
                 aug_generator.manual_seed(t.seed + 1 + epoch)
                 if isinstance(train_loader.sampler, DistributedSampler):
@@ -333,26 +374,18 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 seconds = time.perf_counter() - began
                 val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names,
                                      t.validation_steps, dist_ctx)
-                monitored = {"val_loss": val_stats["loss"], "val_dice": -val_stats["dice"], "val_iou": -val_stats["iou"]}[t.monitor]
-                monitored = math.inf if math.isnan(monitored) else monitored
-                improved = monitored < early.best
-                stop = early.update(monitored)
+                monitored = monitored_value(t, val_stats)
+                improved, stop = monitored < early.best, early.update(monitored)
                 row = epoch_row(epoch, optim.param_groups[0]["lr"], train_stats, val_stats, seed_names, seconds,
                                 num_samples or len(data.train))
                 reduced = t.learning_rate_reducer and reducer.update(monitored)
-                best_epoch = epoch if improved else best_epoch
                 if dist_ctx.is_main:
-                    history.append(row)
-                    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                    if improved:
-                        save_checkpoint(run.best, {"model": weights, "config": config_text, "epoch": epoch, "metrics": row})
-                    save_checkpoint(run.last, {
-                        "model": weights, "config": config_text, "epoch": epoch, "best_epoch": best_epoch,
-                        "metrics": row, "optimizer": optim.state_dict(), "early_stopping": early.state_dict(),
-                        "reducer": reducer.state_dict(), "rng": _rng_state(),
-                    })
+                    history.append(row)  # before last.pt: see the docstring
+                    state.save(epoch, row, improved)
                     preview.write(model, epoch, step)
                     board.log_epoch(epoch, row, run.preview_dir)
+                else:
+                    state.best_epoch = epoch if improved else state.best_epoch
                 log(f"epoch {epoch + 1}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
                     + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else ""))
@@ -360,17 +393,14 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                     stopped_early = True
                     log(f"early stopping: no improvement of {t.monitor} for {t.patience} epochs")
                     break
-                sentinel = Path("break_training").exists() or (run.model_dir / "break_training").exists()
-                if any_rank(sentinel, dist_ctx, device):
+                if any_rank(Path("break_training").exists() or (run.model_dir / "break_training").exists(), dist_ctx, device):
                     log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
                     break
         except KeyboardInterrupt:
             if dist_ctx.is_main:
-                snapshot = run.model_dir / "interrupted.pt"
-                save_checkpoint(snapshot, {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                           "config": config_text, "epoch": epoch})
-                log(f"interrupted in epoch {epoch + 1}: weights saved to {snapshot}; last.pt holds the last finished "
-                    "epoch (continue with --resume)")
+                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch)}; last.pt holds "
+                    "the last finished epoch (continue with --resume)")
             raise
     board.close()
-    return FitResult(run, epoch + 1 - start_epoch, best_epoch, early.best, stopped_early, history.rows if history else [])
+    rows = history.rows if history else []
+    return FitResult(run, epoch + 1 - state.start_epoch, state.best_epoch, early.best, stopped_early, rows)
