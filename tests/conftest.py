@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic datasets, a config factory, and the location of the shared real data."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,18 @@ def requires_shared(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not present at {path}")
     return path
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """Run `flexunet ARGS` in this process (as the console script does) and return its exit code."""
+    from flexunet.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["flexunet", *args])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 def write_disc_pairs(folder: Path, count: int, size: int = 32, seed: int = 0, colour_mask: bool = False) -> Path:

@@ -2,24 +2,13 @@
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
 import torch
 
-from flexunet.cli import main
-from tests.conftest import make_config
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["flexunet", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.conftest import make_config, run_cli
 
 
 def read_rows(path: Path) -> list[list[str]]:

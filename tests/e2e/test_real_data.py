@@ -5,24 +5,13 @@ pipeline learns, not how well a model generalises.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from flexunet.cli import main
-from tests.conftest import requires_shared
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["flexunet", *args])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.conftest import requires_shared, run_cli
 
 
 def link_subset(source: Path, target: Path, count: int) -> Path:

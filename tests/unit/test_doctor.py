@@ -8,22 +8,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from flexunet.prepare.doctor import doctor, find_leaks
 from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, aligned_scores, find_matches, fingerprint
 from flexunet.prepare.split import source_id
-
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def requires_shared(*parts: str) -> Path:
-    """The real data beside the repo, or a clean skip where this checkout has none."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not present at {path}")
-    return path
+from tests.conftest import requires_shared
 
 
 def cell(seed: int, size: int = 128) -> np.ndarray:

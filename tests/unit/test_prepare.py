@@ -5,7 +5,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from flexunet.config.load import load_config
 from flexunet.data.dataset import pairs_for
@@ -13,17 +12,7 @@ from flexunet.data.io import read_mask
 from flexunet.prepare.herlev import Canvas, herlev, nucleus_region
 from flexunet.prepare.importers import import_generic, import_isic, import_sipakmed, import_ucsb
 from flexunet.prepare.stats import dataset_stats, plot_stats
-
-
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def requires_shared(*parts: str) -> Path:
-    """The real data beside the repo, or a clean skip where this checkout has none."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not present at {path}")
-    return path
+from tests.conftest import requires_shared
 
 
 def bgr(path: Path, rgb: np.ndarray) -> None:
