@@ -1,0 +1,343 @@
+"""flexunet vs the TensorFlow reference, side by side in one run, on real pap-smear images.
+
+    python benchmarks/run.py [--repeats 3] [--quick] [--no-quality | --quality-budget-s S]
+
+Each repeat runs one flexunet process (the project's python) and one TF-reference process (benchmarks/.venv-tf, made
+by benchmarks/tf_reference/setup_venv.sh), in alternating order, so each side's peak RSS is its own. Each process
+warms up (excluded), then times training at batch 4 through its own data pipeline (flexunet: the `flexunet train`
+loop, `train_one_epoch`, streaming JPEGs from disk; TF: the seed's in-memory arrays and `model.fit`), then inference
+at batch 1 and 16 (flexunet: `predict_images`, the `flexunet infer` path; TF: the model under `tf.function`).
+Ratios are flexunet / reference within each repeat; the figure reported is their median (the machine is shared, so
+absolute numbers move with load; the ratio of two runs seconds apart is the robust figure).
+
+Writes benchmarks/results/<date>-<host>.json and benchmarks/results/latest.json; quality numbers come from
+benchmarks/quality.py (run by this script unless --no-quality; otherwise the last benchmarks/results/quality.json).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = Path(os.environ.get("FLEXUNET_PAP_SMEAR", "/work/shared/data/pap-smear"))
+SEED_CONFIG = Path(os.environ.get("FLEXUNET_PAP_CONFIG", "/work/shared/data/configs/pap-smear.config"))
+TF_PYTHON = HERE / ".venv-tf" / "bin" / "python"
+RESULTS = HERE / "results"
+FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
+METRICS = ("train_img_s", "infer_img_s_b1", "infer_img_s_b16", "peak_rss_mb_train")
+
+
+def machine() -> dict:
+    text = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"cpu_model": model, "flags": {f: f in flags for f in FLAGS_THAT_MATTER},
+            "cores": len(os.sched_getaffinity(0)), "host": socket.gethostname(), "platform": platform.platform(),
+            "gpu": None, "gpu_note": "no GPU was lent to this session: CPU only (no gpu-*.json)"}
+
+
+def peak_gflops(threads: int = 2, size: int = 4096, tries: int = 5) -> float:
+    """Measured fp32 GEMM peak: best of `tries` size x size sgemms on `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
+# ---- flexunet side ---------------------------------------------------------------------------------------------------
+
+def flex_config(overrides: tuple[str, ...] = ()):
+    from flexunet.config import load_config
+
+    data = [f"{s}.{k}s_dir={DATA}/{s}/{k}s/" for s in ("train", "valid", "test") for k in ("image", "mask")]
+    return load_config(SEED_CONFIG, [*data, "train.epoch_change_infer=False", *overrides])
+
+
+def count_flops() -> dict:
+    """FLOPs of the Pap-Smear model per image, counted by torch.utils.flop_counter (forward; forward + backward)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flexunet.models import build_model
+
+    model = build_model(flex_config().model)
+    x = torch.rand(1, 3, 128, 128)
+    with FlopCounterMode(display=False) as fwd:
+        with torch.no_grad():
+            model(x)
+    with FlopCounterMode(display=False) as both:
+        model(x).sum().backward()
+    return {"forward_gflop_per_image": fwd.get_total_flops() / 1e9, "train_gflop_per_image": both.get_total_flops() / 1e9}
+
+
+def flex_worker(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from flexunet.console import Bar
+    from flexunet.data.dataset import build_datasets
+    from flexunet.data.io import read_image
+    from flexunet.data.pairing import list_image_files
+    from flexunet.infer.predict import predict_images
+    from flexunet.losses import build_loss
+    from flexunet.models import build_model
+    from flexunet.models import flexunet as flexunet_model
+    from flexunet.train.device import keep_freed_memory, seed_everything
+    from flexunet.train.loop import StepSettings, make_loader, make_optimizer, seed_metric_names, train_one_epoch
+
+    batch = 4
+    cfg = flex_config()
+    device = torch.device("cpu")
+    seed_everything(cfg.train.seed)
+    keep_freed_memory()  # as train_from_config does on CPU
+    data = build_datasets(cfg)
+    model, loss_fn = build_model(cfg.model), build_loss(cfg.model)
+    params = sum(p.numel() for p in model.parameters())
+    optim = make_optimizer(model, cfg)
+    step = StepSettings(device, cfg.model.clipvalue or None, None, False)
+    seed_names, _ = seed_metric_names(cfg)
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+
+    def train(steps: int) -> float:
+        loader = make_loader(data.train, batch, True, device, cfg.train.num_workers, generator, steps * batch)
+        t0 = time.perf_counter()
+        train_one_epoch(model, loss_fn, loader, optim, step, seed_names, None, generator, None, Bar(None, "", None))
+        return steps * batch / (time.perf_counter() - t0)
+
+    train(args.warmup_steps)
+    train_img_s = train(args.train_steps)
+    rss_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out: dict = {"side": "flexunet", "parameters": params, "train_img_s": train_img_s,
+                 "train_images_timed": args.train_steps * batch, "peak_rss_mb_train": rss_train}
+
+    # the data pipeline alone, same loader settings: must be far faster than training
+    loader = make_loader(data.train, batch, True, device, cfg.train.num_workers, generator, args.train_steps * batch)
+    t0 = time.perf_counter()
+    for images, _ in loader:
+        images.float().div_(255)
+    out["loader_img_s"] = args.train_steps * batch / (time.perf_counter() - t0)
+
+    # before/after of the small-spatial GEMM path, interleaved step by step in this process
+    if args.ablation_steps:
+        timings: dict[str, list[float]] = {"small_conv_gemm": [], "direct_conv": []}
+        default = flexunet_model.SMALL_SPATIAL_PIXELS
+        for _ in range(args.ablation_steps):
+            for name, pixels in (("small_conv_gemm", default), ("direct_conv", 0)):
+                flexunet_model.SMALL_SPATIAL_PIXELS = pixels
+                timings[name].append(train(1))
+        flexunet_model.SMALL_SPATIAL_PIXELS = default
+        out["ablation_train_img_s"] = {k: statistics.median(v) for k, v in timings.items()}
+
+    model.eval()
+    files = list_image_files(str(DATA / "test" / "images"), "test")
+    need = max(args.b1_images, 16 * args.b16_batches)
+    images = [read_image(f, 3, cfg.image.color_order) for f in (files * (need // len(files) + 1))[:need]]
+
+    def infer(b: int, n_batches: int, channels_last: bool = False) -> float:
+        predict_images(model, images[:b], cfg, device, batch_size=b, channels_last=channels_last)  # warm-up
+        t0 = time.perf_counter()
+        for i in range(n_batches):
+            predict_images(model, images[i * b:(i + 1) * b], cfg, device, batch_size=b, channels_last=channels_last)
+        return n_batches * b / (time.perf_counter() - t0)
+
+    for b, n_batches in ((1, args.b1_images), (16, args.b16_batches)):
+        out[f"infer_img_s_b{b}"] = infer(b, n_batches)
+    if args.ablation_steps:  # channels_last weights and inputs (predict_images' existing switch), after the default
+        model.to(memory_format=torch.channels_last)
+        out["ablation_infer_img_s_channels_last"] = {f"b{b}": infer(b, n, True) for b, n in
+                                                     ((1, args.b1_images), (16, args.b16_batches))}
+        model.to(memory_format=torch.contiguous_format)
+    out["versions"] = {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+                       "flexunet": _flexunet_version()}
+    out["threads"] = args.threads
+    return out
+
+
+def _flexunet_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    try:
+        return f"{version('flexunet')} ({commit})"
+    except PackageNotFoundError:
+        return commit
+
+
+# ---- orchestration ---------------------------------------------------------------------------------------------------
+
+# flexunet as `flexunet train` runs today, and the same with libgomp's threads sleeping instead of spinning while they
+# wait (OMP_WAIT_POLICY=PASSIVE, read when torch loads): on a shared, oversubscribed CPU, spinning OpenMP threads
+# steal the time slices the working thread needs. The variant is measured, not the default.
+VARIANT_ENV = {"flexunet": {}, "flexunet_omp_passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "tf_reference": {}}
+
+
+def run_side(side: str, args: argparse.Namespace) -> dict:
+    common = ["--threads", str(args.threads), "--warmup-steps", str(args.warmup_steps), "--train-steps",
+              str(args.train_steps), "--b1-images", str(args.b1_images), "--b16-batches", str(args.b16_batches)]
+    if side.startswith("flexunet"):
+        cmd = [sys.executable, str(Path(__file__)), "--worker", *common, "--ablation-steps", str(args.ablation_steps)]
+    else:
+        cmd = [str(TF_PYTHON), str(HERE / "tf_reference" / "worker.py"), "speed", "--data", str(DATA), *common]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), **VARIANT_ENV[side]}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{side} worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - t0
+    result["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    print(f"  {side:20s} " + "  ".join(f"{k} {result[k]:.1f}" for k in METRICS) + f"  load {result['load_average'][0]}",
+          flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=15)
+    parser.add_argument("--b1-images", type=int, default=24)
+    parser.add_argument("--b16-batches", type=int, default=3)
+    parser.add_argument("--ablation-steps", type=int, default=4, help="interleaved steps per variant (0: none)")
+    parser.add_argument("--no-omp-variant", dest="omp_variant", action="store_false",
+                        help="skip the flexunet run with OMP_WAIT_POLICY=PASSIVE")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, few steps, quick quality run")
+    parser.add_argument("--no-quality", action="store_true", help="reuse benchmarks/results/quality.json")
+    parser.add_argument("--quality-budget-s", type=float, default=720.0)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--merge-quality", action="store_true",
+                        help="only copy benchmarks/results/quality.json into latest.json (and its dated file)")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(flex_worker(args)))
+        return
+    if args.merge_quality:
+        latest = json.loads((RESULTS / "latest.json").read_text())
+        latest["quality"] = json.loads((RESULTS / "quality.json").read_text())
+        text = json.dumps(latest, indent=2) + "\n"
+        (RESULTS / "latest.json").write_text(text)
+        (RESULTS / latest["results_file"]).write_text(text)
+        print(f"merged quality.json into latest.json and {latest['results_file']}")
+        return
+    if args.quick:
+        args.repeats, args.warmup_steps, args.train_steps, args.b1_images, args.b16_batches = 1, 1, 3, 4, 1
+        args.ablation_steps = 1
+    if not TF_PYTHON.is_file():
+        sys.exit(f"{TF_PYTHON} not found: run benchmarks/tf_reference/setup_venv.sh first")
+    started = dt.datetime.now()
+    report: dict = {"date": started.isoformat(timespec="seconds"),
+                    "command": " ".join(["python", "benchmarks/run.py", *sys.argv[1:]]), "quick": args.quick,
+                    "machine": machine(), "precision": "fp32 (no bf16 anywhere)", "threads": args.threads,
+                    "load_average_start": [round(v, 2) for v in os.getloadavg()]}
+    report["peak_gflops_fp32"] = peak_gflops(args.threads)
+    report["peak_gflops_method"] = f"best of 5 torch.mm 4096x4096 fp32 on {args.threads} threads"
+    report["flops"] = count_flops()
+    sides = ["flexunet", "tf_reference"] + (["flexunet_omp_passive"] if args.omp_variant else [])
+    runs: dict[str, list[dict]] = {s: [] for s in sides}
+    for r in range(args.repeats):
+        print(f"repeat {r + 1}/{args.repeats}", flush=True)
+        for side in sides[r % len(sides):] + sides[:r % len(sides)]:  # rotate the order: no side always goes first
+            runs[side].append(run_side(side, args))
+
+    def compare(side: str, metric: str) -> dict:
+        flex = [x[metric] for x in runs[side]]
+        tf = [x[metric] for x in runs["tf_reference"]]
+        return {"flexunet": statistics.median(flex), "tf_reference": statistics.median(tf),
+                "ratio": statistics.median(f / t for f, t in zip(flex, tf)),
+                "per_repeat": {"flexunet": flex, "tf_reference": tf}}
+
+    for metric in METRICS:
+        report[metric] = compare("flexunet", metric)
+    if args.omp_variant:
+        report["variant_omp_wait_policy_passive"] = {
+            "what": "the same flexunet worker started with OMP_WAIT_POLICY=PASSIVE (not flexunet's default today)",
+            **{metric: compare("flexunet_omp_passive", metric) for metric in METRICS}}
+    peak, flops = report["peak_gflops_fp32"], report["flops"]
+    report["train_fraction_of_peak"] = {s: report["train_img_s"][s] * flops["train_gflop_per_image"] / peak
+                                        for s in ("flexunet", "tf_reference")}
+    report["infer_fraction_of_peak"] = {s: report["infer_img_s_b16"][s] * flops["forward_gflop_per_image"] / peak
+                                        for s in ("flexunet", "tf_reference")}
+    report["loader_img_s"] = {s: statistics.median(x["loader_img_s"] for x in runs[s]) for s in runs}
+    report["train_img_s_note"] = "flexunet timing includes reading and decoding its JPEGs from disk; TF's does not"
+    report["loader_note"] = ("data pipeline alone (decode + resize + batch; flexunet streams from disk in the training "
+                             "process, TF's in-memory arrays are loaded before fit): far above train_img_s, so it never "
+                             "stalls the model")
+    ablation = [x["ablation_train_img_s"] for s in runs if s.startswith("flexunet") for x in runs[s]
+                if "ablation_train_img_s" in x]
+    report["channels_last_inference"] = {
+        "what": "predict_images with channels_last model and input, measured after the default in each flexunet worker",
+        **{s: {b: statistics.median(x["ablation_infer_img_s_channels_last"][b] for x in runs[s])
+               for b in ("b1", "b16")} for s in runs if s.startswith("flexunet") and
+           all("ablation_infer_img_s_channels_last" in x for x in runs[s])}}
+    report["versions"] = {"flexunet_side": runs["flexunet"][0]["versions"], "tf_side": runs["tf_reference"][0]["versions"]}
+    report["parameters"] = {s: runs[s][0]["parameters"] for s in runs}
+    report["optimisations"] = optimisations(ablation)
+    report["targets"] = targets(report)
+    report["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    if not args.no_quality:
+        cmd = [sys.executable, str(HERE / "quality.py"), "--budget-s", str(args.quality_budget_s)]
+        subprocess.run(cmd + (["--quick", "--out", str(RESULTS / "quality-quick.json")] if args.quick else []), check=True)
+    quality_file = RESULTS / ("quality-quick.json" if args.quick else "quality.json")
+    if quality_file.is_file():
+        report["quality"] = json.loads(quality_file.read_text())
+    report["runs"] = runs
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"{started:%Y-%m-%d}-{socket.gethostname()}{'-quick' if args.quick else ''}.json"
+    report["results_file"] = name
+    text = json.dumps(report, indent=2) + "\n"
+    (RESULTS / name).write_text(text)
+    if not args.quick:
+        (RESULTS / "latest.json").write_text(text)
+    print(json.dumps({k: report[k] for k in (*METRICS, "train_fraction_of_peak", "infer_fraction_of_peak", "targets")},
+                     indent=1))
+    print(f"wrote {RESULTS / name}" + ("" if args.quick else " and latest.json"))
+
+
+def optimisations(ablation: list[dict]) -> dict:
+    out = {"small_conv_gemm": {
+        "what": "3x3 convs on feature maps of <= 16 pixels (the 4x4 and 2x2 levels) as unfold + one GEMM",
+        "where": "flexunet/models/flexunet.py SameConv2d (SMALL_SPATIAL_PIXELS)",
+    }}
+    if ablation:
+        on = [a["small_conv_gemm"] for a in ablation]
+        off = [a["direct_conv"] for a in ablation]
+        out["small_conv_gemm"] |= {"train_img_s_after": statistics.median(on), "train_img_s_before": statistics.median(off),
+                                   "speedup": statistics.median(a / b for a, b in zip(on, off)),
+                                   "method": "one training step each, interleaved, in the flexunet worker"}
+    return out
+
+
+def targets(r: dict) -> dict:
+    return {
+        "train_ratio>=2.5": r["train_img_s"]["ratio"] >= 2.5,
+        "infer_b1_ratio>=1.5": r["infer_img_s_b1"]["ratio"] >= 1.5,
+        "infer_b16_ratio>=1.5": r["infer_img_s_b16"]["ratio"] >= 1.5,
+        "infer_b16_fraction_of_peak>=0.75": r["infer_fraction_of_peak"]["flexunet"] >= 0.75,
+        "peak_rss_train_ratio<=0.7": r["peak_rss_mb_train"]["ratio"] <= 0.7,
+    }
+
+
+if __name__ == "__main__":
+    main()
