@@ -114,8 +114,13 @@ def main() -> None:
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(run_model(name, args.budget, Path(tmp)))
+            rows.append(run_model(name, args.budget, Path(tmp)) | {"measured": machine_info()["date"],
+                                                                  "load_average_1m": machine_info()["load_average_1m"]})
         print(json.dumps(rows[-1]), flush=True)
+    previous = RESULTS / "model_zoo_train.json"
+    if previous.is_file() and set(args.models) != set(MODELS):  # re-measured models replace their old rows
+        kept = [r for r in json.loads(previous.read_text())["models"] if r["model"] not in args.models]
+        rows = sorted(kept + rows, key=lambda r: r["model"])
     zoo = {m["model"]: m for m in json.loads((RESULTS / "model_zoo.json").read_text())["models"]}
     out = {"machine": machine_info(), "command": " ".join(sys.argv), "budget_seconds": args.budget, "size": SIZE,
            "split": "benchmarks/splits/pap_smear_grouped.csv (grouped by source cell; no leakage)", "models": rows}
