@@ -68,7 +68,9 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}"
             f"{processes}: {len(data.train)} training and {len(data.valid)} validation pairs")
         with progress_bars(quiet) as progress:
-            return fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment, progress=progress,
-                       log=log, dist_ctx=dist_ctx)
+            result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
+                         progress=progress, log=log, dist_ctx=dist_ctx)
+        barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
+        return result
     finally:
         shutdown(dist_ctx)
