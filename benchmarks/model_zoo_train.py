@@ -94,13 +94,15 @@ def to_markdown(rows: list[dict[str, object]], zoo: dict[str, dict[str, object]]
         f"Parameters and GFLOPs at 256x256 (benchmarks/model_zoo.py). Training at {SIZE}x{SIZE}, batch {BATCH}, "
         f"about {budget:g} s of CPU training each, on the pap-smear set re-split by source cell (no cell in two splits);",
         "test IoU/Dice of the foreground, dataset-level. See model_zoo_train.json for the machine.", "",
-        "| model | parameters | GFLOPs / image (256²) | train images/s (128², CPU) | images seen | test IoU | test Dice |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | parameters | GFLOPs / image (256²) | train images/s (128², CPU) | images seen | test IoU | test Dice | load (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         z = zoo.get(r["model"], {})
         lines.append(f"| {r['model']} | {z.get('params', 0):,} | {z.get('gflops', '')} | {r['train_images_per_s']} | "
-                     f"{r['images_seen']} | {r['test_iou']} | {r['test_dice']} |")
+                     f"{r['images_seen']} | {r['test_iou']} | {r['test_dice']} | {r.get('load_average_1m', 'see json')} |")
+    lines += ["", "Rows measured under a higher load (other processes on the 2 cores) show lower images/s: compare "
+              "speeds only between rows of similar load."]
     return "\n".join(lines) + "\n"
 
 
