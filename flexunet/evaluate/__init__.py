@@ -251,7 +251,7 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
 
     run = run_dir_for(cfg)
     torch_device = choose_device(device)
-    checkpoint = Path(checkpoint) if checkpoint else (run.best if run.best.is_file() else run.last)
+    checkpoint = run.checkpoint(checkpoint)
     model, _ = load_trained_model(checkpoint, torch_device, cfg)
     return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report)
 

@@ -22,8 +22,7 @@ __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "ex
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
     from flexunet.train import run_dir_for
 
-    run = run_dir_for(cfg)
-    return Path(checkpoint) if checkpoint else (run.best if run.best.is_file() else run.last)
+    return run_dir_for(cfg).checkpoint(checkpoint)
 
 
 def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:

@@ -154,9 +154,10 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
         with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
             logits = model(x).float()
         totals["loss"] += loss_fn(logits, y).item()
-        probs, target = probs_and_targets(logits, y)
-        for name in seed_metrics:
-            totals[name] += SEED_METRICS[name](target, probs).item()
+        if seed_metrics:
+            probs, target = probs_and_targets(logits, y)
+            for name in seed_metrics:
+                totals[name] += SEED_METRICS[name](target, probs).item()
         counts = confusion_counts(label_maps(logits), y, num_labels).total()
         tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
         batches += 1

@@ -45,6 +45,12 @@ class RunDir:
     def last(self) -> Path:
         return self.model_dir / "last.pt"
 
+    def checkpoint(self, given: Path | str | None = None) -> Path:
+        """The checkpoint evaluation and inference use: `given`, else best.pt, else last.pt (a run stopped early)."""
+        if given:
+            return Path(given)
+        return self.best if self.best.is_file() else self.last
+
     @property
     def resolved_config(self) -> Path:
         return self.model_dir / "config.resolved.ini"
