@@ -15,7 +15,7 @@ class Bar:
 
     def __init__(self, progress: Progress | None, description: str, total: int | None) -> None:
         self._progress = progress
-        self._task = progress.add_task(description, total=total) if progress is not None else None
+        self._task = progress.add_task(description, total=total, info="") if progress is not None else None
 
     def advance(self, steps: int = 1) -> None:
         if self._progress is not None:
@@ -40,9 +40,6 @@ def progress_bars(quiet: bool) -> Iterator[Progress | None]:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True,
     )
-    # every task needs the "info" field the last column shows
-    original_add = progress.add_task
-    progress.add_task = lambda *a, **k: original_add(*a, info=k.pop("info", ""), **k)  # type: ignore[method-assign]
     with progress:
         yield progress
 
