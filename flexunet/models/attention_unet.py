@@ -6,7 +6,7 @@ output is logits for any number of classes (the seed used sigmoid or softmax dep
 """
 from __future__ import annotations
 
-from monai.networks.nets import AttentionUnet
+from torch import nn
 
 from flexunet.config.schema import ModelSection
 from flexunet.models.layers import require_divisible, require_levels
@@ -14,7 +14,9 @@ from flexunet.models.registry import register_model
 
 
 @register_model("attention_unet")
-def build_attention_unet(section: ModelSection) -> AttentionUnet:
+def build_attention_unet(section: ModelSection) -> nn.Module:
+    from monai.networks.nets import AttentionUnet  # MONAI loads only when this model is built
+
     require_levels(section, "num_layers", section.num_layers, 2)
     require_divisible(section, section.num_layers - 1)
     return AttentionUnet(

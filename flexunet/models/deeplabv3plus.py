@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets.resnet import ResNetBottleneck
 from torch import Tensor, nn
 
 from flexunet.config.schema import ModelSection
@@ -24,11 +23,14 @@ from flexunet.models.registry import register_model
 
 RESNET50_BLOCKS = (3, 4, 6)  # stages 1-3 of ResNet-50; stage 4 is not used (output stride 16)
 ASPP_RATES = (6, 12, 18)
+EXPANSION = 4  # a bottleneck's output is 4x its width (MONAI's ResNetBottleneck.expansion; a test checks)
 
 
 def resnet_stage(cin: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     """`blocks` bottlenecks (1x1, 3x3, 1x1 with 4x expansion); the first may stride and projects its shortcut."""
-    cout = planes * ResNetBottleneck.expansion
+    from monai.networks.nets.resnet import ResNetBottleneck  # MONAI loads only when this model is built
+
+    cout = planes * EXPANSION
     shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
     layers = [ResNetBottleneck(cin, planes, spatial_dims=2, stride=stride, downsample=shortcut)]
     layers += [ResNetBottleneck(cout, planes, spatial_dims=2) for _ in range(blocks - 1)]
@@ -58,7 +60,7 @@ class DeepLabV3Plus(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, width: int, activation: str) -> None:
         super().__init__()
-        expansion = ResNetBottleneck.expansion
+        expansion = EXPANSION
         self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.layer1 = resnet_stage(width, width, RESNET50_BLOCKS[0], stride=1)

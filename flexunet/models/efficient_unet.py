@@ -7,7 +7,6 @@ weights would need a download (bug 35); give a local file as [model] pretrained_
 """
 from __future__ import annotations
 
-from monai.networks.nets import FlexibleUNet
 from torch import nn
 
 from flexunet.config.schema import ModelSection
@@ -18,8 +17,10 @@ from flexunet.models.registry import register_model
 VARIANTS = tuple(f"B{i}" for i in range(8))
 
 
-def build_efficientnet_unet(section: ModelSection, variant: str) -> FlexibleUNet:
+def build_efficientnet_unet(section: ModelSection, variant: str) -> nn.Module:
     """FlexibleUNet with the EfficientNet `variant` ("B0".."B7") encoder, without the classifier it never uses."""
+    from monai.networks.nets import FlexibleUNet  # MONAI loads only when this model is built
+
     require_divisible(section, 5)
     b = section.base_filters
     model = FlexibleUNet(
@@ -42,7 +43,7 @@ def build_efficientnet_unet(section: ModelSection, variant: str) -> FlexibleUNet
 
 
 @register_model("efficient_unet")
-def build_efficient_unet(section: ModelSection) -> FlexibleUNet:
+def build_efficient_unet(section: ModelSection) -> nn.Module:
     variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
     if variant not in VARIANTS:
         raise ConfigError(f"{section.where('efficientnet')} = {section.efficientnet!r}: choose one of {', '.join(VARIANTS)}")

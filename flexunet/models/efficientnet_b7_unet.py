@@ -5,7 +5,7 @@ ImageNet weights) and in always having one output channel (bug 33); here it outp
 """
 from __future__ import annotations
 
-from monai.networks.nets import FlexibleUNet
+from torch import nn
 
 from flexunet.config.schema import ModelSection
 from flexunet.models.efficient_unet import build_efficientnet_unet
@@ -13,5 +13,5 @@ from flexunet.models.registry import register_model
 
 
 @register_model("efficientnet_b7_unet")
-def build_efficientnet_b7_unet(section: ModelSection) -> FlexibleUNet:
+def build_efficientnet_b7_unet(section: ModelSection) -> nn.Module:
     return build_efficientnet_unet(section, "B7")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from monai.networks.nets import SwinUNETR
+from torch import nn
 
 from flexunet.config.schema import ModelSection
 from flexunet.errors import ConfigError
@@ -30,7 +30,7 @@ def as_list(value: int | list[int] | None, default: tuple[int, ...]) -> list[int
 
 
 @register_model("swin_unet")
-def build_swin_unet(section: ModelSection) -> SwinUNETR:
+def build_swin_unet(section: ModelSection) -> nn.Module:
     problems = []
     feature = section.filter_num_begin
     heads = as_list(section.num_heads, DEFAULT_HEADS)
@@ -53,6 +53,8 @@ def build_swin_unet(section: ModelSection) -> SwinUNETR:
     if problems:
         raise ConfigError(problems)
     require_divisible(section, STAGES + 1)
+    from monai.networks.nets import SwinUNETR  # MONAI loads only when this model is built
+
     return SwinUNETR(
         in_channels=section.image_channels,
         out_channels=section.num_classes,

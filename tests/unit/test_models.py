@@ -204,3 +204,23 @@ def test_inspect_counts_flops_and_receptive_field_by_hand(tmp_path: Path) -> Non
 def test_inspect_sees_that_attention_covers_the_whole_image() -> None:
     cfg = config_from_dict({"model": {"model": "swin_unet", "image_height": 64, "image_width": 64, **SMALL["swin_unet"][0]}})
     assert inspect_model(cfg).sees_whole_image
+
+
+def test_training_path_does_not_load_monai_until_a_monai_model_is_built() -> None:
+    """MONAI (and the matplotlib/scipy it pulls in) costs ~130 MB of RSS and seconds of start-up: `flexunet train`
+    with the seed's FlexUNet must not pay for it. Checked in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flexunet.models, flexunet.train.loop, flexunet.infer.predict, flexunet.cli; "
+            "print(sorted(m for m in ('monai', 'matplotlib', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_deeplab_expansion_matches_monai_bottleneck() -> None:
+    from monai.networks.nets.resnet import ResNetBottleneck
+
+    from flexunet.models.deeplabv3plus import EXPANSION
+
+    assert EXPANSION == ResNetBottleneck.expansion
