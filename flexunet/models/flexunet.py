@@ -8,11 +8,10 @@ the same as the seed's Keras summary.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flexunet.config.schema import ModelSection
-from flexunet.models.layers import make_activation, require_divisible
+from flexunet.models.layers import Dropout, make_activation, require_divisible
 from flexunet.models.registry import register_model
 
 Pair = tuple[int, int]
@@ -34,31 +33,6 @@ def level_dilations(base: Pair, levels: int) -> list[Pair]:
     return out
 
 
-# At most this many output pixels per image, a conv runs as one matrix product (unfold + linear) instead of the
-# direct convolution: on CPU, oneDNN's direct kernels are slow for the 2x2 and 4x4 bottleneck levels (the backward
-# of the 2x2x1024 conv took ~100 ms per batch of 4). Measured in benchmarks/run.py; 0 turns the path off.
-SMALL_SPATIAL_PIXELS = 16
-
-
-class SameConv2d(nn.Conv2d):
-    """nn.Conv2d with 'same' padding (stride 1) that computes small feature maps as a single GEMM on CPU.
-
-    Same parameters and state_dict as nn.Conv2d; the result equals the direct convolution to float rounding.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        if x.device.type != "cpu" or h * w > SMALL_SPATIAL_PIXELS or self.kernel_size == (1, 1):
-            return super().forward(x)
-        kh, kw = self.kernel_size
-        dh, dw = self.dilation
-        ph, pw = dh * (kh - 1), dw * (kw - 1)  # 'same' padding: the extra pixel goes to the bottom/right, as PyTorch
-        padded = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        cols = F.unfold(padded, self.kernel_size, dilation=self.dilation)  # (N, C*kh*kw, H*W)
-        out = F.linear(cols.transpose(1, 2), self.weight.flatten(1), self.bias)  # (N, H*W, C_out)
-        return out.transpose(1, 2).reshape(x.shape[0], self.out_channels, h, w)
-
-
 class ConvPair(nn.Module):
     """conv -> act -> [BN] -> dropout -> conv -> act -> [BN], 'same' padding (BN after the activation, as the seed)."""
 
@@ -68,14 +42,14 @@ class ConvPair(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i, c in enumerate((cin, cout)):
-            conv = SameConv2d(c, cout, kernel, padding="same", dilation=dilation)
+            conv = nn.Conv2d(c, cout, kernel, padding="same", dilation=dilation)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # Keras he_normal
             nn.init.zeros_(conv.bias)
             layers += [conv, make_activation(activation)]
             if batch_norm:
                 layers.append(nn.BatchNorm2d(cout))
             if i == 0 and dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
