@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flexunet.console import console, note, say
+from flexunet.console import error, error_console, note, say
 from flexunet.errors import FlexunetError
 
 app = typer.Typer(
@@ -89,6 +89,8 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           tiled: Annotated[bool, typer.Option("--tiled", help="Sliding-window inference at native scale with [tiledinfer] settings.")] = False,
           onnx: Annotated[Optional[Path], typer.Option(help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
           resume: Annotated[bool, typer.Option("--resume", help="Keep masks already written after the checkpoint (or ONNX file).")] = False,
+          compile: Annotated[Optional[bool], typer.Option(
+              "--compile/--no-compile", help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
           quiet: QuietOpt = False) -> None:
     """Segment a folder of images: PNG masks at the original size, overlays in merged_dir."""
     from flexunet.infer import infer_folders, infer_from_config
@@ -99,7 +101,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.output_dir={output}"] if output else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume)
+                               resume=resume, compile=compile)
     for line in result.skipped:
         say(f"skipped: {line}")
     _, output_dir, merged_dir = infer_folders(cfg, tiled)
@@ -307,10 +309,10 @@ def main() -> None:
         if debug:
             raise
         for line in str(exc).splitlines():
-            console.print(f"error: {line}", markup=False, style="bold red")
+            error(line)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("interrupted: the last completed epoch's checkpoint is kept (resume with --resume)", markup=False)
+        error_console.print("interrupted: the last completed epoch's checkpoint is kept (resume with --resume)", markup=False)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

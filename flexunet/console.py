@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(highlight=False, soft_wrap=True)
+error_console = Console(highlight=False, soft_wrap=True, stderr=True)  # errors go to stderr, as CLI users expect
 
 
 class Bar:
@@ -47,6 +48,11 @@ def progress_bars(quiet: bool) -> Iterator[Progress | None]:
 def say(text: str) -> None:
     """Print a line as-is (no rich markup: config sections like [test] must show)."""
     console.print(text, markup=False)
+
+
+def error(text: str) -> None:
+    """Print `error: ...` on stderr."""
+    error_console.print(f"error: {text}", markup=False, style="bold red")
 
 
 def note(text: str) -> None:

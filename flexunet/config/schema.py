@@ -168,6 +168,7 @@ class InferSection(Section):
     overlay_alpha: float = Field(0.4, ge=0, le=1)
     batch_size: int = Field(4, gt=0)
     tta: bool = False
+    compile: bool = False  # torch.compile (inductor, frozen weights): faster after ~10 s of compiling
 
 
 class TiledinferSection(Section):

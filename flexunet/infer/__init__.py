@@ -9,6 +9,7 @@ from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
+from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
 from flexunet.infer.predict import InferResult, forward_probs, overlay, predict_folder, predict_images, probs_to_labels
 from flexunet.infer.tiling import tile_boxes, tiled_predict
@@ -36,22 +37,28 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
-                      resume: bool = False) -> InferResult:
+                      resume: bool = False, compile: bool | None = None) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks that are newer than the weights, so an interrupted pass over
-    a large folder goes on where it stopped instead of starting again.
+    a large folder goes on where it stopped instead of starting again. `compile` (default [infer] compile) runs
+    the checkpoint under torch.compile (flexunet/infer/compiled.py).
     """
     from flexunet.evaluate import load_trained_model
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
     torch_device = choose_device(device)
     model: nn.Module
+    compile = cfg.infer.compile if compile is None else compile
     if onnx is not None:
+        if compile:
+            raise ConfigError(f"--compile / {cfg.infer.where('compile')}: applies to PyTorch checkpoints, not --onnx")
         model, weights = OnnxModel(Path(onnx), torch_device), Path(onnx)
     else:
         weights = _checkpoint(cfg, checkpoint)
         model, _ = load_trained_model(weights, torch_device, cfg)
+        if compile:
+            model = compile_for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
     total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))

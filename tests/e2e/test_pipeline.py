@@ -84,20 +84,20 @@ def test_user_errors_are_one_line_and_exit_2(trained: Path, monkeypatch: pytest.
     root = trained.parent
     capsys.readouterr()
     assert run_cli(monkeypatch, "train", str(trained), "--set", "train.epohcs=1") == 2
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().err.strip().splitlines()
     assert out == ["error: test.config [train] epohcs: unknown key; did you mean 'epochs'?"]
     (root / "models" / "best.pt").write_bytes((root / "models" / "best.pt").read_bytes()[:1000])
     assert run_cli(monkeypatch, "evaluate", str(trained)) == 2
-    assert "best.pt: not a readable flexunet checkpoint" in capsys.readouterr().out
+    assert "best.pt: not a readable flexunet checkpoint" in capsys.readouterr().err
     assert run_cli(monkeypatch, "train", str(trained), "--set", f"train.images_dir={root / 'missing'}") == 2
-    assert "missing: no such folder" in capsys.readouterr().out
+    assert "missing: no such folder" in capsys.readouterr().err
     assert (root / "models" / "last.pt").is_file()  # a failed start never touches the finished run
 
 
 def test_wrong_shaped_checkpoint_is_refused(trained: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     capsys.readouterr()
     assert run_cli(monkeypatch, "evaluate", str(trained), "--set", "model.base_filters=4") == 2
-    assert "has shape" in capsys.readouterr().out
+    assert "has shape" in capsys.readouterr().err
 
 
 def test_generator_mode_augments_training_batches_only(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,7 +59,7 @@ def test_tiled_cli_writes_masks_at_the_original_size(checkpointed: Path, monkeyp
 def test_overlap_of_a_whole_tile_is_a_config_error(checkpointed: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     capsys.readouterr()
     assert run_cli(monkeypatch, "infer", str(checkpointed), "--tiled", "-q", "--set", "tiledinfer.overlapping=32") == 2
-    out = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().err.strip().splitlines()
     assert len(out) == 1 and "test.config [tiledinfer] overlapping = 32: must be smaller than the tile size 32" in out[0]
 
 
@@ -120,3 +120,67 @@ def test_tiled_previews_during_training(tmp_path: Path, tiny_dataset: Path, monk
     previews = sorted((tmp_path / "tiled_previews").glob("Epoch_1_*.png"))
     assert [p.name for p in previews] == ["Epoch_1_img_000.png", "Epoch_1_img_001.png"]  # num_infer_images = 2
     assert cv2.imread(str(previews[0]), 0).shape == (32, 32)
+
+
+class Calls(torch.nn.Module):
+    """Runs `before(x)` then `inner(x)`: a spy (or a saboteur) in place of a child module."""
+
+    def __init__(self, inner: torch.nn.Module, before) -> None:
+        super().__init__()
+        self.inner, self.before = inner, before
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.before(x)
+        return self.inner(x)
+
+
+def test_compiled_inference_matches_eager_and_pads_a_short_batch(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexunet.evaluate import load_trained_model
+    from flexunet.infer.compiled import CompiledForInference, cpu_compiler
+
+    if cpu_compiler() is None:
+        pytest.skip("no C++ compiler for torch.compile's CPU backend")
+    model, _ = load_trained_model(run_dir_for(load_config(checkpointed)).best, torch.device("cpu"))
+    compiled = CompiledForInference(model)
+    shapes: list[tuple[int, ...]] = []
+    compiled.compiled = Calls(compiled.compiled, lambda x: shapes.append(tuple(x.shape)))
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for batch in (x, x[:3]):  # the short last batch runs padded to 4: one graph, no recompilation
+            out = compiled(batch)
+            assert out.shape == (len(batch), 1, 32, 32)
+            assert (out - model(batch)).abs().max().item() < 1e-4
+    assert not compiled.failed and shapes == [(4, 3, 32, 32)] * 2
+    root = checkpointed.parent
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--output", str(root / "eager")) == 0
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--compile", "--output", str(root / "compiled")) == 0
+    masks = sorted((root / "eager").glob("*.png"))
+    assert masks
+    for path in masks:
+        assert (cv2.imread(str(path), 0) != cv2.imread(str(root / "compiled" / path.name), 0)).mean() < 0.001
+
+
+def test_compile_falls_back_to_eager_with_a_note(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from flexunet.infer import compiled as compiled_module
+
+    model = torch.nn.Conv2d(3, 1, 3, padding=1).eval()
+    x = torch.rand(2, 3, 8, 8)
+    monkeypatch.setattr(compiled_module.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    assert compiled_module.compile_for_inference(model, torch.device("cpu")) is model
+    assert "no C++ compiler" in capsys.readouterr().out
+
+    def broken(x: torch.Tensor) -> None:
+        raise RuntimeError("inductor cannot lower this\nsecond line")
+
+    wrapper = compiled_module.CompiledForInference(model)
+    wrapper.compiled = Calls(model, broken)
+    with torch.no_grad():
+        assert torch.equal(wrapper(x), model(x)) and wrapper.failed
+    assert "failed (RuntimeError: inductor cannot lower this); running eagerly" in capsys.readouterr().out
+
+
+def test_compile_with_onnx_is_a_config_error(checkpointed: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--compile", "--onnx", "x.onnx") == 2
+    assert "applies to PyTorch checkpoints, not --onnx" in capsys.readouterr().err
