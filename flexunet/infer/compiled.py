@@ -27,12 +27,15 @@ def cpu_compiler() -> str | None:
 
 
 class CompiledForInference(nn.Module):
-    """`model` under torch.compile (inductor, freezing) with an eager fallback; call it under torch.no_grad()."""
+    """`model` under torch.compile (inductor, freezing) with an eager fallback; call it under torch.no_grad().
+
+    The weights are frozen into the graph when it compiles: changing `model` afterwards is not seen (inference only).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.eager = model.eval()
-        self.compiled = torch.compile(model, dynamic=False, options={"freezing": True})
+        self.compiled = torch.compile(model, dynamic=False)
         self.batch = 0
         self.failed = False
 
@@ -43,7 +46,10 @@ class CompiledForInference(nn.Module):
         self.batch = max(self.batch, n)
         padded = torch.cat([x, x.new_zeros((self.batch - n, *x.shape[1:]))]) if n < self.batch else x
         try:
-            return self.compiled(padded)[:n]
+            # freezing must be set while inductor compiles (a shape seen first compiles inside this call); passed as
+            # torch.compile(options=...) it was not applied (torch 2.13: no speed-up, benchmarks/run.py)
+            with torch._inductor.config.patch(freezing=True):
+                return self.compiled(padded)[:n]
         except Exception as exc:  # noqa: BLE001  (any compiler failure: fall back, the eager call shows real errors)
             self.failed = True
             note(f"--compile: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "

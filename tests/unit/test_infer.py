@@ -151,6 +151,11 @@ def test_compiled_inference_matches_eager_and_pads_a_short_batch(checkpointed: P
             assert out.shape == (len(batch), 1, 32, 32)
             assert (out - model(batch)).abs().max().item() < 1e-4
     assert not compiled.failed and shapes == [(4, 3, 32, 32)] * 2
+    with torch.no_grad():  # frozen weights are constants of the compiled graph: proof that freezing was applied
+        before = compiled(x)
+        for param in model.parameters():
+            param.zero_()
+        assert torch.equal(compiled(x), before) and not torch.equal(model(x), before)
     root = checkpointed.parent
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--output", str(root / "eager")) == 0
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--compile", "--output", str(root / "compiled")) == 0
