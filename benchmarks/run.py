@@ -48,7 +48,7 @@ def machine() -> dict:
             "gpu": None, "gpu_note": "no GPU was lent to this session: CPU only (no gpu-*.json)"}
 
 
-def peak_gflops(threads: int = 2, size: int = 4096, tries: int = 5) -> float:
+def peak_gflops(threads: int = 2, size: int = 4096, tries: int = 10) -> float:
     """Measured fp32 GEMM peak: best of `tries` size x size sgemms on `threads` threads."""
     import torch
 
@@ -73,8 +73,15 @@ def flex_config(overrides: tuple[str, ...] = ()):
 
 
 def count_flops() -> dict:
-    """FLOPs of the Pap-Smear model per image, counted by torch.utils.flop_counter (forward; forward + backward)."""
+    """FLOPs of the Pap-Smear model per image, counted by torch.utils.flop_counter (forward; forward + backward).
+
+    These nominal counts include the multiply-adds with the zero padding of 'same' convolutions, which kernels
+    may skip: at the 2x2 and 4x4 levels most 3x3 taps fall on padding. The `effective` forward count leaves them
+    out (hooks count, per conv, the (output pixel, tap) pairs that land inside the image); the effective training
+    count scales the nominal one by the same factor.
+    """
     import torch
+    import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
     from flexunet.models import build_model
@@ -86,7 +93,26 @@ def count_flops() -> dict:
             model(x)
     with FlopCounterMode(display=False) as both:
         model(x).sum().backward()
-    return {"forward_gflop_per_image": fwd.get_total_flops() / 1e9, "train_gflop_per_image": both.get_total_flops() / 1e9}
+    effective = [0.0]
+
+    def hook(conv: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(conv, torch.nn.Conv2d):  # transposed convs (stride 2, kernel 2) have no padding taps
+            ones = torch.ones(1, 1, *args[0].shape[-2:])
+            taps = F.conv2d(ones, torch.ones(1, 1, *conv.kernel_size), padding=conv.padding, dilation=conv.dilation)
+            effective[0] += 2 * conv.in_channels // conv.groups * conv.out_channels * taps.sum().item()
+        else:
+            effective[0] += 2 * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * args[0].shape[-2] * args[0].shape[-1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    nominal_fwd, nominal_train = fwd.get_total_flops() / 1e9, both.get_total_flops() / 1e9
+    scale = effective[0] / 1e9 / nominal_fwd
+    return {"forward_gflop_per_image": nominal_fwd, "train_gflop_per_image": nominal_train,
+            "forward_gflop_per_image_effective": effective[0] / 1e9,
+            "train_gflop_per_image_effective": nominal_train * scale}
 
 
 def flex_worker(args: argparse.Namespace) -> dict:
@@ -284,7 +310,7 @@ def main() -> None:
                     "machine": machine(), "precision": "fp32 (no bf16 anywhere)", "threads": args.threads,
                     "load_average_start": [round(v, 2) for v in os.getloadavg()]}
     report["peak_gflops_fp32"] = peak_gflops(args.threads)
-    report["peak_gflops_method"] = f"best of 5 torch.mm 4096x4096 fp32 on {args.threads} threads"
+    report["peak_gflops_method"] = f"best of 10 torch.mm 4096x4096 fp32 on {args.threads} threads"
     report["flops"] = count_flops()
     sides = ["flexunet", "tf_reference"] + (["flexunet_omp_passive"] if args.omp_variant else [])
     runs: dict[str, list[dict]] = {s: [] for s in sides}
@@ -318,11 +344,18 @@ def main() -> None:
                                         for s in ("flexunet", "tf_reference")}
     report["infer_fraction_of_peak"]["flexunet_compiled"] = (report["infer_compiled_img_s_b16"]["flexunet"]
                                                              * flops["forward_gflop_per_image"] / peak)
-    # the highest ratio any implementation could reach: running at 100% of the measured peak against TF's speed
+    eff_fwd, eff_train = flops["forward_gflop_per_image_effective"], flops["train_gflop_per_image_effective"]
+    report["fraction_of_peak_effective_flops"] = {
+        "what": "as *_fraction_of_peak, counting only multiply-adds that land inside the image (no zero-padding taps)",
+        "train": {s: report["train_img_s"][s] * eff_train / peak for s in ("flexunet", "tf_reference")},
+        "infer_b16": {s: report["infer_img_s_b16"][s] * eff_fwd / peak for s in ("flexunet", "tf_reference")}
+        | {"flexunet_compiled": report["infer_compiled_img_s_b16"]["flexunet"] * eff_fwd / peak}}
+    # the highest ratio any implementation could reach: every effective FLOP at the measured peak, against TF's
+    # median and against TF's fastest repeat (its training speed is bimodal on this machine)
     report["ratio_ceiling_at_full_peak"] = {
-        "train_img_s": peak / flops["train_gflop_per_image"] / report["train_img_s"]["tf_reference"],
-        "infer_img_s_b1": peak / flops["forward_gflop_per_image"] / report["infer_img_s_b1"]["tf_reference"],
-        "infer_img_s_b16": peak / flops["forward_gflop_per_image"] / report["infer_img_s_b16"]["tf_reference"]}
+        f"{metric}{suffix}": peak / gflop / pick(report[metric]["per_repeat"]["tf_reference"])
+        for metric, gflop in (("train_img_s", eff_train), ("infer_img_s_b1", eff_fwd), ("infer_img_s_b16", eff_fwd))
+        for suffix, pick in (("", statistics.median), ("_vs_fastest_tf_repeat", max))}
     report["loader_img_s"] = {s: statistics.median(x["loader_img_s"] for x in runs[s]) for s in runs}
     report["train_img_s_note"] = "flexunet timing includes reading and decoding its JPEGs from disk; TF's does not"
     report["loader_note"] = ("data pipeline alone (decode + resize + batch; flexunet streams from disk in the training "
@@ -387,6 +420,7 @@ def targets(r: dict) -> dict:
     return {
         "train_ratio>=2.5": r["train_img_s"]["ratio"] >= 2.5,
         "train_ratio>=2.5_possible_here": ceiling["train_img_s"] >= 2.5,
+        "train_ratio>=2.5_possible_vs_fastest_tf_repeat": ceiling["train_img_s_vs_fastest_tf_repeat"] >= 2.5,
         "infer_b1_ratio>=1.5 (default, eager)": r["infer_img_s_b1"]["ratio"] >= 1.5,
         "infer_b1_ratio>=1.5 (--compile)": r["infer_compiled_img_s_b1"]["ratio"] >= 1.5,
         "infer_b16_ratio>=1.5 (default, eager)": r["infer_img_s_b16"]["ratio"] >= 1.5,
