@@ -128,7 +128,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     from flexunet.infer.predict import predict_images
     from flexunet.losses import build_loss
     from flexunet.models import build_model
-    from flexunet.train.device import keep_freed_memory, seed_everything
+    from flexunet.train.device import amp_dtype, cpu_has_bf16, keep_freed_memory, seed_everything
     from flexunet.train.loop import StepSettings, make_loader, make_optimizer, seed_metric_names, train_one_epoch
 
     batch = 4
@@ -144,10 +144,10 @@ def flex_worker(args: argparse.Namespace) -> dict:
     seed_names, _ = seed_metric_names(cfg)
     generator = torch.Generator().manual_seed(cfg.train.seed)
 
-    def train(steps: int) -> float:
+    def train(steps: int, settings: StepSettings = step) -> float:
         loader = make_loader(data.train, batch, True, device, cfg.train.num_workers, generator, steps * batch)
         t0 = time.perf_counter()
-        train_one_epoch(model, loss_fn, loader, optim, step, seed_names, None, generator, None, Bar(None, "", None))
+        train_one_epoch(model, loss_fn, loader, optim, settings, seed_names, None, generator, None, Bar(None, "", None))
         return steps * batch / (time.perf_counter() - t0)
 
     train(args.warmup_steps)
@@ -166,6 +166,14 @@ def flex_worker(args: argparse.Namespace) -> dict:
     # before/after of each CPU training optimisation, interleaved step by step in this process
     if args.ablation_steps:
         out["ablation_train_img_s"] = ablate_training(model, train, args.ablation_steps)
+    if args.ablation_steps and cpu_has_bf16():  # [train] cpu_bf16 = True: opt-in, only on CPUs with native bf16
+        bf16 = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, cpu_bf16=True), False)
+        timings: dict[str, list[float]] = {"bf16": [], "fp32": []}
+        for _ in range(args.ablation_steps):
+            timings["bf16"].append(train(1, bf16))
+            timings["fp32"].append(train(1))
+        out["cpu_bf16_train_img_s"] = {k: statistics.median(v) for k, v in timings.items()}
+        out["cpu_bf16_train_img_s"]["speedup"] = statistics.median(a / b for a, b in zip(timings["bf16"], timings["fp32"]))
 
     model.eval()
     files = list_image_files(str(DATA / "test" / "images"), "test")
@@ -370,6 +378,12 @@ def main() -> None:
     report["versions"] = {"flexunet_side": runs["flexunet"][0]["versions"], "tf_side": runs["tf_reference"][0]["versions"]}
     report["parameters"] = {s: runs[s][0]["parameters"] for s in runs}
     report["optimisations"] = optimisations(ablation)
+    bf16_runs = [x["cpu_bf16_train_img_s"] for x in runs["flexunet"] if "cpu_bf16_train_img_s" in x]
+    report["cpu_bf16_training"] = {
+        "what": "[train] cpu_bf16 = True (opt-in bf16 autocast on CPUs with avx512_bf16/AMX) vs fp32, one step each, "
+                "interleaved, in each flexunet worker",
+        **({k: statistics.median(r[k] for r in bf16_runs) for k in ("bf16", "fp32", "speedup")} if bf16_runs
+           else {"skipped": "this CPU has no native bf16"})}
     report["targets"] = targets(report)
     report["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     if not args.no_quality:

@@ -129,7 +129,8 @@ class TrainSection(Section):
     validation_split: float = Field(0.2, gt=0, lt=1)  # used only when there is no [valid] data
     num_workers: Optional[int] = Field(None, ge=0)  # None -> 0 on CPU, 4 on CUDA
     cache: bool = False  # keep decoded pairs in RAM after the first epoch
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported); never on CPU
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported); on CPU only with cpu_bf16
+    cpu_bf16: bool = False  # bf16 autocast on CPUs with bf16 instructions (avx512_bf16 / AMX); fp32 with a note elsewhere
     channels_last: Optional[bool] = None  # None -> on for CUDA, off for CPU
     tensorboard: bool = False  # also log history, lr and previews to eval_dir/tensorboard (needs the tensorboard package)
 

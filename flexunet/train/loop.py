@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config, TrainSection
-from flexunet.console import Bar, say
+from flexunet.console import Bar, note, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
@@ -346,8 +346,11 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     duplicate row. Under torchrun only rank 0 writes files.
     """
     t = cfg.train
-    step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device) if t.amp else None,
+    step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, t.cpu_bf16) if t.amp else None,
                         t.channels_last if t.channels_last is not None else device.type == "cuda")
+    if t.cpu_bf16 and device.type == "cpu" and step.amp is None and dist_ctx.is_main:
+        note(f"{t.where('cpu_bf16')}: this CPU has no native bf16 (avx512_bf16 / AMX) or [train] amp is off; "
+             "training in fp32")
     model.to(device, memory_format=torch.channels_last if step.channels_last else torch.preserve_format)
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)
