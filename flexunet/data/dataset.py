@@ -65,6 +65,10 @@ class SegmentationDataset(Dataset):
             self._cache[index] = item
         return item
 
+    def original_labels(self, index: int) -> np.ndarray:
+        """Labels (H, W) uint8 of pair `index` at the mask's own size (what evaluation scores against)."""
+        return decode_mask(read_mask(self.pairs[index].mask), self.decoding)[0]
+
     def unmapped_fraction(self, max_masks: int = 64) -> float:
         """Mean fraction of mask pixels far from every rgb_map colour, over up to `max_masks` evenly spaced masks."""
         if self.decoding.is_binary or not self.pairs:

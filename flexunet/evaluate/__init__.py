@@ -13,10 +13,10 @@ from torch import Tensor, nn
 from flexunet.config.load import config_from_text
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
-from flexunet.data.dataset import make_dataset, pairs_for
+from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
 from flexunet.errors import CheckpointError
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
-from flexunet.infer.predict import forward_probs, to_input
+from flexunet.infer.predict import forward_probs, probs_to_labels, resize_probs, to_input
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_image_mean
@@ -90,9 +90,10 @@ class Evaluation:
     counts: Counts  # per image (N, K)
     names: list[str]
     confusion: Tensor  # (K, K) pixel counts over the split, rows = true label
-    hd95: Tensor | None  # (N, K-1) pixels; NaN class in neither mask, inf in only one
+    hd95: Tensor | None  # (N, K-1) pixels at the original size; NaN class in neither mask, inf in only one
     worst: list[Example]
     best: list[Example]
+    diagonals: Tensor | None = None  # (N,) each image's diagonal in pixels: what a one-sided HD95 counts as
 
 
 def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool) -> list[Example]:
@@ -101,18 +102,34 @@ def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool)
     return merged[:k]
 
 
+def at_original_size(dataset: SegmentationDataset, indices: range, probs: Tensor,
+                     threshold: float) -> list[tuple[Tensor, Tensor]]:
+    """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
+    and thresholded exactly as `flexunet infer` does before it writes a mask."""
+    out = []
+    for i, p in zip(indices, probs.float().cpu().numpy()):
+        truth = dataset.original_labels(i)
+        labels = probs_to_labels(resize_probs(p, truth.shape[1], truth.shape[0]), threshold)
+        out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
+    return out
+
+
 @torch.no_grad()
 def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
                      tta: bool = False, bar: Bar | None = None, hd95: bool = True, examples: int = 0) -> Evaluation:
     """One pass over [section]: loss, seed metrics, per-image counts, pixel confusion matrix, HD95 per image and
-    class, and the `examples` worst and best images by Dice (kept as they go, not the whole split)."""
+    class, and the `examples` worst and best images by Dice (kept as they go, not the whole split).
+
+    Loss and seed metrics are computed at the model's input size (as Keras' evaluate did); counts, the confusion
+    matrix and HD95 at each image's original size. The examples show the model-size images.
+    """
     device = device or next(model.parameters()).device
     dataset = make_dataset(cfg, pairs_for(cfg, section))
     loss_fn = build_loss(cfg.model)
     num_labels = max(cfg.model.num_classes, 2)
     batch = cfg.eval.batch_size
     losses, seed = [], {name: [] for name in cfg.model.metrics}
-    counts, names, distances = [], [], []
+    counts, names, distances, diagonals = [], [], [], []
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
     worst: list[Example] = []
     best: list[Example] = []
@@ -128,13 +145,18 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
         for name in seed:
             seed[name].append(SEED_METRICS[name](target, probs).item())
         pred = (probs[:, 0] > cfg.infer.threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
-        batch_counts = confusion_counts(pred, y, num_labels)
+        # honest metrics at each image's original size, on the masks `flexunet infer` would write
+        originals = at_original_size(dataset, range(start, start + len(items)), probs, cfg.infer.threshold)
+        each = [confusion_counts(p, t, num_labels) for p, t in originals]
+        batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]) for f in ("tp", "fp", "fn")))
         counts.append(batch_counts)
-        confusion += confusion_matrix(pred, y, num_labels).sum(0).double().cpu()
+        for p, t in originals:
+            confusion += confusion_matrix(p, t, num_labels).sum(0).double()
         batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(items))]
         names += batch_names
         if hd95:
-            distances.append(hd95_per_image(pred, y, num_labels))
+            distances += [hd95_per_image(p, t, num_labels) for p, t in originals]
+            diagonals += [math.hypot(*t.shape[-2:]) for _, t in originals]
         if examples:
             scores = nanmean(dice(batch_counts.foreground()), dim=1)
             candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8), p.cpu().numpy().astype(np.uint8))
@@ -145,7 +167,8 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
             bar.advance(len(items))
     per_image = Counts(*(torch.cat([getattr(c, f) for c in counts]).cpu() for f in ("tp", "fp", "fn")))
     return Evaluation(float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names,
-                      confusion, torch.cat(distances) if distances else None, worst, best)
+                      confusion, torch.cat(distances) if distances else None, worst, best,
+                      torch.tensor(diagonals, dtype=torch.float64) if diagonals else None)
 
 
 def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
@@ -156,9 +179,11 @@ def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device:
 
 
 def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
-              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[dict[str, dict[str, float]], list[dict]]:
+              resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+              diagonals: Tensor | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Per-class dataset-level metrics with bootstrap 95% CIs and per-image means (background excluded), and one
-    row per image. With `hd95` (N, K-1): its mean (a one-sided miss counted as the image diagonal) and CI too."""
+    row per image. With `hd95` (N, K-1): its mean (a one-sided miss counted as that image's diagonal, `diagonals`,
+    by default the model input's) and CI too."""
     fg = per_image.foreground()
     total = fg.total()
     per_class = {}
@@ -177,9 +202,11 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
     for k, cls in enumerate(class_names(cfg)):
         per_class[cls]["images_with_class"] = int(((fg.tp[:, k] + fg.fn[:, k]) > 0).sum())
     if hd95 is not None:
-        diagonal = math.hypot(cfg.model.image_width, cfg.model.image_height)
-        mean = mean_hd95(hd95, diagonal)
-        ci = bootstrap_image_mean(hd95, lambda v: mean_hd95(v, diagonal), resamples, seed) if resamples else None
+        if diagonals is None:
+            diagonals = torch.full((hd95.shape[0],), math.hypot(cfg.model.image_width, cfg.model.image_height))
+        capped = torch.where(torch.isinf(hd95), diagonals.to(hd95.dtype)[:, None].expand_as(hd95), hd95)
+        mean = mean_hd95(capped, math.inf)  # no infinite values are left
+        ci = bootstrap_image_mean(capped, lambda v: mean_hd95(v, math.inf), resamples, seed) if resamples else None
         for k, cls in enumerate(class_names(cfg)):
             entry = per_class[cls]
             entry["hd95"] = float(mean[k])
@@ -224,8 +251,10 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
         "images": len(rows),
         "notes": {
             "ci": f"95% percentile bootstrap over images ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) of the pooled metric",
-            "hd95": "pixels at the model's input size; mean over images with the class in truth or prediction; "
-                    "hd95_one_sided images (class in only one of them) count as the image diagonal",
+            "size": "Dice/IoU/precision/recall and HD95 are scored at each image's original size, on the masks "
+                    "`flexunet infer` writes; loss and seed_metrics at the model's input size",
+            "hd95": "pixels at the original size; mean over images with the class in truth or prediction; "
+                    "hd95_one_sided images (class in only one of them) count as that image's diagonal",
         },
         **(extra or {}),
     }), indent=2, allow_nan=False))
@@ -275,7 +304,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         bar = Bar(progress, f"evaluating {section}", n)
         ev = evaluate_details(model, cfg, section, None, cfg.eval.tta if tta is None else tta, bar,
                               hd95=True, examples=examples if report else 0)
-    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95)
+    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals)
     leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report)
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),

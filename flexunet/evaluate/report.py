@@ -305,11 +305,12 @@ def render_report(data: ReportData) -> str:
         f' · {e(datetime.now().strftime("%Y-%m-%d %H:%M"))}</div>',
         leak_banner(data.leaks, data.section),
         "<h2>Per-class metrics (background excluded)</h2>",
-        f"<p>Dice, IoU, precision and recall are pooled over all pixels of the split (true/false positives and false "
-        f"negatives summed over images). In brackets: 95% bootstrap interval over images ({e(data.resamples)} resamples, "
-        f"seed {e(data.seed)}). HD95 is the 95th-percentile symmetric boundary distance in pixels at the model's input "
-        f"size, averaged over images that have the class in their truth or prediction; an image with the class in only "
-        f"one of them (one-sided) counts as the image diagonal.</p>",
+        f"<p>Every metric here is scored at each image's original size, on the masks <code>flexunet infer</code> writes "
+        f"(probabilities resized, then thresholded). Dice, IoU, precision and recall are pooled over all pixels of the "
+        f"split (true/false positives and false negatives summed over images). In brackets: 95% bootstrap interval over "
+        f"images ({e(data.resamples)} resamples, seed {e(data.seed)}). HD95 is the 95th-percentile symmetric boundary "
+        f"distance in original-size pixels, averaged over images that have the class in their truth or prediction; an "
+        f"image with the class in only one of them (one-sided) counts as that image's diagonal.</p>",
         per_class_table(data.per_class),
         "<h2>The seed's own metrics (for comparison only)</h2>",
         "<p>These are the numbers the original Keras tool reported, computed its way: soft (no threshold), pooled per "
