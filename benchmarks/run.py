@@ -294,7 +294,7 @@ def main() -> None:
     parser.add_argument("--quality-budget-s", type=float, default=720.0)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--merge-quality", action="store_true",
-                        help="only copy benchmarks/results/quality.json into latest.json (and its dated file)")
+                        help="only copy benchmarks/results/quality.json (and recipes.json) into latest.json (and its dated file)")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(flex_worker(args)))
@@ -302,6 +302,8 @@ def main() -> None:
     if args.merge_quality:
         latest = json.loads((RESULTS / "latest.json").read_text())
         latest["quality"] = json.loads((RESULTS / "quality.json").read_text())
+        if (RESULTS / "recipes.json").is_file():  # benchmarks/quality.py --recipes: flexunet to convergence
+            latest["quality"]["recipes"] = json.loads((RESULTS / "recipes.json").read_text())
         text = json.dumps(latest, indent=2) + "\n"
         (RESULTS / "latest.json").write_text(text)
         (RESULTS / latest["results_file"]).write_text(text)
