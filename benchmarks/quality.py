@@ -1,6 +1,7 @@
 """Test IoU/Dice of flexunet and the TF reference trained with the same wall-clock budget, on an honest split.
 
     python benchmarks/quality.py [--budget-s 720] [--splits grouped leaky] [--threads 1] [--quick]
+    python benchmarks/quality.py --recipes seed augmented --budget-s 3900   # flexunet alone, to convergence
 
 `grouped`: benchmarks/splits/pap_smear_grouped.csv, all 2,561 pap-smear pairs split ~80/10/10 by source cell
 (`flexunet split`'s grouping: `flipped_`, `mirrored_`, `rotated_<deg>_` stripped; seed 137), so no test cell is
@@ -11,11 +12,15 @@ Both sides train at the same time, one thread each, so load from other processes
 "epochs" of 100 random batches of 4 followed by a full validation pass, keeps the weights with the best val_loss, and
 starts no epoch that would end past the budget. Both are scored here on the same test labels (flexunet's mask
 decoding), threshold 0.5: IoU and Dice per image (mean) and over the whole test set. Writes
-benchmarks/results/quality.json (merged into latest.json by run.py).
+benchmarks/results/quality.json (merged into latest.json by run.py --merge-quality).
+
+`--recipes`: flexunet alone on the grouped split, one process per recipe (RECIPES below) at once, each until early
+stopping or the budget; writes benchmarks/results/recipes.json (merged as quality.recipes).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -105,7 +110,7 @@ def train_flexunet(split: str, budget_s: float, threads: int, work: Path, overri
             "best_val_loss": result.best_value, "history": [{k: r[k] for k in ("loss", "val_loss", "val_iou_coef", "seconds")
                                                              if k in r} for r in result.history],
             "threads": threads, "train_images": len(data.train), "valid_images": len(data.valid),
-            "stopped_by": "budget" if budget_hit else ("early stopping" if result.stopped_early else "epochs"),
+            "stopped_by": "early stopping" if result.stopped_early else ("budget" if budget_hit else "epochs"),
             "overrides": list(overrides), "checkpoint": str(run.best)}
 
 
@@ -204,21 +209,21 @@ RECIPES = {
 def run_recipes(names: list[str], budget_s: float, threads: int, work: Path) -> dict:
     """flexunet alone, one process per recipe at once, on the grouped split; each scored on the test split."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    procs = {}
-    for name in names:
-        (work / name).mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(Path(__file__)), "--worker", "grouped", "--budget-s", str(budget_s), "--threads",
-               str(threads), "--work", str(work / name), "--steps-per-epoch", str(STEPS_PER_EPOCH),
-               *[arg for o in RECIPES[name] for arg in ("--set", o)]]
-        log = open(work / f"{name}.log", "w")
-        procs[name] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env), log)
+    with contextlib.ExitStack() as stack:
+        procs = {}
+        for name in names:
+            (work / name).mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, str(Path(__file__)), "--worker", "grouped", "--budget-s", str(budget_s), "--threads",
+                   str(threads), "--work", str(work / name), "--steps-per-epoch", str(STEPS_PER_EPOCH),
+                   *[arg for o in RECIPES[name] for arg in ("--set", o)]]
+            log = stack.enter_context(open(work / f"{name}.log", "w"))
+            procs[name] = stack.enter_context(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env))
+        outputs = {name: proc.communicate()[0] for name, proc in procs.items()}  # all finish before any is scored
     out = {}
-    for name, (proc, log) in procs.items():
-        stdout = proc.communicate()[0]
-        log.close()
+    for name, proc in procs.items():
         if proc.returncode != 0:
             raise RuntimeError(f"recipe {name} failed (rc {proc.returncode}); see {work}/{name}.log")
-        out[name] = json.loads(stdout.strip().splitlines()[-1])
+        out[name] = json.loads(outputs[name].strip().splitlines()[-1])
         out[name]["test"] = score_flexunet("grouped", Path(out[name].pop("checkpoint")), 2)
         print(json.dumps({name: out[name]["test"], "epochs": out[name]["epochs"],
                           "stopped_by": out[name]["stopped_by"]}), flush=True)

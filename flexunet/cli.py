@@ -89,7 +89,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           tiled: Annotated[bool, typer.Option("--tiled", help="Sliding-window inference at native scale with [tiledinfer] settings.")] = False,
           onnx: Annotated[Optional[Path], typer.Option(help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
           resume: Annotated[bool, typer.Option("--resume", help="Keep masks already written after the checkpoint (or ONNX file).")] = False,
-          compile: Annotated[Optional[bool], typer.Option(
+          compile_model: Annotated[Optional[bool], typer.Option(
               "--compile/--no-compile", help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
           quiet: QuietOpt = False) -> None:
     """Segment a folder of images: PNG masks at the original size, overlays in merged_dir."""
@@ -101,7 +101,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.output_dir={output}"] if output else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume, compile=compile)
+                               resume=resume, compile_model=compile_model)
     for line in result.skipped:
         say(f"skipped: {line}")
     _, output_dir, merged_dir = infer_folders(cfg, tiled)

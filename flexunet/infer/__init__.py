@@ -37,11 +37,11 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
-                      resume: bool = False, compile: bool | None = None) -> InferResult:
+                      resume: bool = False, compile_model: bool | None = None) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks that are newer than the weights, so an interrupted pass over
-    a large folder goes on where it stopped instead of starting again. `compile` (default [infer] compile) runs
+    a large folder goes on where it stopped instead of starting again. `compile_model` (default [infer] compile) runs
     the checkpoint under torch.compile (flexunet/infer/compiled.py).
     """
     from flexunet.evaluate import load_trained_model
@@ -49,15 +49,17 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
     torch_device = choose_device(device)
     model: nn.Module
-    compile = cfg.infer.compile if compile is None else compile
+    compile_flag = compile_model is not None
+    compile_model = cfg.infer.compile if compile_model is None else compile_model
     if onnx is not None:
-        if compile:
-            raise ConfigError(f"--compile / {cfg.infer.where('compile')}: applies to PyTorch checkpoints, not --onnx")
+        if compile_model:
+            source = "--compile" if compile_flag else cfg.infer.where("compile")
+            raise ConfigError(f"{source}: applies to PyTorch checkpoints, not --onnx; drop it (--no-compile) for ONNX")
         model, weights = OnnxModel(Path(onnx), torch_device), Path(onnx)
     else:
         weights = _checkpoint(cfg, checkpoint)
         model, _ = load_trained_model(weights, torch_device, cfg)
-        if compile:
+        if compile_model:
             model = compile_for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")

@@ -3,8 +3,8 @@
 Inductor with weight freezing: the weights become constants, so convolutions use pre-packed kernels and the
 graph is fused. On a 2-core CPU it doubled batch-1 throughput of the seed's Pap-Smear UNet (benchmarks/run.py,
 `infer_compiled`) but costs ~10 s of compilation before the first image, so it pays off for folders of a few
-hundred images or more. Each input shape compiles once: a short last batch is padded to the batch size seen
-first instead of compiling again. Where compilation is impossible (no C++ compiler for the CPU backend, an
+hundred images or more. Each input shape compiles once: a batch smaller than the largest seen so far at the
+same image size (the short last batch) is padded to it instead of compiling again. Where compilation is impossible (no C++ compiler for the CPU backend, an
 operator inductor cannot lower), inference goes on eagerly with a note.
 """
 from __future__ import annotations
@@ -36,15 +36,15 @@ class CompiledForInference(nn.Module):
         super().__init__()
         self.eager = model.eval()
         self.compiled = torch.compile(model, dynamic=False)
-        self.batch = 0
+        self.batches: dict[tuple[int, ...], int] = {}  # (C, H, W) -> the largest batch compiled for it
         self.failed = False
 
     def forward(self, x: Tensor) -> Tensor:
         if self.failed:
             return self.eager(x)
-        n = x.shape[0]
-        self.batch = max(self.batch, n)
-        padded = torch.cat([x, x.new_zeros((self.batch - n, *x.shape[1:]))]) if n < self.batch else x
+        n, shape = x.shape[0], tuple(x.shape[1:])
+        batch = self.batches[shape] = max(self.batches.get(shape, 0), n)
+        padded = torch.cat([x, x.new_zeros((batch - n, *shape))]) if n < batch else x
         try:
             # freezing must be set while inductor compiles (a shape seen first compiles inside this call); passed as
             # torch.compile(options=...) it was not applied (torch 2.13: no speed-up, benchmarks/run.py)
@@ -52,8 +52,8 @@ class CompiledForInference(nn.Module):
                 return self.compiled(padded)[:n]
         except Exception as exc:  # noqa: BLE001  (any compiler failure: fall back, the eager call shows real errors)
             self.failed = True
-            note(f"--compile: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                 "running eagerly")
+            first_line = (str(exc).splitlines() or [""])[0][:160]
+            note(f"--compile: torch.compile failed ({type(exc).__name__}: {first_line}); running eagerly")
             return self.eager(x)
 
 

@@ -6,15 +6,18 @@ output is logits for any number of classes (the seed used sigmoid or softmax dep
 """
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from flexunet.config.schema import ModelSection
 from flexunet.models.layers import require_divisible, require_levels
 from flexunet.models.registry import register_model
 
+if TYPE_CHECKING:  # MONAI itself loads only when the model is built
+    from monai.networks.nets import AttentionUnet
+
 
 @register_model("attention_unet")
-def build_attention_unet(section: ModelSection) -> nn.Module:
+def build_attention_unet(section: ModelSection) -> AttentionUnet:
     from monai.networks.nets import AttentionUnet  # MONAI loads only when this model is built
 
     require_levels(section, "num_layers", section.num_layers, 2)

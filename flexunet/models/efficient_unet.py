@@ -7,6 +7,8 @@ weights would need a download (bug 35); give a local file as [model] pretrained_
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from flexunet.config.schema import ModelSection
@@ -14,10 +16,13 @@ from flexunet.errors import ConfigError
 from flexunet.models.layers import require_divisible
 from flexunet.models.registry import register_model
 
+if TYPE_CHECKING:  # MONAI itself loads only when the model is built
+    from monai.networks.nets import FlexibleUNet
+
 VARIANTS = tuple(f"B{i}" for i in range(8))
 
 
-def build_efficientnet_unet(section: ModelSection, variant: str) -> nn.Module:
+def build_efficientnet_unet(section: ModelSection, variant: str) -> FlexibleUNet:
     """FlexibleUNet with the EfficientNet `variant` ("B0".."B7") encoder, without the classifier it never uses."""
     from monai.networks.nets import FlexibleUNet  # MONAI loads only when this model is built
 
@@ -43,7 +48,7 @@ def build_efficientnet_unet(section: ModelSection, variant: str) -> nn.Module:
 
 
 @register_model("efficient_unet")
-def build_efficient_unet(section: ModelSection) -> nn.Module:
+def build_efficient_unet(section: ModelSection) -> FlexibleUNet:
     variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
     if variant not in VARIANTS:
         raise ConfigError(f"{section.where('efficientnet')} = {section.efficientnet!r}: choose one of {', '.join(VARIANTS)}")

@@ -5,13 +5,16 @@ ImageNet weights) and in always having one output channel (bug 33); here it outp
 """
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from flexunet.config.schema import ModelSection
 from flexunet.models.efficient_unet import build_efficientnet_unet
 from flexunet.models.registry import register_model
 
+if TYPE_CHECKING:  # MONAI itself loads only when the model is built
+    from monai.networks.nets import FlexibleUNet
+
 
 @register_model("efficientnet_b7_unet")
-def build_efficientnet_b7_unet(section: ModelSection) -> nn.Module:
+def build_efficientnet_b7_unet(section: ModelSection) -> FlexibleUNet:
     return build_efficientnet_unet(section, "B7")

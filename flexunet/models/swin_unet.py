@@ -10,13 +10,15 @@ divisible by 2**5 = 32. MONAI needs the einops package for this network.
 from __future__ import annotations
 
 import importlib.util
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from flexunet.config.schema import ModelSection
 from flexunet.errors import ConfigError
 from flexunet.models.layers import require_divisible
 from flexunet.models.registry import register_model
+
+if TYPE_CHECKING:  # MONAI itself loads only when the model is built
+    from monai.networks.nets import SwinUNETR
 
 STAGES = 4
 DEFAULT_HEADS = (4, 8, 8, 8)  # the seed's default
@@ -30,7 +32,7 @@ def as_list(value: int | list[int] | None, default: tuple[int, ...]) -> list[int
 
 
 @register_model("swin_unet")
-def build_swin_unet(section: ModelSection) -> nn.Module:
+def build_swin_unet(section: ModelSection) -> SwinUNETR:
     problems = []
     feature = section.filter_num_begin
     heads = as_list(section.num_heads, DEFAULT_HEADS)

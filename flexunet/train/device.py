@@ -5,6 +5,7 @@ import ctypes
 import os
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def cpu_has_bf16() -> bool:
     Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16 matmul runs ~600x slower than fp32.
     """
     try:
-        text = open("/proc/cpuinfo").read()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])

@@ -349,8 +349,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, t.cpu_bf16) if t.amp else None,
                         t.channels_last if t.channels_last is not None else device.type == "cuda")
     if t.cpu_bf16 and device.type == "cpu" and step.amp is None and dist_ctx.is_main:
-        note(f"{t.where('cpu_bf16')}: this CPU has no native bf16 (avx512_bf16 / AMX) or [train] amp is off; "
-             "training in fp32")
+        why = "[train] amp = False turns it off" if not t.amp else "this CPU has no native bf16 (avx512_bf16 / AMX)"
+        note(f"{t.where('cpu_bf16')}: {why}; training in fp32")
     model.to(device, memory_format=torch.channels_last if step.channels_last else torch.preserve_format)
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)

@@ -29,6 +29,7 @@ def test_cpu_bf16_without_native_support_trains_fp32_with_a_note(tmp_path: Path,
     assert "[train] cpu_bf16: this CPU has no native bf16" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (avx512_bf16 / AMX)")
 def test_cpu_bf16_training_runs_in_bf16_and_learns(tmp_path: Path, tiny_dataset: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,3 +57,37 @@ def test_evaluation_of_a_real_model_at_original_size_runs(tmp_path: Path) -> Non
     assert ev.counts.tp.shape == (3, 2) and ev.confusion.sum().item() == 3 * 80 * 80
     assert all(e.image.shape[:2] == (32, 32) for e in ev.worst)  # examples are shown at model size
     assert np.isfinite(ev.loss)
+
+
+def test_masks_of_different_sizes_in_one_batch(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "test"
+    for size, seed in ((48, 4), (96, 5)):
+        write_disc_pairs(tmp_path / f"s{size}", 2, size=size, seed=seed)
+        for kind in ("images", "masks"):
+            (data / kind).mkdir(parents=True, exist_ok=True)
+            for f in (tmp_path / f"s{size}" / kind).glob("*.png"):
+                f.rename(data / kind / f"{size}_{f.name}")
+    cfg = load_config(make_config(tmp_path, tmp_path / "data", {
+        "test": {"images_dir": str(data / "images"), "masks_dir": str(data / "masks")}, "eval": {"batch_size": 4}}))
+    ev = evaluate_details(Oracle().eval(), cfg, "test", torch.device("cpu"), hd95=True)
+    assert ev.confusion.sum().item() == 2 * 48 * 48 + 2 * 96 * 96
+    sizes = [48, 48, 96, 96]  # names sort 48_* before 96_*
+    assert ev.diagonals.tolist() == [math.hypot(s, s) for s in sizes]
+    fg = ev.counts.foreground()
+    masks = [cv2.imread(str(p), 0) > 127 for p in sorted((data / "masks").glob("*.png"))]
+    assert fg.tp[:, 0].add(fg.fn[:, 0]).tolist() == [float(m.sum()) for m in masks]
+
+
+def test_a_one_sided_hd95_counts_as_that_images_diagonal(tmp_path: Path) -> None:
+    from flexunet.evaluate import summarise
+    from flexunet.metrics import Counts
+
+    cfg = load_config(make_config(tmp_path, tmp_path))
+    counts = Counts(*(torch.tensor([[50.0, 5.0], [50.0, 0.0], [50.0, 5.0]]) for _ in range(3)))
+    hd95 = torch.tensor([[2.0], [math.inf], [math.nan]], dtype=torch.float64)  # found, missed, class absent
+    diagonals = torch.tensor([10.0, 100.0, 1000.0], dtype=torch.float64)
+    per_class, rows = summarise(counts, ["a", "b", "c"], cfg, hd95, resamples=0, diagonals=diagonals)
+    entry = next(iter(per_class.values()))
+    assert entry["hd95"] == pytest.approx((2.0 + 100.0) / 2)  # the miss costs its own image's diagonal, 100
+    assert entry["hd95_one_sided"] == 1
+    assert math.isinf(rows[1][next(k for k in rows[1] if k.startswith("hd95_"))])  # per_image.csv keeps inf

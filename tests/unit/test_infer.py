@@ -134,6 +134,7 @@ class Calls(torch.nn.Module):
         return self.inner(x)
 
 
+@pytest.mark.slow
 def test_compiled_inference_matches_eager_and_pads_a_short_batch(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flexunet.evaluate import load_trained_model
     from flexunet.infer.compiled import CompiledForInference, cpu_compiler
@@ -150,7 +151,9 @@ def test_compiled_inference_matches_eager_and_pads_a_short_batch(checkpointed: P
             out = compiled(batch)
             assert out.shape == (len(batch), 1, 32, 32)
             assert (out - model(batch)).abs().max().item() < 1e-4
-    assert not compiled.failed and shapes == [(4, 3, 32, 32)] * 2
+        other = torch.rand(1, 3, 48, 48)  # another image size compiles its own graph, unpadded
+        assert (compiled(other) - model(other)).abs().max().item() < 1e-4
+    assert not compiled.failed and shapes == [(4, 3, 32, 32)] * 2 + [(1, 3, 48, 48)]
     with torch.no_grad():  # frozen weights are constants of the compiled graph: proof that freezing was applied
         before = compiled(x)
         for param in model.parameters():
@@ -178,14 +181,24 @@ def test_compile_falls_back_to_eager_with_a_note(monkeypatch: pytest.MonkeyPatch
     def broken(x: torch.Tensor) -> None:
         raise RuntimeError("inductor cannot lower this\nsecond line")
 
+    def silent(x: torch.Tensor) -> None:
+        raise AssertionError  # no message at all
+
     wrapper = compiled_module.CompiledForInference(model)
     wrapper.compiled = Calls(model, broken)
     with torch.no_grad():
         assert torch.equal(wrapper(x), model(x)) and wrapper.failed
     assert "failed (RuntimeError: inductor cannot lower this); running eagerly" in capsys.readouterr().out
+    wrapper = compiled_module.CompiledForInference(model)
+    wrapper.compiled = Calls(model, silent)
+    with torch.no_grad():
+        assert torch.equal(wrapper(x), model(x)) and wrapper.failed
+    assert "failed (AssertionError: ); running eagerly" in capsys.readouterr().out
 
 
 def test_compile_with_onnx_is_a_config_error(checkpointed: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     capsys.readouterr()
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--compile", "--onnx", "x.onnx") == 2
-    assert "applies to PyTorch checkpoints, not --onnx" in capsys.readouterr().err
+    assert "error: --compile: applies to PyTorch checkpoints, not --onnx" in capsys.readouterr().err
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--set", "infer.compile=True", "--onnx", "x.onnx") == 2
+    assert "[infer] compile: applies to PyTorch checkpoints" in capsys.readouterr().err

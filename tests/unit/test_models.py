@@ -232,10 +232,10 @@ def test_cpu_dropout_drops_p_scales_and_routes_the_gradient(p: float) -> None:
 
     torch.manual_seed(0)
     drop = Dropout(p)
-    x = torch.ones(4, 32, 64, 65, requires_grad=True)  # an element count that is not a multiple of 4
+    x = torch.ones(5, 33, 63, 65, requires_grad=True)  # 675,675 elements: not a multiple of 4
     y = drop(x)
     kept = y != 0
-    assert abs(1 - kept.float().mean().item() - p) < 0.005  # 532,480 draws: 5 sigma is < 0.004
+    assert abs(1 - kept.float().mean().item() - p) < 0.004  # 5 sigma is < 0.003
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # d(sum)/dx = keep * scale, the same mask as the forward
@@ -250,7 +250,7 @@ def test_cpu_dropout_lanes_are_independent() -> None:
     from flexunet.models.layers import Dropout
 
     torch.manual_seed(1)
-    keep = (Dropout(0.5)(torch.ones(1 << 20)) != 0).float()
+    keep = (Dropout(0.5)(torch.ones((1 << 20) + 3)) != 0).float()
     for lag in (1, 2, 3, 4):
         both = (keep[:-lag] * keep[lag:]).mean().item()
         assert abs(both - 0.25) < 0.003
