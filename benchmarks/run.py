@@ -125,7 +125,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     from flexunet.data.io import read_image
     from flexunet.data.pairing import list_image_files
     from flexunet.infer.compiled import compile_for_inference
-    from flexunet.infer.predict import predict_images
+    from flexunet.infer.predict import for_inference, predict_images
     from flexunet.losses import build_loss
     from flexunet.models import build_model
     from flexunet.train.device import amp_dtype, cpu_has_bf16, keep_freed_memory, seed_everything
@@ -191,14 +191,14 @@ def flex_worker(args: argparse.Namespace) -> dict:
         return n_batches * b / (time.perf_counter() - t0), warm
 
     sizes = ((1, args.b1_images), (16, args.b16_batches))
-    for b, n_batches in sizes:  # `flexunet infer` as it runs by default (eager)
-        out[f"infer_img_s_b{b}"] = infer(model, b, n_batches)[0]
     for b, n_batches in sizes:  # `flexunet infer --compile`: one compiled model per batch size, as one infer run has
         out[f"infer_compiled_img_s_b{b}"], out[f"compile_seconds_b{b}"] = infer(compile_for_inference(model, device), b, n_batches)
-    if args.ablation_steps:  # channels_last weights and inputs (predict_images' existing switch), after the default
-        model.to(memory_format=torch.channels_last)
-        out["ablation_infer_img_s_channels_last"] = {f"b{b}": infer(model, b, n, True)[0] for b, n in sizes}
+    served = for_inference(model, device)  # what `flexunet infer` runs by default (eager, channels_last on CPU)
+    for b, n_batches in sizes:
+        out[f"infer_img_s_b{b}"] = infer(served, b, n_batches)[0]
+    if args.ablation_steps:  # PyTorch's default layout (flexunet's CPU default before 2026-11-23), after the default
         model.to(memory_format=torch.contiguous_format)
+        out["ablation_infer_img_s_contiguous"] = {f"b{b}": infer(model, b, n)[0] for b, n in sizes}
     out["versions"] = {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
                        "flexunet": _flexunet_version()}
     out["threads"] = args.threads
@@ -372,11 +372,12 @@ def main() -> None:
                              "process, TF's in-memory arrays are loaded before fit): far above train_img_s, so it never "
                              "stalls the model")
     ablation = [x["ablation_train_img_s"] for x in runs["flexunet"] if "ablation_train_img_s" in x]
-    report["channels_last_inference"] = {
-        "what": "predict_images with channels_last model and input, measured after the default in each flexunet worker",
-        **{s: {b: statistics.median(x["ablation_infer_img_s_channels_last"][b] for x in runs[s])
+    report["contiguous_inference"] = {
+        "what": "predict_images with the model in PyTorch's default (contiguous) layout, flexunet's CPU default before "
+                "2026-11-23 (now channels_last, for_inference); measured after the default in each flexunet worker",
+        **{s: {b: statistics.median(x["ablation_infer_img_s_contiguous"][b] for x in runs[s])
                for b in ("b1", "b16")} for s in runs if s.startswith("flexunet") and
-           all("ablation_infer_img_s_channels_last" in x for x in runs[s])}}
+           all("ablation_infer_img_s_contiguous" in x for x in runs[s])}}
     report["versions"] = {"flexunet_side": runs["flexunet"][0]["versions"], "tf_side": runs["tf_reference"][0]["versions"]}
     report["parameters"] = {s: runs[s][0]["parameters"] for s in runs}
     report["optimisations"] = optimisations(ablation)

@@ -16,7 +16,7 @@ from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
 from flexunet.errors import CheckpointError
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
-from flexunet.infer.predict import forward_probs, probs_to_labels, resize_probs, to_input
+from flexunet.infer.predict import for_inference, forward_probs, probs_to_labels, resize_probs, to_input
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_image_mean
@@ -281,7 +281,7 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     run = run_dir_for(cfg)
     torch_device = choose_device(device)
     checkpoint = run.checkpoint(checkpoint)
-    model, _ = load_trained_model(checkpoint, torch_device, cfg)
+    model = for_inference(load_trained_model(checkpoint, torch_device, cfg)[0], torch_device)
     return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report)
 
 

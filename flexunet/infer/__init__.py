@@ -11,7 +11,15 @@ from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
-from flexunet.infer.predict import InferResult, forward_probs, overlay, predict_folder, predict_images, probs_to_labels
+from flexunet.infer.predict import (
+    InferResult,
+    for_inference,
+    forward_probs,
+    overlay,
+    predict_folder,
+    predict_images,
+    probs_to_labels,
+)
 from flexunet.infer.tiling import tile_boxes, tiled_predict
 from flexunet.train.device import choose_device
 
@@ -59,8 +67,7 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     else:
         weights = _checkpoint(cfg, checkpoint)
         model, _ = load_trained_model(weights, torch_device, cfg)
-        if compile_model:
-            model = compile_for_inference(model, torch_device)
+        model = compile_for_inference(model, torch_device) if compile_model else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
     total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))

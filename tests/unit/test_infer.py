@@ -202,3 +202,27 @@ def test_compile_with_onnx_is_a_config_error(checkpointed: Path, monkeypatch: py
     assert "error: --compile: applies to PyTorch checkpoints, not --onnx" in capsys.readouterr().err
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--set", "infer.compile=True", "--onnx", "x.onnx") == 2
     assert "[infer] compile: applies to PyTorch checkpoints" in capsys.readouterr().err
+
+
+def test_cpu_inference_runs_channels_last_with_the_same_numbers(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexunet.evaluate import load_trained_model
+    from flexunet.infer import predict as predict_module
+    from flexunet.infer.predict import for_inference
+
+    model, _ = load_trained_model(run_dir_for(load_config(checkpointed)).best, torch.device("cpu"))
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(x)
+        served = for_inference(model, torch.device("cpu"))
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in served.parameters() if p.dim() == 4)
+        assert (served(x) - before).abs().max().item() < 1e-5
+    layouts: list[bool] = []
+    real = predict_module.forward_probs
+
+    def spy(net: torch.nn.Module, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        layouts.append(next(p for p in net.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last))
+        return real(net, batch, tta)
+
+    monkeypatch.setattr(predict_module, "forward_probs", spy)
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q") == 0
+    assert layouts and all(layouts)  # `flexunet infer` on the CPU runs the channels_last model
