@@ -44,6 +44,11 @@ class SegmentationDataset(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Image (H, W, C) uint8 and labels (H, W) uint8 at model size, and the mask's unmapped-colour fraction."""
+        image, labels, unmapped = self.load_original(index)
+        return *self.to_model_size(image, labels), unmapped
+
+    def load_original(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """Image and labels at the files' own size (what evaluation scores against), and the unmapped fraction."""
         pair = self.pairs[index]
         image = read_image(pair.image, self.channels, self.color_order)
         mask = read_mask(pair.mask)
@@ -53,8 +58,11 @@ class SegmentationDataset(Dataset):
                 f"{image.shape[1]}x{image.shape[0]}"
             )
         labels, unmapped = decode_mask(mask, self.decoding)
-        image = resize_image(image, self.width, self.height)
-        return image, resize_labels(labels, self.width, self.height), unmapped
+        return image, labels, unmapped
+
+    def to_model_size(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image and labels resized to the model input (labels with nearest neighbour)."""
+        return resize_image(image, self.width, self.height), resize_labels(labels, self.width, self.height)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is not None and index in self._cache:
@@ -64,10 +72,6 @@ class SegmentationDataset(Dataset):
         if self._cache is not None:
             self._cache[index] = item
         return item
-
-    def original_labels(self, index: int) -> np.ndarray:
-        """Labels (H, W) uint8 of pair `index` at the mask's own size (what evaluation scores against)."""
-        return decode_mask(read_mask(self.pairs[index].mask), self.decoding)[0]
 
     def unmapped_fraction(self, max_masks: int = 64) -> float:
         """Mean fraction of mask pixels far from every rgb_map colour, over up to `max_masks` evenly spaced masks."""

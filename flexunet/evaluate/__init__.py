@@ -13,14 +13,14 @@ from torch import Tensor, nn
 from flexunet.config.load import config_from_text
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
-from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
+from flexunet.data.dataset import make_dataset, pairs_for
 from flexunet.errors import CheckpointError
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.infer.predict import for_inference, forward_probs, probs_to_labels, resize_probs, to_input
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_image_mean
-from flexunet.metrics.distance import hd95_per_image, mean_hd95
+from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
 from flexunet.models import build_model
 from flexunet.train.checkpoint import load_checkpoint, load_weights
 from flexunet.train.device import choose_device
@@ -102,13 +102,11 @@ def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool)
     return merged[:k]
 
 
-def at_original_size(dataset: SegmentationDataset, indices: range, probs: Tensor,
-                     threshold: float) -> list[tuple[Tensor, Tensor]]:
+def at_original_size(truths: list[np.ndarray], probs: Tensor, threshold: float) -> list[tuple[Tensor, Tensor]]:
     """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
     and thresholded exactly as `flexunet infer` does before it writes a mask."""
     out = []
-    for i, p in zip(indices, probs.float().cpu().numpy()):
-        truth = dataset.original_labels(i)
+    for truth, p in zip(truths, probs.float().cpu().numpy()):
         labels = probs_to_labels(resize_probs(p, truth.shape[1], truth.shape[0]), threshold)
         out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
     return out
@@ -134,10 +132,12 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     worst: list[Example] = []
     best: list[Example] = []
     for start in range(0, len(dataset), batch):
-        items = [dataset[i] for i in range(start, min(start + batch, len(dataset)))]
-        images = [im.permute(1, 2, 0).numpy() for im, _ in items]
+        loaded = [dataset.load_original(i) for i in range(start, min(start + batch, len(dataset)))]  # each file read once
+        truths = [labels for _, labels, _ in loaded]
+        resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
+        images = [image for image, _ in resized]
         x = to_input(images, device)
-        y = torch.stack([lab for _, lab in items]).to(device).long()
+        y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(device).long()
         probs = forward_probs(model, x, tta)
         logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if probs.shape[1] == 1 else probs.clamp_min(1e-8).log()
         losses.append(loss_fn(logits, y).item())
@@ -146,13 +146,13 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
             seed[name].append(SEED_METRICS[name](target, probs).item())
         pred = (probs[:, 0] > cfg.infer.threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
         # honest metrics at each image's original size, on the masks `flexunet infer` would write
-        originals = at_original_size(dataset, range(start, start + len(items)), probs, cfg.infer.threshold)
+        originals = at_original_size(truths, probs, cfg.infer.threshold)
         each = [confusion_counts(p, t, num_labels) for p, t in originals]
         batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]) for f in ("tp", "fp", "fn")))
         counts.append(batch_counts)
         for p, t in originals:
             confusion += confusion_matrix(p, t, num_labels).sum(0).double()
-        batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(items))]
+        batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(loaded))]
         names += batch_names
         if hd95:
             distances += [hd95_per_image(p, t, num_labels) for p, t in originals]
@@ -164,7 +164,7 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
             worst = _keep_extremes(worst, candidates, examples, worst=True)
             best = _keep_extremes(best, candidates, examples, worst=False)
         if bar is not None:
-            bar.advance(len(items))
+            bar.advance(len(loaded))
     per_image = Counts(*(torch.cat([getattr(c, f) for c in counts]).cpu() for f in ("tp", "fp", "fn")))
     return Evaluation(float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names,
                       confusion, torch.cat(distances) if distances else None, worst, best,
@@ -204,9 +204,11 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
     if hd95 is not None:
         if diagonals is None:
             diagonals = torch.full((hd95.shape[0],), math.hypot(cfg.model.image_width, cfg.model.image_height))
-        capped = torch.where(torch.isinf(hd95), diagonals.to(hd95.dtype)[:, None].expand_as(hd95), hd95)
-        mean = mean_hd95(capped, math.inf)  # no infinite values are left
-        ci = bootstrap_image_mean(capped, lambda v: mean_hd95(v, math.inf), resamples, seed) if resamples else None
+        worst = diagonals.to(hd95.dtype)[:, None]  # (N, 1): each image's own diagonal
+        mean = mean_hd95(hd95, worst)
+        # the bootstrap resamples images: replace the infinite values first, so each keeps its own diagonal
+        ci = (bootstrap_image_mean(one_sided_as(hd95, worst), lambda v: v.nanmean(dim=-2), resamples, seed)
+              if resamples else None)
         for k, cls in enumerate(class_names(cfg)):
             entry = per_class[cls]
             entry["hd95"] = float(mean[k])

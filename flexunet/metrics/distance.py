@@ -31,10 +31,16 @@ def hd95_per_image(pred: Tensor, target: Tensor, num_labels: int) -> Tensor:
     return torch.where(in_pred | in_target, hd, torch.full_like(hd, math.nan))
 
 
-def mean_hd95(values: Tensor, worst: float) -> Tensor:
+def one_sided_as(values: Tensor, worst: float | Tensor) -> Tensor:
+    """HD95 values (..., N, K) with each infinite (one-sided) entry replaced by `worst`: a number, or one per
+    image as (N, 1) (each image's diagonal)."""
+    return torch.where(torch.isinf(values), torch.as_tensor(worst, dtype=values.dtype), values)
+
+
+def mean_hd95(values: Tensor, worst: float | Tensor) -> Tensor:
     """Mean over images per class (..., N, K) -> (..., K), an infinite HD95 counted as `worst` (the image diagonal).
 
     Dropping the infinite ones would reward a model for missing whole objects; the diagonal is the largest
     distance two boundaries in the image can have. NaN (class in neither mask) is left out.
     """
-    return torch.nanmean(torch.where(torch.isinf(values), torch.full_like(values, worst), values), dim=-2)
+    return torch.nanmean(one_sided_as(values, worst), dim=-2)
