@@ -5,26 +5,20 @@ import datetime as dt
 import os
 import platform
 import socket
-from pathlib import Path
 
 import torch
+
+from flexunet.train.device import cpu_info
 
 FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 
 
 def machine_info() -> dict[str, object]:
     """CPU model, the flags that change PyTorch's kernels, usable cores, load, torch version, date and host."""
-    model, flags = platform.processor(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        all_flags = set(next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")))
-        flags = [f for f in FLAGS_THAT_MATTER if f in all_flags]
-    except (OSError, StopIteration):
-        pass
+    model, flags = cpu_info()
     return {
-        "cpu_model": model,
-        "cpu_flags": flags,
+        "cpu_model": model or platform.processor(),
+        "cpu_flags": [f for f in FLAGS_THAT_MATTER if f in flags],
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,

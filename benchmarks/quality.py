@@ -71,6 +71,7 @@ def train_flexunet(split: str, budget_s: float, threads: int, work: Path, overri
     import torch
 
     torch.set_num_threads(threads)
+    from flexunet.augment import build_augmenter
     from flexunet.data.dataset import build_datasets
     from flexunet.losses import build_loss
     from flexunet.models import build_model
@@ -97,11 +98,7 @@ def train_flexunet(split: str, budget_s: float, threads: int, work: Path, overri
             if now - began + last > budget_s:
                 (run.model_dir / "break_training").touch()
 
-    augment = None
-    if cfg.model.generator:  # as train_from_config does
-        from flexunet.augment import build_augmenter
-
-        augment = build_augmenter(cfg)
+    augment = build_augmenter(cfg)  # as train_from_config does: None unless [model] generator is on
     result = fit(model, loss_fn, data, cfg, run, torch.device("cpu"), log=log, augment=augment)
     budget_hit = (run.model_dir / "break_training").is_file()
     return {"side": "flexunet", "split": split, "epochs": result.epochs_run, "steps_per_epoch": STEPS_PER_EPOCH,

@@ -33,17 +33,18 @@ DATA = Path(os.environ.get("FLEXUNET_PAP_SMEAR", "/work/shared/data/pap-smear"))
 SEED_CONFIG = Path(os.environ.get("FLEXUNET_PAP_CONFIG", "/work/shared/data/configs/pap-smear.config"))
 TF_PYTHON = HERE / ".venv-tf" / "bin" / "python"
 RESULTS = HERE / "results"
-FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 METRICS = ("train_img_s", "infer_img_s_b1", "infer_img_s_b16", "peak_rss_mb_train")
 # `flexunet infer --compile` against the same TF numbers (the reference's tf.function)
 COMPILED = {"infer_compiled_img_s_b1": "infer_img_s_b1", "infer_compiled_img_s_b16": "infer_img_s_b16"}
 
 
 def machine() -> dict:
-    text = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return {"cpu_model": model, "flags": {f: f in flags for f in FLAGS_THAT_MATTER},
+    from machine import FLAGS_THAT_MATTER  # benchmarks/machine.py, beside this script
+
+    from flexunet.train.device import cpu_info
+
+    model, flags = cpu_info()
+    return {"cpu_model": model or "?", "flags": {f: f in flags for f in FLAGS_THAT_MATTER},
             "cores": len(os.sched_getaffinity(0)), "host": socket.gethostname(), "platform": platform.platform(),
             "gpu": None, "gpu_note": "no GPU was lent to this session: CPU only (no gpu-*.json)"}
 
@@ -128,8 +129,15 @@ def flex_worker(args: argparse.Namespace) -> dict:
     from flexunet.infer.predict import for_inference, predict_images
     from flexunet.losses import build_loss
     from flexunet.models import build_model
-    from flexunet.train.device import amp_dtype, cpu_has_bf16, keep_freed_memory, seed_everything
-    from flexunet.train.loop import StepSettings, make_loader, make_optimizer, seed_metric_names, train_one_epoch
+    from flexunet.train.device import cpu_has_bf16, keep_freed_memory, seed_everything
+    from flexunet.train.loop import (
+        StepSettings,
+        make_loader,
+        make_optimizer,
+        seed_metric_names,
+        step_settings,
+        train_one_epoch,
+    )
 
     batch = 4
     cfg = flex_config()
@@ -140,7 +148,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     model, loss_fn = build_model(cfg.model), build_loss(cfg.model)
     params = sum(p.numel() for p in model.parameters())
     optim = make_optimizer(model, cfg)
-    step = StepSettings(device, cfg.model.clipvalue or None, None, False)
+    step = step_settings(cfg, device)  # as `flexunet train` resolves it: fp32 on this CPU by default
     seed_names, _ = seed_metric_names(cfg)
     generator = torch.Generator().manual_seed(cfg.train.seed)
 
@@ -167,7 +175,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     if args.ablation_steps:
         out["ablation_train_img_s"] = ablate_training(model, train, args.ablation_steps)
     if args.ablation_steps and cpu_has_bf16():  # [train] cpu_bf16 = True: opt-in, only on CPUs with native bf16
-        bf16 = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, cpu_bf16=True), False)
+        bf16 = step_settings(flex_config(("train.cpu_bf16=True",)), device)
         timings: dict[str, list[float]] = {"bf16": [], "fp32": []}
         for i in range(args.ablation_steps):
             for name in ("bf16", "fp32") if i % 2 == 0 else ("fp32", "bf16"):  # alternate which goes first

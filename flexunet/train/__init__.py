@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from flexunet.augment import build_augmenter
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.console import note, progress_bars, say
@@ -48,11 +49,7 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
         model = build_model(cfg.model)
         loss_fn = build_loss(cfg.model)
-        augment = None
-        if cfg.model.generator:
-            from flexunet.augment import build_augmenter
-
-            augment = build_augmenter(cfg)
+        augment = build_augmenter(cfg)  # None unless [model] generator is on
         if dist_ctx.is_main:
             for text in data.notes:
                 if not quiet:

@@ -49,16 +49,22 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """(model name, instruction-set flags) of the CPU from /proc/cpuinfo on Linux; ("", no flags) elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "", frozenset()
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines) if value}
+    return fields.get("model name", ""), frozenset(fields.get("flags", "").split())  # every core lists the same
+
+
 def cpu_has_bf16() -> bool:
-    """True where the CPU computes bf16 natively (x86 avx512_bf16 or AMX, read from /proc/cpuinfo on Linux).
+    """True where the CPU computes bf16 natively (x86 avx512_bf16 or AMX).
 
     Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16 matmul runs ~600x slower than fp32.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = cpu_info()[1]
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -81,6 +81,18 @@ def make_optimizer(model: nn.Module, cfg: Config) -> Optimizer:
         return cls(params, **kwargs)
 
 
+def step_settings(cfg: Config, device: torch.device, quiet: bool = False) -> StepSettings:
+    """[model] clipvalue and [train] amp / cpu_bf16 / channels_last resolved for `device`; a note (unless `quiet`)
+    when cpu_bf16 is asked for but cannot be used."""
+    t = cfg.train
+    step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, t.cpu_bf16) if t.amp else None,
+                        t.channels_last if t.channels_last is not None else device.type == "cuda")
+    if t.cpu_bf16 and device.type == "cpu" and step.amp is None and not quiet:
+        why = "[train] amp = False turns it off" if not t.amp else "this CPU has no native bf16 (avx512_bf16 / AMX)"
+        note(f"{t.where('cpu_bf16')}: {why}; training in fp32")
+    return step
+
+
 def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim: Optimizer, step: StepSettings,
                     seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
                     scaler: torch.amp.GradScaler | None, bar: Bar, dist_ctx: DistContext = DistContext()) -> dict[str, float]:
@@ -346,11 +358,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     duplicate row. Under torchrun only rank 0 writes files.
     """
     t = cfg.train
-    step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, t.cpu_bf16) if t.amp else None,
-                        t.channels_last if t.channels_last is not None else device.type == "cuda")
-    if t.cpu_bf16 and device.type == "cpu" and step.amp is None and dist_ctx.is_main:
-        why = "[train] amp = False turns it off" if not t.amp else "this CPU has no native bf16 (avx512_bf16 / AMX)"
-        note(f"{t.where('cpu_bf16')}: {why}; training in fp32")
+    step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
     model.to(device, memory_format=torch.channels_last if step.channels_last else torch.preserve_format)
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)
