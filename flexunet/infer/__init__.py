@@ -57,17 +57,16 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
     torch_device = choose_device(device)
     model: nn.Module
-    compile_flag = compile_model is not None
-    compile_model = cfg.infer.compile if compile_model is None else compile_model
+    use_compile = cfg.infer.compile if compile_model is None else compile_model
     if onnx is not None:
-        if compile_model:
-            source = "--compile" if compile_flag else cfg.infer.where("compile")
+        if use_compile:
+            source = cfg.infer.where("compile") if compile_model is None else "--compile"
             raise ConfigError(f"{source}: applies to PyTorch checkpoints, not --onnx; drop it (--no-compile) for ONNX")
         model, weights = OnnxModel(Path(onnx), torch_device), Path(onnx)
     else:
         weights = _checkpoint(cfg, checkpoint)
         model, _ = load_trained_model(weights, torch_device, cfg)
-        model = compile_for_inference(model, torch_device) if compile_model else for_inference(model, torch_device)
+        model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
     total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))

@@ -37,7 +37,8 @@ def forward_probs(model: nn.Module, batch: Tensor, tta: bool = False) -> Tensor:
 def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """The model in eval mode, laid out for fast inference on `device`: channels_last weights on the CPU, where
     oneDNN's channels_last convolutions ran 2.1x faster at batch 1 and 1.16x at batch 16 than the default layout
-    (seed Pap-Smear UNet, benchmarks/run.py `channels_last_inference`). Same numbers, other memory layout."""
+    (seed Pap-Smear UNet; benchmarks/run.py measures both, the old layout as `contiguous_inference`). Same numbers,
+    other memory layout."""
     model.eval()
     return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
