@@ -16,6 +16,23 @@ app = typer.Typer(
     help="Train, evaluate and run UNet-family segmentation models from one seed-format INI config.",
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            say(f"flexunet {version('flexunet')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            say("flexunet (not installed: version unknown)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = False) -> None:
+    """Train, evaluate and run UNet-family segmentation models from one seed-format INI config."""
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="The train_eval_infer.config (INI) file.", show_default=False)]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -128,7 +145,7 @@ def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = N
 
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, config and results.")] = Path("flexunet-demo"),
-         epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+         epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
          device: DeviceOpt = None, quiet: QuietOpt = False) -> None:
     """Generate a synthetic 3-class cell dataset, then train -> evaluate -> infer on it (a few minutes on a CPU)."""
     from flexunet.demo import run_demo
@@ -138,6 +155,8 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
     say(f"demo: test dice per class: {per_class}")
     say(f"demo: foreground Dice {result.foreground_dice:.4f}; {result.masks_written} masks in {result.output_dir}, "
         f"overlays in {result.merged_dir}; config {result.config}")
+    if result.report is not None:
+        say(f"demo: report {result.report.resolve()} (open it in a browser)")
 
 
 @app.command()
@@ -296,8 +315,26 @@ def doctor(target: Annotated[Path, typer.Argument(help="A dataset folder or a co
         raise SystemExit(1)  # not typer.Exit: with standalone_mode=False click returns its code instead of exiting
 
 
+def _usage_error(exc: Exception) -> int | None:
+    """The exit code of a command-line usage error from typer's parser (typer's own or click's), else None.
+
+    Recent typer carries its own copy of click and older typer uses click itself, so the parser's exceptions are
+    recognised by what they offer (a message and an exit code), not by importing either module."""
+    message, code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+    if not callable(message) or not isinstance(code, int):
+        return None
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `flexunet` or a verb alone: its help, as --help shows it
+        say(str(message()))
+        return code or 2
+    context = getattr(exc, "ctx", None)
+    command = getattr(context, "command_path", None) or "flexunet"
+    text = " ".join(str(message()).split()) or type(exc).__name__
+    error(f"{text} (see: {command} --help)")
+    return code or 2
+
+
 def main() -> None:
-    """Entry point: user errors print one line per problem and exit 2; --debug shows the traceback."""
+    """Entry point: user and usage errors print one line per problem on stderr and exit 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv or os.environ.get("FLEXUNET_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
@@ -316,15 +353,13 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # Ctrl-C at a prompt (typer's or click's Abort)
             sys.exit(130)
-        raise
+        code = None if debug else _usage_error(exc)
+        if code is None:
+            raise
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class DemoResult:
     masks_written: int
     output_dir: Path
     merged_dir: Path
+    report: Path | None  # report.html of the evaluation
 
 
 def run_demo(root: Path, epochs: int = 30, device: str | None = None, quiet: bool = False, size: int = 64,
@@ -130,5 +131,6 @@ def run_demo(root: Path, epochs: int = 30, device: str | None = None, quiet: boo
     train_from_config(cfg, device=device, quiet=quiet)
     result = evaluate_from_config(cfg, device=device, quiet=quiet)
     inferred = infer_from_config(cfg, device=device, quiet=quiet)
+    report = next((f for f in result.files if f.name == "report.html"), None)
     return DemoResult(config_path, result.mean_dice, {k: v["dice"] for k, v in result.per_class.items()},
-                      len(inferred.written), Path(cfg.infer.output_dir), Path(cfg.infer.merged_dir or ""))
+                      len(inferred.written), Path(cfg.infer.output_dir), Path(cfg.infer.merged_dir or ""), report)
