@@ -8,9 +8,9 @@ from flexunet.evaluate.report import confusion_table, e, per_class_table
 
 
 def test_confusion_table_is_row_normalised_with_pixel_counts() -> None:
-    page = confusion_table(torch.tensor([[90, 10, 0], [5, 15, 0], [0, 0, 0]]))
+    page = confusion_table(torch.tensor([[90, 10, 0], [5, 15, 0], [0, 0, 0]]), ["background", "cytoplasm", "nucleus"])
     assert "0.900" in page and "0.100" in page and "0.250" in page and "0.750" in page
-    assert "90 px" in page and "(background)" in page
+    assert "90 px" in page and "0: background" in page and "2: nucleus" in page and "<th>cytoplasm</th>" in page
     assert page.count("<tr>") == 4  # header + one row per true label, an empty row included
 
 
