@@ -23,8 +23,8 @@ from flexunet.config.schema import SECTIONS, Config
 from flexunet.evaluate.leakage import LeakSummary
 from flexunet.infer.predict import overlay, overlay_colours
 
-# The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion differ in
-# lightness as well as hue, so they stay apart under protanopia, deuteranopia and tritanopia.
+# The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
+# under simulated protanopia, deuteranopia and tritanopia (tests/unit/test_report_render.py checks it).
 ERROR_COLOURS = {"true positive": (0, 114, 178), "false positive": (240, 228, 66), "false negative": (213, 94, 0)}
 ERROR_MEANINGS = {"true positive": "foreground given its true class",
                   "false positive": "foreground predicted where the truth is background",
