@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,16 @@ def test_class_names_head_the_console_csv_json_and_report(run: dict) -> None:
     page = (root / "eval" / "report.html").read_text()
     assert 'data-class="disc"' in page and "class_1" not in page
     assert re.search(r'id="summary" class="summary">On 4 test images the model outlines disc with a Dice of', page)
+
+
+def test_resume_continues_with_the_next_epoch_number(run: dict, tmp_path: Path) -> None:
+    """last.pt's "epoch" is the number of finished epochs: the resumed run starts with epoch 3 and writes row 3."""
+    root = tmp_path / "copy"
+    shutil.copytree(run["root"], root)
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        assert run_cli(mp, "train", str(root / "test.config"), "--device", "cpu", "--resume") == 0
+    assert "resuming at epoch 3 from" in out.getvalue() and re.findall(r"^epoch (\d)/3 ", out.getvalue(), re.M) == ["3"]
+    for name in ("history.csv", "train_losses.csv", "train_metrics.csv"):
+        assert [float(v) for v in first_column(root / "eval" / name)] == [1, 2, 3], name
+    assert torch.load(root / "models" / "last.pt", weights_only=True)["epoch"] == 3

@@ -84,7 +84,8 @@ def test_error_panel_paints_three_distinct_colours_on_grey() -> None:
 
 def test_summary_sentence_comes_from_the_numbers() -> None:
     worst = Example("cell_0007.png", 0.4149, np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2)), np.zeros((2, 2)))
-    data = SimpleNamespace(images=24, section="test", worst=[worst], per_class={
+    second = Example("cell_0001.png", 0.52, worst.image, worst.labels, worst.pred)
+    data = SimpleNamespace(images=24, section="test", worst=[worst, second], per_class={
         "cytoplasm": {"dice": 0.9132, "dice_ci_low": 0.9, "dice_ci_high": 0.925},
         "nucleus": {"dice": 0.8123, "dice_ci_low": 0.7512, "dice_ci_high": 0.8611}})
     assert summary_sentence(data) == ("On 24 test images the model outlines cytoplasm with a Dice of 0.91 (95% CI "
