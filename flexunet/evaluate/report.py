@@ -196,7 +196,7 @@ def error_labels(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 def error_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """The image in dimmed grey with every error class painted solid (no blending: a 1-pixel miss stays visible)."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 2 + 64  # (H, W) in 64..191: no colour of its own
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 3 + 64  # (H, W) in 64..149: no hue, darker than the yellow
     panel = np.repeat(grey[..., None], 3, axis=2)
     errors = error_labels(truth, pred)
     colours = np.array([(0, 0, 0), *ERROR_COLOURS.values()], np.uint8)
