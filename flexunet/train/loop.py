@@ -430,7 +430,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 epoch_seconds.append(time.perf_counter() - began)
                 eta = run_eta(t.epochs - number, sum(epoch_seconds) / len(epoch_seconds))
                 run_bar.advance()
-                run_bar.update(f"{number}/{t.epochs} epochs; best {state.best_epoch}", eta)
+                run_bar.update(f"best epoch {state.best_epoch}", eta)
                 log(f"epoch {number}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
                     + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
