@@ -103,7 +103,7 @@ def train_flexunet(split: str, budget_s: float, threads: int, work: Path, overri
     budget_hit = (run.model_dir / "break_training").is_file()
     return {"side": "flexunet", "split": split, "epochs": result.epochs_run, "steps_per_epoch": STEPS_PER_EPOCH,
             "images_seen": result.epochs_run * STEPS_PER_EPOCH * cfg.train.batch_size,
-            "train_seconds": time.perf_counter() - began, "best_epoch": result.best_epoch + 1,
+            "train_seconds": time.perf_counter() - began, "best_epoch": result.best_epoch,
             "best_val_loss": result.best_value, "history": [{k: r[k] for k in ("loss", "val_loss", "val_iou_coef", "seconds")
                                                              if k in r} for r in result.history],
             "threads": threads, "train_images": len(data.train), "valid_images": len(data.valid),

@@ -78,7 +78,7 @@ def main() -> None:
         "leak_warning": "The pap-smear split leaks: every test cell is a rotation/flip of a train cell (197 source "
                         "cells x 13 variants, split without grouping). These numbers measure memorisation, not "
                         "generalisation; flip TTA in particular averages views the model was trained on.",
-        "model": model, "epochs": args.epochs, "best_epoch": fit.best_epoch + 1, "train_seconds": round(train_s, 1),
+        "model": model, "epochs": args.epochs, "best_epoch": fit.best_epoch, "train_seconds": round(train_s, 1),
         "results": results,
         "gain": {"dice": round(dice["tta_flips"] - dice["plain"], 4), "iou": round(iou["tta_flips"] - iou["plain"], 4)},
         "paired_per_image_dice": paired(per_image["plain"], per_image["tta_flips"]),

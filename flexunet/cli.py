@@ -62,13 +62,16 @@ def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed
           quiet: QuietOpt = False) -> None:
     """Train the model described by CONFIG; checkpoints go to [train] model_dir, logs to eval_dir."""
     from flexunet.train import train_from_config
+    from flexunet.train.history import class_dice_text
 
     cfg = _load(config, set_, seed, quiet)
     result = train_from_config(cfg, device=device, resume=resume, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
-    say(f"trained {result.epochs_run} epochs; best epoch {result.best_epoch + 1} "
-        f"({cfg.train.monitor} {abs(result.best_value):.4f}); checkpoints in {result.run.model_dir}")
+    best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
+    say(f"trained {result.epochs_run} epochs; best epoch {result.best_epoch} ({cfg.train.monitor} "
+        f"{abs(result.best_value):.4f}; val Dice {class_dice_text(best, cfg.label_names) or 'n/a'}); "
+        f"checkpoints in {result.run.model_dir}")
 
 
 @app.command()

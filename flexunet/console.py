@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=True)
 error_console = Console(highlight=False, soft_wrap=True, stderr=True)  # errors go to stderr, as CLI users expect
@@ -22,13 +23,38 @@ class Bar:
         if self._progress is not None:
             self._progress.advance(self._task, steps)
 
-    def update(self, text: str) -> None:
+    def update(self, text: str, eta: str | None = None) -> None:
+        """Show `text` beside the bar; `eta` replaces rich's own time-remaining estimate (a run-level ETA)."""
         if self._progress is not None:
-            self._progress.update(self._task, info=text)
+            self._progress.update(self._task, info=text, **({"eta": eta} if eta is not None else {}))
 
     def close(self) -> None:
         if self._progress is not None:
             self._progress.remove_task(self._task)
+
+
+def format_duration(seconds: float) -> str:
+    """`45s`, `3m 05s`, `2h 07m`: short enough for a progress line."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def run_eta(epochs_left: int, seconds_per_epoch: float) -> str:
+    """Time left for the whole run: epochs remaining x the measured epoch time (training, validation, saving).
+    Early stopping can end the run sooner."""
+    return f"ETA {format_duration(epochs_left * seconds_per_epoch)}" if epochs_left > 0 else "done"
+
+
+class RemainingColumn(TimeRemainingColumn):
+    """rich's time remaining, or the task's own `eta` field where the loop knows better (the run-level bar)."""
+
+    def render(self, task: Task) -> Text:
+        eta = task.fields.get("eta")
+        return Text(eta, style="progress.remaining") if eta else super().render(task)
 
 
 @contextmanager
@@ -39,7 +65,7 @@ def progress_bars(quiet: bool) -> Iterator[Progress | None]:
         return
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True,
+        RemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True,
     )
     with progress:
         yield progress

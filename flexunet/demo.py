@@ -59,6 +59,7 @@ merged_dir = "./test_output_merged"
 
 [mask]
 rgb_map = {{(0,0,0):0, (0,255,0):1, (255,0,0):2}}
+class_names = ["background", "cytoplasm", "nucleus"]
 """
 
 

@@ -233,6 +233,10 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
             problems.append(
                 f"{Location(label, 'mask', 'rgb_map')}: class index {bad[0]} >= [model] num_classes = {m.num_classes}"
             )
+    names, labels = cfg.mask.class_names, max(m.num_classes, 2)
+    if names is not None and len(names) != labels:
+        problems.append(f"{Location(label, 'mask', 'class_names')} = {names!r}: {len(names)} names for {labels} labels; "
+                        f"give one per label, background first ([model] num_classes = {m.num_classes})")
     return problems
 
 

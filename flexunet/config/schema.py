@@ -205,6 +205,21 @@ class MaskSection(Section):
     mask_suffix: str = ""  # mask stem = image stem + suffix, e.g. "_segmentation" (ISIC)
     rgb_map: Optional[dict[RGB, int]] = None  # colour -> class index; None -> seed default for num_classes > 1
     color_tolerance: float = Field(40.0, ge=0)  # RGB distance beyond which a pixel counts as unmapped
+    # One name per label, background first (label 0, 1, ...): shown in the console, CSV/JSON headers and report.html.
+    # None -> "class_1", "class_2", ... for the foreground labels.
+    class_names: Optional[list[str]] = None
+
+    @field_validator("class_names")
+    @classmethod
+    def _valid_names(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is None:
+            return value
+        for name in value:
+            if not name.strip() or any(c in name for c in ',"\n\r'):
+                raise ValueError(f"name {name!r} must be non-empty, without commas, quotes or line breaks (it heads CSV columns)")
+        if len(set(value)) != len(value):
+            raise ValueError("names must be different from each other")
+        return value
 
     @field_validator("rgb_map")
     @classmethod
@@ -375,6 +390,13 @@ class Config(BaseModel):
         if self.mask.rgb_map is not None:
             return dict(self.mask.rgb_map)
         return {c: i for c, i in DEFAULT_RGB_MAP.items() if i < max(self.model.num_classes, 2)}
+
+    @property
+    def label_names(self) -> list[str]:
+        """Name of every label, background (0) first: [mask] class_names, or background, class_1, class_2, ..."""
+        if self.mask.class_names is not None:
+            return list(self.mask.class_names)
+        return ["background"] + [f"class_{i}" for i in range(1, max(self.model.num_classes, 2))]
 
 
 def section_fields(name: str) -> dict[str, Any]:

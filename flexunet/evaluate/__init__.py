@@ -66,8 +66,8 @@ def load_trained_model(checkpoint: Path, device: torch.device, cfg: Config | Non
 
 
 def class_names(cfg: Config) -> list[str]:
-    """Names of the foreground classes, e.g. `class_1`."""
-    return [f"class_{i}" for i in range(1, max(cfg.model.num_classes, 2))]
+    """Names of the foreground classes: [mask] class_names without the background, else `class_1`, `class_2`, ..."""
+    return cfg.label_names[1:]
 
 
 @dataclass(frozen=True)

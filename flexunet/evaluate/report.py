@@ -21,7 +21,14 @@ from torch import Tensor
 
 from flexunet.config.schema import SECTIONS, Config
 from flexunet.evaluate.leakage import LeakSummary
-from flexunet.infer.predict import class_colours, overlay
+from flexunet.infer.predict import overlay, overlay_colours
+
+# The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
+# under simulated protanopia, deuteranopia and tritanopia (tests/unit/test_report_render.py checks it).
+ERROR_COLOURS = {"true positive": (0, 114, 178), "false positive": (240, 228, 66), "false negative": (213, 94, 0)}
+ERROR_MEANINGS = {"true positive": "foreground given its true class",
+                  "false positive": "foreground predicted where the truth is background",
+                  "false negative": "foreground missed, or given another class"}
 
 # How each seed metric is computed, shown beside its value so nobody quotes it as the Dice above.
 SEED_CAVEATS = {
@@ -49,7 +56,9 @@ th { background: #f1f3f6; } td.name, th.name { text-align: left; }
 .leak { background: #fde8e8; border: 1px solid #e0a0a0; } .clean { background: #e6f4ea; border: 1px solid #9cc9a8; }
 .unknown { background: #fff6e0; border: 1px solid #e5c97a; }
 .seed { background: #f7f7f7; color: #555; }
-.examples img { image-rendering: pixelated; width: 360px; border: 1px solid #d5d9e0; }
+.examples img { image-rendering: pixelated; width: 480px; border: 1px solid #d5d9e0; }
+.summary { font-size: 1.08em; margin: 10px 0 4px; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555; vertical-align: -0.1em; margin: 0 4px 0 12px; }
 .examples td { vertical-align: top; text-align: left; }
 .origin-file { color: #1b6e3a; } .origin-command { color: #a4471b; font-weight: 600; } .origin-default { color: #8a909c; }
 details summary { cursor: pointer; color: #2d5fa8; }
@@ -137,7 +146,7 @@ def curves_png(history: list[dict[str, float]]) -> bytes:
     """Losses, then the validation Dice/IoU and the learning rate, against the epoch."""
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [r["epoch"] + 1 for r in history]
+    epochs = [r["epoch"] for r in history]  # numbered from 1 in history.csv
 
     def draw(fig) -> None:
         left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -176,19 +185,57 @@ def read_history(eval_dir: Path) -> list[dict[str, float]]:
         return []
 
 
-def display_colours(cfg: Config) -> np.ndarray:
-    """Overlay colours: the class colours, but green for a binary model (its white mask colour hides on pale cells)."""
-    return np.array([(0, 0, 0), (0, 200, 0)], np.uint8) if cfg.model.is_binary else class_colours(cfg)
+def error_labels(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(H, W): 0 background in both, 1 true positive, 2 false positive, 3 false negative (see ERROR_MEANINGS)."""
+    errors = np.zeros(truth.shape, np.uint8)
+    errors[(truth > 0) & (pred == truth)] = 1
+    errors[(truth == 0) & (pred > 0)] = 2
+    errors[(truth > 0) & (pred != truth)] = 3
+    return errors
+
+
+def error_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The image in dimmed grey with every error class painted solid (no blending: a 1-pixel miss stays visible)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 3 + 64  # (H, W) in 64..149: no hue, darker than the yellow
+    panel = np.repeat(grey[..., None], 3, axis=2)
+    errors = error_labels(truth, pred)
+    colours = np.array([(0, 0, 0), *ERROR_COLOURS.values()], np.uint8)
+    panel[errors > 0] = colours[errors[errors > 0]]
+    return panel
 
 
 def example_png(example, cfg: Config) -> bytes:
-    """image | truth overlay | prediction overlay, side by side (RGB)."""
+    """image | truth overlay | prediction overlay | errors, side by side (RGB)."""
     image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
     image = image[..., ::-1] if cfg.image.color_order == "BGR" else image  # the network's order -> display RGB
-    colours = display_colours(cfg)
+    colours = overlay_colours(cfg)
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    panels = [image, gap, overlay(image, example.labels, colours, 0.45), gap, overlay(image, example.pred, colours, 0.45)]
+    panels = [image, gap, overlay(image, example.labels, colours, 0.45), gap, overlay(image, example.pred, colours, 0.45),
+              gap, error_panel(np.ascontiguousarray(image), example.labels, example.pred)]
     return encode_png(np.ascontiguousarray(np.concatenate(panels, axis=1)))
+
+
+def error_legend() -> str:
+    """What the colours of the errors panel mean."""
+    items = "".join(f'<span class="swatch" style="background: rgb{colour}"></span><strong>{e(name)}</strong>: '
+                    f"{e(ERROR_MEANINGS[name])}" for name, colour in ERROR_COLOURS.items())
+    return f'<p id="error-legend">Errors panel (fourth):{items}.</p>'
+
+
+def summary_sentence(data: ReportData) -> str:
+    """One plain-language sentence from the computed numbers: each class's pooled Dice with its interval, and the
+    weakest image."""
+    def one(name: str, v: dict[str, float]) -> str:
+        if math.isnan(v.get("dice", math.nan)):
+            return f"{name} with no Dice (absent from truth and prediction)"
+        ci = f" (95% CI {fmt(v['dice_ci_low'], 2)}–{fmt(v['dice_ci_high'], 2)})" if "dice_ci_low" in v else ""
+        return f"{name} with a Dice of {fmt(v['dice'], 2)}{ci}"
+    classes = [one(name, v) for name, v in data.per_class.items()]
+    listed = classes[0] if len(classes) == 1 else ", ".join(classes[:-1]) + " and " + classes[-1]
+    text = f"On {data.images} {data.section} images the model outlines {listed}"
+    if data.worst:
+        text += f"; its weakest image is {data.worst[0].name} (Dice {fmt(data.worst[0].score, 2)})"
+    return text + "."
 
 
 def _with_ci(values: dict[str, float], metric: str, digits: int = 4) -> str:
@@ -223,15 +270,15 @@ def seed_table(seed_metrics: dict[str, float], loss_name: str, loss: float) -> s
             f'<th class="name">how the seed computed it</th></tr>{"".join(rows)}</table>')
 
 
-def confusion_table(confusion: Tensor) -> str:
+def confusion_table(confusion: Tensor, names: Sequence[str]) -> str:
     """Pixel counts with the row-normalised share (recall of each true label along the diagonal), shaded by share."""
     counts = confusion.double().numpy()
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     k = counts.shape[0]
-    head = "<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{e(i)}</th>" for i in range(k)) + "</tr>"
+    head = "<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{e(names[i])}</th>" for i in range(k)) + "</tr>"
     rows = []
     for i in range(k):
-        cells = [f'<td class="name">{e(i)}{" (background)" if i == 0 else ""}</td>']
+        cells = [f'<td class="name">{e(i)}: {e(names[i])}</td>']
         for j in range(k):
             shade = int(255 - 120 * shares[i, j])
             cells.append(f'<td style="background: rgb({shade},{shade},255)">{e(f"{shares[i, j]:.3f}")}'
@@ -244,10 +291,10 @@ def examples_table(examples: Sequence, cfg: Config, table_id: str) -> str:
     if not examples:
         return "<p>No image with a foreground class in its truth or prediction.</p>"
     rows = [f'<tr><td>{e(x.name)}<br>Dice {e(fmt(x.score))}</td>'
-            f'<td><img alt="{e(x.name)}: image, truth, prediction" src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
+            f'<td><img alt="{e(x.name)}: image, truth, prediction, errors" src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
             for x in examples]
     return (f'<table class="examples" id="{e(table_id)}"><tr><th class="name">image</th>'
-            f'<th class="name">image | truth | prediction</th></tr>{"".join(rows)}</table>')
+            f'<th class="name">image | truth | prediction | errors</th></tr>{"".join(rows)}</table>')
 
 
 def config_tables(cfg: Config) -> str:
@@ -293,7 +340,7 @@ def render_report(data: ReportData) -> str:
         curves = "".join(f'<img alt="training curves" src="{png_data_uri(p)}" style="width: 48%">' for p in data.curve_pngs)
     else:
         curves = "<p>No history.csv or training plots in the run folder.</p>"
-    confusion = (f"<h2>Confusion matrix (pixels, row-normalised)</h2>{confusion_table(data.confusion)}"
+    confusion = (f"<h2>Confusion matrix (pixels, row-normalised)</h2>{confusion_table(data.confusion, cfg.label_names)}"
                  if data.confusion is not None else "")
     parts = [
         "<!DOCTYPE html>",
@@ -301,6 +348,7 @@ def render_report(data: ReportData) -> str:
         f"<title>flexunet evaluation: {e(cfg.model.model)} on {e(data.section)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>Evaluation of {e(cfg.model.model)} on [{e(data.section)}]</h1>",
+        f'<p id="summary" class="summary">{e(summary_sentence(data))}</p>',
         f'<div class="meta">{e(data.images)} images · checkpoint {e(data.checkpoint)} · config {e(cfg.source or "built in code")}'
         f' · {e(datetime.now().strftime("%Y-%m-%d %H:%M"))}</div>',
         leak_banner(data.leaks, data.section),
@@ -320,6 +368,7 @@ def render_report(data: ReportData) -> str:
         "<h2>Per-image Dice</h2>",
         f'<img alt="per-image Dice histogram" src="{histogram}">' if histogram else "<p>No images.</p>",
         f"<h2>The {e(len(data.worst))} worst images</h2>",
+        error_legend() if data.worst or data.best else "",
         examples_table(data.worst, cfg, "worst"),
         f"<h2>The {e(len(data.best))} best images</h2>" if data.best else "",
         examples_table(data.best, cfg, "best") if data.best else "",

@@ -93,6 +93,21 @@ def class_colours(cfg: Config) -> np.ndarray:
     return palette(cfg.rgb_map, cfg.model.num_classes)
 
 
+# Binary overlays: Okabe-Ito bluish green, visible on pale stains and dark backgrounds alike (and to colour-blind eyes).
+BINARY_OVERLAY_COLOUR = (0, 158, 115)
+
+
+def overlay_colours(cfg: Config) -> np.ndarray:
+    """(num_labels, 3) overlay colour per label: the class colours, except that a binary model's foreground is drawn
+    in BINARY_OVERLAY_COLOUR unless [segmentation] white names a coloured (not grey) one: the default white mask
+    colour blended over a pale image changed it by ~10 grey levels, which nobody can see."""
+    colours = class_colours(cfg)
+    if cfg.model.is_binary and int(colours[1].max()) - int(colours[1].min()) < 64:  # white, black, grey: no hue
+        colours = colours.copy()
+        colours[1] = BINARY_OVERLAY_COLOUR
+    return colours
+
+
 def mask_image(labels: np.ndarray, cfg: Config) -> np.ndarray:
     """The mask file's pixels: grey 0/255 for binary models (coloured when [segmentation] colorize), RGB otherwise."""
     if cfg.model.is_binary and not cfg.segmentation.colorize:
@@ -147,7 +162,7 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
         shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
         if cfg.segmentation.blursize:
             shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
-        write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, class_colours(cfg), cfg.infer.overlay_alpha))
+        write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, overlay_colours(cfg), cfg.infer.overlay_alpha))
     return target
 
 

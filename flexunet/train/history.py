@@ -17,10 +17,20 @@ def _read_rows(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(handle, skipinitialspace=True) if row]
 
 
+def class_dice_text(row: Mapping[str, float], label_names: Sequence[str]) -> str:
+    """`cytoplasm 0.9132, nucleus 0.8511`: a history row's validation Dice per foreground class, by name."""
+    return ", ".join(f"{name} {row[f'val_dice_{i}']:.4f}" for i, name in enumerate(label_names[1:], start=1)
+                     if f"val_dice_{i}" in row)
+
+
 class History:
-    """Appends one row per epoch to the CSV logs; on resume, rows from the resumed epoch on are dropped first."""
+    """Appends one row per epoch to the CSV logs; on resume, rows from the resumed epoch on are dropped first.
+
+    Rows are numbered from 1 (column `epoch`), as the console, the preview file names and the checkpoints number them.
+    """
 
     def __init__(self, eval_dir: Path, seed_metric_columns: Sequence[str], start_epoch: int = 0) -> None:
+        """`start_epoch`: epochs already finished (the rows numbered 1..start_epoch are kept)."""
         self.eval_dir = eval_dir
         self.metric_columns = list(seed_metric_columns)
         self.losses_csv = eval_dir / "train_losses.csv"
@@ -30,7 +40,7 @@ class History:
         if start_epoch > 0 and self.history_csv.is_file():
             table = _read_rows(self.history_csv)
             header = table[0] if table else []
-            self.rows = [{k: float(v) for k, v in zip(header, r)} for r in table[1:] if float(r[0]) < start_epoch]
+            self.rows = [{k: float(v) for k, v in zip(header, r)} for r in table[1:] if float(r[0]) <= start_epoch]
         self._rewrite()
 
     def _rewrite(self) -> None:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config, TrainSection
-from flexunet.console import Bar, note, say
+from flexunet.console import Bar, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
@@ -54,7 +54,7 @@ class FitResult:
 
     run: RunDir
     epochs_run: int
-    best_epoch: int
+    best_epoch: int  # numbered from 1, as in every file and message; 0 when no epoch improved
     best_value: float
     stopped_early: bool
     history: list[dict[str, float]]
@@ -156,7 +156,7 @@ def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
 @torch.no_grad()
 def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes: int, step: StepSettings,
              seed_metrics: list[str], max_batches: int | None = None,
-             dist_ctx: DistContext = DistContext()) -> dict[str, float]:
+             dist_ctx: DistContext = DistContext(), bar: Bar | None = None) -> dict[str, float]:
     """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded).
 
     Under torchrun each process sees a disjoint shard; sums are reduced before any ratio is taken.
@@ -181,6 +181,8 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
         counts = confusion_counts(label_maps(logits), y, num_labels).total()
         tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
         batches += 1
+        if bar is not None:
+            bar.advance(len(images))
     packed = torch.cat([torch.tensor([*totals.values(), batches], dtype=torch.float64), tp, fp, fn]).to(step.device)
     packed = all_reduce_sum(packed, dist_ctx).cpu()
     k = len(totals)
@@ -241,6 +243,7 @@ class EpochPreview:
             self.tiled_files = list_image_files(tiled_dir, "[tiledinfer] images_dir")[: cfg.train.num_infer_images]
 
     def write(self, model: nn.Module, epoch: int, step: StepSettings) -> None:
+        """This epoch's previews; `epoch` is numbered from 1, as in every file and message."""
         from flexunet.data.io import read_image, write_image
         from flexunet.infer.tiling import tiled_labels
 
@@ -248,10 +251,10 @@ class EpochPreview:
         if self.images:
             probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device, channels_last=step.channels_last)
             for (stem, _), p in zip(self.images, probs):
-                write_image(self.folder / f"Epoch_{epoch + 1}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
+                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
         for path in self.tiled_files:
             labels = tiled_labels(model, read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order), self.cfg, step.device)
-            write_image(Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch + 1}_{path.stem}.png", mask_image(labels, self.cfg))
+            write_image(Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png", mask_image(labels, self.cfg))
 
 
 def _rng_state() -> dict:
@@ -293,7 +296,8 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def epoch_row(epoch: int, lr: float, train_stats: dict[str, float], val_stats: dict[str, float], seed_names: list[str],
               seconds: float, images: int) -> dict[str, float]:
-    """One history.csv row: losses, seed metrics (train and val), validation Dice/IoU per class, speed."""
+    """One history.csv row: losses, seed metrics (train and val), validation Dice/IoU per class, speed. `epoch` is
+    numbered from 1, as in every file and message."""
     row = {"epoch": epoch, "lr": lr, "loss": train_stats["loss"], "val_loss": val_stats["loss"]}
     row |= {name: train_stats[name] for name in seed_names} | {f"val_{name}": val_stats[name] for name in seed_names}
     row |= {f"val_{k}": v for k, v in val_stats.items() if k.startswith(("dice", "iou"))}
@@ -302,7 +306,11 @@ def epoch_row(epoch: int, lr: float, train_stats: dict[str, float], val_stats: d
 
 @dataclass
 class TrainState:
-    """Everything a resumed run needs, and the only writer of best.pt, last.pt and interrupted.pt."""
+    """Everything a resumed run needs, and the only writer of best.pt, last.pt and interrupted.pt.
+
+    Checkpoints store epochs numbered from 1: "epoch" in last.pt is the number of finished epochs, so it is also the
+    0-based index of the epoch a resumed run starts with.
+    """
 
     model: nn.Module
     optim: Optimizer
@@ -310,8 +318,8 @@ class TrainState:
     reducer: PlateauReducer
     run: RunDir
     config_text: str
-    start_epoch: int = 0
-    best_epoch: int = -1
+    start_epoch: int = 0  # 0-based index of the first epoch this process runs
+    best_epoch: int = 0  # numbered from 1; 0 until an epoch improves
 
     def restore(self, device: torch.device) -> None:
         state = load_checkpoint(self.run.last, device)
@@ -320,7 +328,7 @@ class TrainState:
         self.early.load_state_dict(state["early_stopping"])
         self.reducer.load_state_dict(state["reducer"])
         _set_rng_state(state["rng"])
-        self.start_epoch, self.best_epoch = int(state["epoch"]) + 1, int(state["best_epoch"])
+        self.start_epoch, self.best_epoch = int(state["epoch"]), int(state["best_epoch"])
 
     def weights(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -337,10 +345,18 @@ class TrainState:
         })
 
     def save_interrupted(self, epoch: int) -> Path:
-        """Weights at the moment of Ctrl-C/SIGTERM; last.pt keeps the last finished epoch for an exact resume."""
+        """Weights at the moment of Ctrl-C/SIGTERM, in epoch number `epoch` (from 1); last.pt keeps the last finished
+        epoch for an exact resume."""
         path = self.run.model_dir / "interrupted.pt"
         save_checkpoint(path, {"model": self.weights(), "config": self.config_text, "epoch": epoch})
         return path
+
+
+def validation_total(valid: SegmentationDataset, cfg: Config, dist_ctx: DistContext) -> int:
+    """Images one process validates per epoch: its shard, cut to [train] validation_steps batches."""
+    shard = len(range(dist_ctx.rank, len(valid), dist_ctx.world_size))
+    steps = cfg.train.validation_steps
+    return shard if steps is None else min(shard, steps * cfg.eval.batch_size)
 
 
 def monitored_value(t: TrainSection, val_stats: dict[str, float]) -> float:
@@ -379,48 +395,60 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                                generator, num_samples, dist_ctx, t.seed)
     valid_loader = make_loader(data.valid, cfg.eval.batch_size, False, device, t.num_workers, dist_ctx=dist_ctx)
     stopped_early, epoch = False, state.start_epoch - 1
+    run_bar, epoch_seconds = Bar(progress, "run", t.epochs), []
+    run_bar.advance(state.start_epoch)
     with sigterm_as_interrupt():
         try:
-            for epoch in range(state.start_epoch, t.epochs):
+            for epoch in range(state.start_epoch, t.epochs):  # 0-based index; files and messages say `number`
+                number = epoch + 1
                 generator.manual_seed(t.seed + epoch)  # shuffling depends on (seed, epoch) only: resume repeats it exactly
                 aug_generator.manual_seed(t.seed + 1 + epoch)
                 if isinstance(train_loader.sampler, DistributedSampler):
                     train_loader.sampler.set_epoch(epoch)
                 began = time.perf_counter()
-                bar = Bar(progress, f"epoch {epoch + 1}/{t.epochs}", num_samples or len(data.train))
+                bar = Bar(progress, f"epoch {number}/{t.epochs}", num_samples or len(data.train))
                 train_stats = train_one_epoch(train_model, loss_fn, train_loader, optim, step, seed_names, augment,
                                               aug_generator, scaler, bar, dist_ctx)
                 bar.close()
                 seconds = time.perf_counter() - began
+                bar = Bar(progress, f"validating {number}/{t.epochs}", validation_total(data.valid, cfg, dist_ctx))
                 val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names,
-                                     t.validation_steps, dist_ctx)
+                                     t.validation_steps, dist_ctx, bar)
+                bar.close()
                 monitored = monitored_value(t, val_stats)
                 improved, stop = monitored < early.best, early.update(monitored)
-                row = epoch_row(epoch, optim.param_groups[0]["lr"], train_stats, val_stats, seed_names, seconds,
+                row = epoch_row(number, optim.param_groups[0]["lr"], train_stats, val_stats, seed_names, seconds,
                                 num_samples or len(data.train))
                 reduced = t.learning_rate_reducer and reducer.update(monitored)
                 if dist_ctx.is_main:
                     history.append(row)  # before last.pt: see the docstring
-                    state.save(epoch, row, improved)
-                    preview.write(model, epoch, step)
-                    board.log_epoch(epoch, row, run.preview_dir)
+                    state.save(number, row, improved)
+                    preview.write(model, number, step)
+                    board.log_epoch(number, row, run.preview_dir)
                 else:
-                    state.best_epoch = epoch if improved else state.best_epoch
-                log(f"epoch {epoch + 1}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+                    state.best_epoch = number if improved else state.best_epoch
+                epoch_seconds.append(time.perf_counter() - began)
+                eta = run_eta(t.epochs - number, sum(epoch_seconds) / len(epoch_seconds))
+                run_bar.advance()
+                run_bar.update(f"best epoch {state.best_epoch}", eta)
+                log(f"epoch {number}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
-                    + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else ""))
+                    + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
+                    + (f"  {eta}" if number < t.epochs and not stop else ""))
                 if stop:
                     stopped_early = True
-                    log(f"early stopping: no improvement of {t.monitor} for {t.patience} epochs")
+                    log(f"early stopping after epoch {number}: no improvement of {t.monitor} for {t.patience} epochs; "
+                        f"best epoch {state.best_epoch}")
                     break
                 if any_rank(Path("break_training").exists() or (run.model_dir / "break_training").exists(), dist_ctx, device):
                     log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
                     break
         except KeyboardInterrupt:
             if dist_ctx.is_main:
-                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch)}; last.pt holds "
+                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch + 1)}; last.pt holds "
                     "the last finished epoch (continue with --resume)")
             raise
     board.close()
+    run_bar.close()
     rows = history.rows if history else []
     return FitResult(run, epoch + 1 - state.start_epoch, state.best_epoch, early.best, stopped_early, rows)

@@ -23,10 +23,10 @@ class EpochBoard:
             self.writer = SummaryWriter(log_dir=str(folder))
 
     def log_epoch(self, epoch: int, row: dict[str, float], preview_dir: Path) -> None:
-        """Scalars of `row` (loss, val_*, lr, seconds...) at step epoch + 1, and this epoch's preview PNGs."""
+        """Scalars of `row` (loss, val_*, lr, seconds...) at step `epoch` (numbered from 1), and this epoch's previews."""
         if self.writer is None:
             return
-        step = epoch + 1  # the same epoch number as the console and the preview file names
+        step = epoch  # the same epoch number as the console, history.csv and the preview file names
         for key, value in row.items():
             if key != "epoch":
                 self.writer.add_scalar(key, value, step)

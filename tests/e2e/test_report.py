@@ -194,6 +194,10 @@ def test_report_renders_in_headless_chromium(known_evaluation: Path, tmp_path: P
         images = evaluate_js(browser, session, "Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])")
         worst = evaluate_js(browser, session, "document.querySelector('#worst td').textContent")
         leak = evaluate_js(browser, session, "document.getElementById('leakage').dataset.status")
+        summary = evaluate_js(browser, session, "document.getElementById('summary').textContent")
+        swatches = evaluate_js(browser, session, """Array.from(document.querySelectorAll('#error-legend .swatch'))
+            .map(s => getComputedStyle(s).backgroundColor)""")
+        strip = evaluate_js(browser, session, "[document.querySelector('#worst img').naturalWidth, document.querySelector('#worst img').naturalHeight]")
         shot = screenshot(browser, session, tmp_path / "report.png")
         errors = page_errors(browser)
     finally:
@@ -204,6 +208,10 @@ def test_report_renders_in_headless_chromium(known_evaluation: Path, tmp_path: P
     assert images and all(ok for _, ok in images), images  # histogram, curves (none here), overlays all decode
     assert worst.startswith("test_b_half.png") and "0.6667" in worst
     assert leak == "leak"
+    assert summary == ("On 3 test images the model outlines class_1 with a Dice of 0.80 (95% CI "
+                       f"{summary.split('CI ')[1].split(')')[0]}); its weakest image is test_b_half.png (Dice 0.67).")
+    assert swatches == ["rgb(0, 114, 178)", "rgb(240, 228, 66)", "rgb(213, 94, 0)"]  # TP, FP, FN legend as painted
+    assert strip == [4 * 32 + 3 * 4, 32]  # image | truth | prediction | errors
     assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

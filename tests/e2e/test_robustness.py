@@ -64,7 +64,7 @@ def test_sigkill_at_any_point_then_resume(tmp_path: Path, tiny_dataset: Path) ->
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     epochs = [int(line.split(",")[0]) for line in losses.read_text().splitlines()[1:]]
-    assert epochs == list(range(done + 3))  # continues, no gap, no duplicate row
+    assert epochs == list(range(1, done + 4))  # last.pt's epoch = epochs finished; continues, no gap, no duplicate row
     assert [int(r["epoch"]) for r in history(tmp_path / "eval" / "history.csv")] == epochs
 
 

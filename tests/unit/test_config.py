@@ -141,3 +141,14 @@ def test_every_schema_key_is_read_somewhere() -> None:
     unread = [f"[{name}] {key}" for name, cls in SECTIONS.items() for key in cls.model_fields
               if not re.search(rf"\.{key}\b", source) and f'"{key}"' not in source]
     assert unread == []
+
+
+def test_class_names_one_per_label_background_first(tmp_path: Path) -> None:
+    head = "[model]\nnum_classes = 3\n[mask]\nrgb_map = {(0,0,0):0, (0,255,0):1, (255,0,0):2}\n"
+    message = error_of(write(tmp_path, head + 'class_names = ["cytoplasm", "nucleus"]\n'))
+    assert "exp.config [mask] class_names" in message and "2 names for 3 labels" in message
+    assert "exp.config [mask] class_names" in error_of(write(tmp_path, head + 'class_names = ["bg", "a,b", "c"]\n'))
+    assert "exp.config [mask] class_names" in error_of(write(tmp_path, head + 'class_names = ["bg", "a", "a"]\n'))
+    named = load_config(write(tmp_path, head + 'class_names = ["background", "cytoplasm", "nucleus"]\n'))
+    assert named.label_names == ["background", "cytoplasm", "nucleus"]
+    assert load_config(write(tmp_path, "[model]\nnum_classes = 1\n")).label_names == ["background", "class_1"]

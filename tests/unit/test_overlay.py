@@ -1,10 +1,13 @@
 """Masks and overlays as written by inference: colours, thresholds, no uint8 wrap-around."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from flexunet.config import config_from_dict
-from flexunet.infer.predict import class_colours, mask_image, overlay, probs_to_labels, resize_probs
+from flexunet.data.io import read_image
+from flexunet.infer.predict import class_colours, mask_image, overlay, overlay_colours, probs_to_labels, resize_probs, write_prediction
 
 
 def test_overlay_blends_without_wraparound() -> None:
@@ -49,3 +52,22 @@ def test_outline_takes_the_colour_of_its_region() -> None:
     out = overlay(image, labels, colours, alpha=0.5)
     assert out[6, 6].tolist() == [255, 0, 0]  # rim just outside the class-2 square is class-2 red, not class-1 green
     assert out[1, 1].tolist() == [0, 255, 0]
+
+
+def test_binary_overlay_in_merged_dir_is_visible(tmp_path: Path) -> None:
+    """The default binary colours are black/white; white at alpha 0.4 over a pale stain moved it ~10 grey levels."""
+    cfg = config_from_dict({"model": {"num_classes": 1}})
+    labels = np.zeros((16, 16), np.uint8)
+    labels[4:12, 4:12] = 1
+    for level in (235, 128, 20):  # pale stain, mid grey, dark background
+        image = np.full((16, 16, 3), level, np.uint8)
+        write_prediction(tmp_path / "a.png", image, labels, cfg, tmp_path / "out", tmp_path / "merged")
+        merged = read_image(tmp_path / "merged" / "a.png").astype(int)
+        change = np.abs(merged - image).max(axis=2)  # (H, W) largest channel change
+        assert change[6:10, 6:10].min() >= 50, level  # interior of the mask: plainly visible
+        assert change[0, 0] == 0  # away from the mask: the image as it was
+
+
+def test_a_coloured_binary_mask_colour_is_kept_for_overlays() -> None:
+    cfg = config_from_dict({"model": {"num_classes": 1}, "segmentation": {"white": "red"}})
+    assert overlay_colours(cfg).tolist() == [[0, 0, 0], [255, 0, 0]]

@@ -1,16 +1,23 @@
 """report.html pieces: row-normalised confusion matrix, escaping, the leakage verdict from a doctor report."""
 from __future__ import annotations
 
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
 import torch
 
+from flexunet.evaluate import Example
 from flexunet.evaluate.leakage import summarise_doctor
-from flexunet.evaluate.report import confusion_table, e, per_class_table
+from flexunet.evaluate.report import (
+    ERROR_COLOURS, confusion_table, e, error_labels, error_legend, error_panel, per_class_table, summary_sentence,
+)
 
 
 def test_confusion_table_is_row_normalised_with_pixel_counts() -> None:
-    page = confusion_table(torch.tensor([[90, 10, 0], [5, 15, 0], [0, 0, 0]]))
+    page = confusion_table(torch.tensor([[90, 10, 0], [5, 15, 0], [0, 0, 0]]), ["background", "cytoplasm", "nucleus"])
     assert "0.900" in page and "0.100" in page and "0.250" in page and "0.750" in page
-    assert "90 px" in page and "(background)" in page
+    assert "90 px" in page and "0: background" in page and "2: nucleus" in page and "<th>cytoplasm</th>" in page
     assert page.count("<tr>") == 4  # header + one row per true label, an empty row included
 
 
@@ -36,3 +43,53 @@ def test_doctor_verdict_for_the_evaluated_split() -> None:
     assert "of images in train and valid" in leaks.lines[0] and leaks.lines[1].startswith("valid: 1 of 4")
     clean = summarise_doctor({"splits": {"test": {"pairs": 5}}, "near_duplicates": []}, "test", "doctor.json")
     assert clean.status == "clean" and clean.lines[0].startswith("0 of 5 test images")
+
+
+# Machado, Oliveira & Fernandes (2009) full-severity dichromacy matrices, applied in linear RGB.
+DICHROMACY = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602], [0.004733, 0.691367, 0.303900]],
+}
+
+
+def simulate(rgb: tuple[int, int, int], matrix: list[list[float]]) -> np.ndarray:
+    """The sRGB colour (0..255) a dichromat sees in place of `rgb`."""
+    c = np.array(rgb) / 255
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    seen = np.clip(np.array(matrix) @ linear, 0, 1)
+    return 255 * np.where(seen <= 0.0031308, 12.92 * seen, 1.055 * seen ** (1 / 2.4) - 0.055)
+
+
+def test_error_labels_by_hand() -> None:
+    truth = np.array([[0, 1, 1, 2, 0, 2]], np.uint8)
+    pred = np.array([[0, 1, 0, 1, 2, 2]], np.uint8)
+    # background, TP, missed, wrong class (a miss of class 2), FP, TP
+    assert error_labels(truth, pred).tolist() == [[0, 1, 3, 3, 2, 1]]
+
+
+def test_error_panel_paints_three_distinct_colours_on_grey() -> None:
+    image = np.zeros((1, 4, 3), np.uint8)
+    image[..., 0] = 200  # a red image: the panel must drop its hue
+    panel = error_panel(image, np.array([[0, 1, 1, 0]], np.uint8), np.array([[0, 1, 0, 1]], np.uint8))
+    tp, fp, fn = (tuple(c) for c in ERROR_COLOURS.values())
+    assert [tuple(p) for p in panel[0, 1:]] == [tp, fn, fp]
+    assert len(set(panel[0, 0])) == 1  # untouched pixel: grey
+    for kind, matrix in DICHROMACY.items():  # still far apart for colour-blind eyes
+        seen = [simulate(c, matrix) for c in (tp, fp, fn)]
+        assert min(np.linalg.norm(a - b) for a, b in itertools.combinations(seen, 2)) > 120, kind
+    legend = error_legend()
+    assert all(f"rgb{c}" in legend for c in ERROR_COLOURS.values()) and "false negative" in legend
+
+
+def test_summary_sentence_comes_from_the_numbers() -> None:
+    worst = Example("cell_0007.png", 0.4149, np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2)), np.zeros((2, 2)))
+    second = Example("cell_0001.png", 0.52, worst.image, worst.labels, worst.pred)
+    data = SimpleNamespace(images=24, section="test", worst=[worst, second], per_class={
+        "cytoplasm": {"dice": 0.9132, "dice_ci_low": 0.9, "dice_ci_high": 0.925},
+        "nucleus": {"dice": 0.8123, "dice_ci_low": 0.7512, "dice_ci_high": 0.8611}})
+    assert summary_sentence(data) == ("On 24 test images the model outlines cytoplasm with a Dice of 0.91 (95% CI "
+                                      "0.90–0.93) and nucleus with a Dice of 0.81 (95% CI 0.75–0.86); its weakest image "
+                                      "is cell_0007.png (Dice 0.41).")
+    empty = SimpleNamespace(images=3, section="valid", worst=[], per_class={"lesion": {"dice": float("nan")}})
+    assert summary_sentence(empty) == "On 3 valid images the model outlines lesion with no Dice (absent from truth and prediction)."
