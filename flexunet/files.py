@@ -27,7 +27,7 @@ def output_error(path: Path, exc: OSError) -> OutputError:
     """The one-line error for a file that could not be written; a full disk says so and what to do."""
     if exc.errno in _FULL:
         return OutputError(f"{path}: cannot write, the disk is full ({exc.strerror or exc}); earlier files are kept. "
-                           "Free some space and run again (train and infer: with --resume)")
+                           "Free some space and run again")
     return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
 
 

@@ -44,7 +44,8 @@ def overlap_problems(outputs: Sequence[Output], inputs: Sequence[tuple[str, str]
     problems = []
     for where, folder in outputs:
         out = _real(folder)
-        for key, pattern in inputs:
+        own_section_first = sorted(inputs, key=lambda item: item[0].split()[0] not in where)
+        for key, pattern in own_section_first:
             hit = next((p for p in _input_paths(pattern) if p.is_relative_to(out)), None)
             if hit is None:
                 continue

@@ -214,8 +214,8 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
             try:
                 result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
             except OutputError as exc:
-                raise OutputError(f"{exc}; {len(result.written)} masks were written before it, "
-                                  "and `flexunet infer --resume` keeps them") from None
+                finished = len(result.written) + len(result.resumed)
+                raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None
             if on_image is not None:
                 on_image()
     return result

@@ -31,6 +31,12 @@ def run_dir_for(cfg: Config) -> RunDir:
     return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir), tiled, eval_key)
 
 
+def _where(cfg: Config, label: str) -> str:
+    """"[train] model_dir" -> "my.config [train] model_dir"."""
+    section, key = label.removeprefix("[").split("] ")
+    return getattr(cfg, section).where(key)
+
+
 def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False) -> FitResult:
     """Build data, model and loss from `cfg` and train. The documented Python API behind `flexunet train`.
 
@@ -46,7 +52,7 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         quiet = quiet or not dist_ctx.is_main
         log = (lambda *_: None) if quiet else say
         run = run_dir_for(cfg)
-        check_output_folders(cfg, [(key, folder) for folder, key in run.named_folders().items()])
+        check_output_folders(cfg, [(_where(cfg, key), folder) for folder, key in run.named_folders().items()])
         if resume and not run.last.is_file():
             raise CheckpointError(f"{run.last}: nothing to resume (no last.pt in [train] model_dir)")
         foreign = [] if resume else run.foreign_folders()
@@ -72,8 +78,12 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
             log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}"
                 f"{processes}: {len(data.train)} training and {len(data.valid)} validation pairs")
             with progress_bars(quiet) as progress:
-                result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
-                             progress=progress, log=log, dist_ctx=dist_ctx)
+                try:
+                    result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
+                                 progress=progress, log=log, dist_ctx=dist_ctx)
+                except OutputError as exc:
+                    resumable = run.last.is_file()
+                    raise OutputError(f"{exc}{' with --resume (last.pt holds the last saved epoch)' if resumable else ''}") from None
             barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
         return result
     finally:

@@ -113,7 +113,8 @@ def is_run_folder(folder: Path) -> bool:
 
 
 def _is_empty(folder: Path) -> bool:
-    return not folder.is_dir() or all(entry.name == LOCK for entry in folder.iterdir())
+    """Missing, or holding nothing but the marker and the lock: nothing to move aside."""
+    return not folder.is_dir() or all(entry.name in (MARKER, LOCK) for entry in folder.iterdir())
 
 
 def _move_aside(folder: Path, target: Path, keep: Path) -> Path:
