@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from flexunet.config.folders import overlap_problems
 from flexunet.errors import OutputError
 from flexunet.files import atomic_write_bytes
 from flexunet.train.rundir import LOCK, MARKER, RunDir
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def disk_full_after(monkeypatch: pytest.MonkeyPatch, good_writes: int) -> None:
