@@ -49,7 +49,8 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
     if not images_dir:
         raise ConfigError(f"{section.where('images_dir')}: required for inference (a folder of images)")
     merged = section.merged_dir
-    if merged and cfg.origins.get(f"{name}.output_dir") == ORIGIN_CLI and cfg.origins.get(f"{name}.merged_dir") != ORIGIN_CLI:
+    origin = cfg.origins.get
+    if merged and origin(f"{name}.output_dir") == ORIGIN_CLI and origin(f"{name}.merged_dir") != ORIGIN_CLI:
         merged = f"{Path(section.output_dir)}_merged"
     return images_dir, Path(section.output_dir), Path(merged) if merged else None
 

@@ -81,9 +81,9 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
                 try:
                     result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
                                  progress=progress, log=log, dist_ctx=dist_ctx)
-                except OutputError as exc:
-                    resumable = run.last.is_file()
-                    raise OutputError(f"{exc}{' with --resume (last.pt holds the last saved epoch)' if resumable else ''}") from None
+                except OutputError as exc:  # e.g. a full disk: say how to go on once there is space again
+                    hint = " with --resume (last.pt holds the last saved epoch)" if run.last.is_file() else ""
+                    raise OutputError(f"{exc}{hint}") from None
             barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
         return result
     finally:

@@ -2,13 +2,17 @@
 folders an earlier run made (with a MARKER file) are moved; one training at a time per model_dir (LOCK)."""
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so trainings into one model_dir are not kept apart there
+    fcntl = None
 
 from flexunet.errors import OutputError
 from flexunet.files import atomic_write_bytes, atomic_write_text
@@ -99,6 +103,9 @@ class RunDir:
         flock is released by the kernel when the holder dies, so a lock file left by a killed run is taken over.
         """
         self.model_dir.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
         fd = _lock(self.lock_file)
         try:
             yield

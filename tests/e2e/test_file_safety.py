@@ -219,3 +219,17 @@ def test_two_inputs_with_one_stem_are_refused_before_writing(checkpointed: Path,
     assert len(err) == 1 and "both would be written as x.png" in err[0], err
     assert not (root / "out").exists() and not (root / "merged").exists()
     shutil.rmtree(root / "in")
+
+
+def test_a_full_disk_outside_flexunets_writers_is_one_line_too(checkpointed: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys) -> None:
+    import flexunet.infer
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/events.out")  # e.g. TensorBoard's writer
+
+    monkeypatch.setattr(flexunet.infer, "infer_from_config", full)
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "infer", str(checkpointed), "-q") == 2
+    assert stderr_lines(capsys) == ["error: /data/events.out: cannot write, the disk is full (No space left on device); "
+                                    "earlier files are kept. Free some space and run again"]
