@@ -60,8 +60,8 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
                       resume: bool = False, compile_model: bool | None = None) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
-    The API of `flexunet infer`. `resume` keeps masks that are newer than the weights, so an interrupted pass over
-    a large folder goes on where it stopped instead of starting again. `compile_model` (default [infer] compile) runs
+    The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
+    so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model` (default [infer] compile) runs
     the checkpoint under torch.compile (flexunet/infer/compiled.py).
     """
     from flexunet.evaluate import load_trained_model
