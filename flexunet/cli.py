@@ -1,6 +1,7 @@
 """`flexunet VERB CONFIG`: each verb reads arguments, loads the config, calls one library function, prints a summary."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import typer
 
 from flexunet.console import error, error_console, note, say
 from flexunet.errors import FlexunetError
+from flexunet.files import output_error
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -103,8 +105,12 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
 
 @app.command()
 def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
-          images: Annotated[Optional[Path], typer.Option(help="Folder of images (default: [infer] or [tiledinfer] images_dir).")] = None,
-          output: Annotated[Optional[Path], typer.Option(help="Mask folder (default: [infer] or [tiledinfer] output_dir).")] = None,
+          images: Annotated[Optional[str], typer.Option(
+              help="A folder, an image file, or a quoted glob of files or folders ('scans/*.tif', 'slides/*/images') "
+                   "(default: [infer] or [tiledinfer] images_dir).")] = None,
+          output: Annotated[Optional[Path], typer.Option(
+              help="Mask folder (default: [infer] or [tiledinfer] output_dir); overlays then go to OUTPUT_merged.")] = None,
+          merged: Annotated[Optional[Path], typer.Option(help="Overlay folder (default: [infer] or [tiledinfer] merged_dir).")] = None,
           tta: TtaOpt = None,
           tiled: Annotated[bool, typer.Option("--tiled", help="Sliding-window inference at native scale with [tiledinfer] settings.")] = False,
           onnx: Annotated[Optional[Path], typer.Option(help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
@@ -112,13 +118,14 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           compile_model: Annotated[Optional[bool], typer.Option(
               "--compile/--no-compile", help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
           quiet: QuietOpt = False) -> None:
-    """Segment a folder of images: PNG masks at the original size, overlays in merged_dir."""
+    """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir."""
     from flexunet.infer import infer_folders, infer_from_config
 
     section = "tiledinfer" if tiled else "infer"
     extra = list(set_ or [])
     extra += [f"{section}.images_dir={images}"] if images else []
     extra += [f"{section}.output_dir={output}"] if output else []
+    extra += [f"{section}.merged_dir={merged}"] if merged else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
                                resume=resume, compile_model=compile_model)
@@ -356,6 +363,11 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a full disk outside flexunet's own writers (e.g. a DataLoader, TensorBoard)
+        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        error(str(output_error(Path(exc.filename or "output"), exc)))
+        sys.exit(2)
     except Exception as exc:
         if type(exc).__name__ == "Abort":  # Ctrl-C at a prompt (typer's or click's Abort)
             sys.exit(130)

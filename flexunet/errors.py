@@ -24,3 +24,7 @@ class CheckpointError(FlexunetError):
 
 class TrainingError(FlexunetError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class OutputError(FlexunetError):
+    """An output file or folder cannot be written (disk full, no permission) or would destroy a user's files."""

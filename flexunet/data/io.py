@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from flexunet.errors import DataError
+from flexunet.files import atomic_write_bytes
 
 
 def _decode(path: Path, flags: int) -> np.ndarray:
@@ -65,10 +66,12 @@ def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def write_image(path: Path, image_rgb: np.ndarray) -> None:
-    """Write an RGB (H, W, 3) or grey (H, W) uint8 image; the format follows the extension."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write an RGB (H, W, 3) or grey (H, W) uint8 image; the format follows the extension.
+
+    Atomically (flexunet/files.py): a full disk or a crash leaves the earlier file or none, never a truncated one.
+    """
     array = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR) if image_rgb.ndim == 3 and image_rgb.shape[2] == 3 else image_rgb
     ok, encoded = cv2.imencode(path.suffix or ".png", array)
     if not ok:
         raise DataError(f"{path}: cannot encode image")
-    encoded.tofile(str(path))
+    atomic_write_bytes(path, encoded.tobytes())

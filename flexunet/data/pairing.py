@@ -52,11 +52,18 @@ def list_images(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) ->
 
 
 def list_image_files(pattern: str, what: str = "images_dir") -> list[Path]:
-    """All images under a folder or folder pattern; a clear error when there is none."""
-    dirs = expand_dirs(pattern)
-    if not dirs:
-        raise DataError(f"{what} {pattern}: no such folder")
-    files = [f for _, d in dirs for f in list_images(d)]
+    """All images a folder, an image file, or a glob of files or folders names (`slides/*.tif`, `scans/*/images`),
+    in sorted order; a clear error when there is none."""
+    pattern = pattern.rstrip("/\\") or "/"
+    matches = [Path(m) for m in sorted(glob.glob(pattern))] if _has_wildcard(pattern) else [Path(pattern)]
+    if not any(m.exists() for m in matches):
+        raise DataError(f"{what} {pattern}: no such folder or file")
+    files = []
+    for match in matches:
+        if match.is_dir():
+            files += list_images(match)
+        elif match.is_file() and match.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(match)
     if not files:
         raise DataError(f"{what} {pattern}: no image files ({', '.join(IMAGE_EXTENSIONS)}, any case)")
     return files

@@ -280,7 +280,10 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]); the API of `flexunet evaluate`."""
     from flexunet.train import run_dir_for
 
+    from flexunet.config.folders import check_output_folders
+
     run = run_dir_for(cfg)
+    check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
     torch_device = choose_device(device)
     checkpoint = run.checkpoint(checkpoint)
     model = for_inference(load_trained_model(checkpoint, torch_device, cfg)[0], torch_device)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from torch import nn
 
+from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.pairing import list_image_files
@@ -35,12 +36,23 @@ def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
 
 
 def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
-    """(images_dir, output_dir, merged_dir): [tiledinfer] for tiled inference (images_dir falls back to [infer]'s)."""
-    section = cfg.tiledinfer if tiled else cfg.infer
+    """(images_dir, output_dir, merged_dir): [tiledinfer] for tiled inference (images_dir falls back to [infer]'s).
+
+    Overlays follow the masks: when output_dir comes from the command line (--output) and merged_dir does not, the
+    config's merged_dir is replaced by `<output_dir>_merged`, so two passes with two --output never share overlays.
+    """
+    from flexunet.config.load import ORIGIN_CLI
+
+    name = "tiledinfer" if tiled else "infer"
+    section = getattr(cfg, name)
     images_dir = section.images_dir or cfg.infer.images_dir
     if not images_dir:
         raise ConfigError(f"{section.where('images_dir')}: required for inference (a folder of images)")
-    return images_dir, Path(section.output_dir), Path(section.merged_dir) if section.merged_dir else None
+    merged = section.merged_dir
+    origin = cfg.origins.get
+    if merged and origin(f"{name}.output_dir") == ORIGIN_CLI and origin(f"{name}.merged_dir") != ORIGIN_CLI:
+        merged = f"{Path(section.output_dir)}_merged"
+    return images_dir, Path(section.output_dir), Path(merged) if merged else None
 
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
@@ -48,13 +60,16 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
                       resume: bool = False, compile_model: bool | None = None) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
-    The API of `flexunet infer`. `resume` keeps masks that are newer than the weights, so an interrupted pass over
-    a large folder goes on where it stopped instead of starting again. `compile_model` (default [infer] compile) runs
+    The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
+    so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model` (default [infer] compile) runs
     the checkpoint under torch.compile (flexunet/infer/compiled.py).
     """
     from flexunet.evaluate import load_trained_model
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
+    section = cfg.tiledinfer if tiled else cfg.infer
+    check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
+                         + ([(section.where("merged_dir"), merged)] if merged else []))
     torch_device = choose_device(device)
     model: nn.Module
     use_compile = cfg.infer.compile if compile_model is None else compile_model

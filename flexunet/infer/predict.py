@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from flexunet.config.schema import Config
-from flexunet.data.io import read_image, resize_image, write_image
+from flexunet.data.io import read_image, read_mask, resize_image, write_image
 from flexunet.data.masks import colorize_labels, palette
 from flexunet.data.pairing import list_image_files
-from flexunet.errors import DataError
+from flexunet.errors import DataError, OutputError
 
 
 @torch.no_grad()
@@ -138,9 +138,33 @@ class InferResult:
     resumed: list[Path] = field(default_factory=list)  # masks kept from an earlier pass (resume)
 
 
-def is_done(target: Path, newer_than: float | None) -> bool:
-    """Resume: a mask written after the checkpoint (mtime `newer_than`) is kept; an older one came from other weights."""
-    return newer_than is not None and target.is_file() and target.stat().st_mtime > newer_than
+def output_names(files: Sequence[Path], name_prefix: str = "") -> list[str]:
+    """`<prefix><stem>.png` per input file; two inputs with one name (a/x.png and b/x.png, x.png and x.jpg) raise
+    DataError before anything is written, so no mask ever overwrites another."""
+    seen: dict[str, Path] = {}
+    for path in files:
+        name = f"{name_prefix}{path.stem}.png"
+        if name in seen:
+            raise DataError(f"{seen[name]} and {path}: both would be written as {name}; run infer once per folder, "
+                            "each with its own --output, or rename one of them")
+        seen[name] = path
+    return list(seen)
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_mask(path)
+    except DataError:
+        return False
+    return True
+
+
+def is_done(targets: Sequence[Path], newer_than: float | None) -> bool:
+    """Resume: the mask (and overlay, when overlays are on) is kept when it was written after the checkpoint (mtime
+    `newer_than`) and reads back as an image; a missing, older (other weights) or truncated one is made again."""
+    if newer_than is None:
+        return False
+    return all(t.is_file() and t.stat().st_mtime > newer_than and _readable(t) for t in targets)
 
 
 def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
@@ -174,9 +198,11 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
 
     Streams: only one batch of images ([infer] batch_size; one image when tiled) is in memory at a time.
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
-    `resume_after` (the checkpoint's mtime), masks already written after it are kept, so a stopped pass can go on.
+    `resume_after` (the checkpoint's mtime), masks and overlays already written after it are kept, so a stopped pass
+    can go on. Each file is written atomically; a full disk stops the pass with OutputError.
     """
     files = list_image_files(images_dir, "[infer] images_dir")[:limit]
+    names = output_names(files, name_prefix)
     output_dir.mkdir(parents=True, exist_ok=True)
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
@@ -184,9 +210,10 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
     batch_size = 1 if tiled else cfg.infer.batch_size
     for start in range(0, len(files), batch_size):
         chunk, images = [], []
-        for path in files[start : start + batch_size]:
-            if is_done(output_dir / f"{name_prefix}{path.stem}.png", resume_after):
-                result.resumed.append(output_dir / f"{name_prefix}{path.stem}.png")
+        for path, name in zip(files[start : start + batch_size], names[start : start + batch_size]):
+            targets = [output_dir / name] + ([merged_dir / name] if merged_dir is not None else [])
+            if is_done(targets, resume_after):
+                result.resumed.append(output_dir / name)
                 if on_image is not None:
                     on_image()
                 continue
@@ -199,7 +226,11 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                     on_image()
         labels = predict_labels(model, images, cfg, device, tta, tiled) if images else []
         for path, image, lab in zip(chunk, images, labels):
-            result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
+            try:
+                result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
+            except OutputError as exc:
+                finished = len(result.written) + len(result.resumed)
+                raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None
             if on_image is not None:
                 on_image()
     return result

@@ -1,21 +1,22 @@
 """Training: from a Config to a run folder with checkpoints, logs and previews."""
 from __future__ import annotations
 
-import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from flexunet.augment import build_augmenter
+from flexunet.config.folders import check_output_folders
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.console import note, progress_bars, say
 from flexunet.data.dataset import build_datasets
-from flexunet.errors import CheckpointError
+from flexunet.errors import CheckpointError, OutputError
 from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.train.device import choose_device, keep_freed_memory, seed_everything
 from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import FitResult, fit
-from flexunet.train.rundir import RunDir, atomic_write_text
+from flexunet.train.rundir import RunDir, atomic_write_bytes, atomic_write_text
 
 __all__ = ["FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
 
@@ -25,8 +26,15 @@ def run_dir_for(cfg: Config) -> RunDir:
     eval_dir = cfg.train.eval_dir
     if "train.eval_dir" not in cfg.origins and cfg.eval.eval_dir:
         eval_dir = cfg.eval.eval_dir
+    eval_key = "[train] eval_dir" if eval_dir == cfg.train.eval_dir else "[eval] eval_dir"
     tiled = Path(cfg.train.epoch_change_tiled_infer_dir) if cfg.train.epoch_change_tiled_infer else None
-    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir), tiled)
+    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir), tiled, eval_key)
+
+
+def _where(cfg: Config, label: str) -> str:
+    """"[train] model_dir" -> "my.config [train] model_dir"."""
+    section, key = label.removeprefix("[").split("] ")
+    return getattr(cfg, section).where(key)
 
 
 def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False) -> FitResult:
@@ -44,30 +52,39 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         quiet = quiet or not dist_ctx.is_main
         log = (lambda *_: None) if quiet else say
         run = run_dir_for(cfg)
+        check_output_folders(cfg, [(_where(cfg, key), folder) for folder, key in run.named_folders().items()])
         if resume and not run.last.is_file():
             raise CheckpointError(f"{run.last}: nothing to resume (no last.pt in [train] model_dir)")
+        foreign = [] if resume else run.foreign_folders()
+        if foreign:  # before the lock creates model_dir: a refused run writes nothing
+            raise OutputError("\n".join(foreign))
         data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
         model = build_model(cfg.model)
         loss_fn = build_loss(cfg.model)
         augment = build_augmenter(cfg)  # None unless [model] generator is on
-        if dist_ctx.is_main:
-            for text in data.notes:
-                if not quiet:
-                    note(text)
-            for moved in run.prepare(resume):
-                if not quiet:
-                    note(f"an earlier run was moved aside to {moved}")
-            atomic_write_text(run.resolved_config, config_to_ini(cfg))
-            if cfg.source and Path(cfg.source).is_file():
-                shutil.copyfile(cfg.source, run.model_dir / Path(cfg.source).name)  # the seed kept a copy of its config too
-        barrier(dist_ctx)
-        processes = f" x {dist_ctx.world_size} processes" if dist_ctx.enabled else ""
-        log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}"
-            f"{processes}: {len(data.train)} training and {len(data.valid)} validation pairs")
-        with progress_bars(quiet) as progress:
-            result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
-                         progress=progress, log=log, dist_ctx=dist_ctx)
-        barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
+        with run.locked() if dist_ctx.is_main else nullcontext():
+            if dist_ctx.is_main:
+                for text in data.notes:
+                    if not quiet:
+                        note(text)
+                for moved in run.prepare(resume):
+                    if not quiet:
+                        note(f"an earlier run was moved aside to {moved}")
+                atomic_write_text(run.resolved_config, config_to_ini(cfg))
+                if cfg.source and Path(cfg.source).is_file():  # the seed kept a copy of its config too
+                    atomic_write_bytes(run.model_dir / Path(cfg.source).name, Path(cfg.source).read_bytes())
+            barrier(dist_ctx)
+            processes = f" x {dist_ctx.world_size} processes" if dist_ctx.enabled else ""
+            log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}"
+                f"{processes}: {len(data.train)} training and {len(data.valid)} validation pairs")
+            with progress_bars(quiet) as progress:
+                try:
+                    result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
+                                 progress=progress, log=log, dist_ctx=dist_ctx)
+                except OutputError as exc:  # e.g. a full disk: say how to go on once there is space again
+                    hint = " with --resume (last.pt holds the last saved epoch)" if run.last.is_file() else ""
+                    raise OutputError(f"{exc}{hint}") from None
+            barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
         return result
     finally:
         shutdown(dist_ctx)

@@ -13,13 +13,13 @@ import torch
 from torch import nn
 
 from flexunet.errors import CheckpointError
-from flexunet.train.rundir import atomic_write_bytes
+from flexunet.files import atomic_write_bytes
 
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write `state` (must hold "model" and "config") to `path`."""
+    """Atomically write `state` (must hold "model" and "config") to `path`: a full disk keeps the earlier file."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())

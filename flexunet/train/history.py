@@ -3,11 +3,12 @@ and PNG plots redrawn every epoch."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flexunet.train.rundir import atomic_write_text
+from flexunet.train.rundir import atomic_write_bytes, atomic_write_text
 
 
 def _read_rows(path: Path) -> list[list[str]]:
@@ -78,5 +79,7 @@ class History:
             ax.set_xlabel("epoch")
             ax.grid(True)
             ax.legend(loc="upper left")
-            fig.savefig(self.eval_dir / f"{name}.png", dpi=80)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format="png", dpi=80)
             plt.close(fig)
+            atomic_write_bytes(self.eval_dir / f"{name}.png", buffer.getvalue())  # a full disk keeps the last plot

@@ -1,30 +1,26 @@
-"""The folders one training run writes to. A run never deletes an earlier one: it is moved aside instead."""
+"""The folders one training run writes to. A run never deletes an earlier one: it is moved aside instead, and only
+folders an earlier run made (with a MARKER file) are moved; one training at a time per model_dir (LOCK)."""
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so trainings into one model_dir are not kept apart there
+    fcntl = None
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, flush to disk, then rename: a crash leaves old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from flexunet.errors import OutputError
+from flexunet.files import atomic_write_bytes, atomic_write_text
 
+MARKER = ".flexunet-run"  # written into every folder a training run uses: only such folders are ever moved aside
+LOCK = ".flexunet-lock"  # in model_dir while a training runs: flock plus the holder's pid
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_text"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +32,7 @@ class RunDir:
     eval_dir: Path
     preview_dir: Path
     tiled_preview_dir: Path | None = None
+    eval_key: str = "[train] eval_dir"  # the key that named eval_dir, for messages
 
     @property
     def best(self) -> Path:
@@ -59,19 +56,97 @@ class RunDir:
         folders = (self.model_dir, self.eval_dir, self.preview_dir, self.tiled_preview_dir)
         return tuple(dict.fromkeys(f for f in folders if f is not None))
 
-    def prepare(self, resume: bool) -> list[Path]:
-        """Create the folders. Without resume, non-empty ones from an earlier run move to `<dir>_<time>_bak`.
+    def named_folders(self) -> dict[Path, str]:
+        """Each folder with the config key that names it (the first, where two keys name one folder)."""
+        named = {self.model_dir: "[train] model_dir", self.eval_dir: self.eval_key,
+                 self.preview_dir: "[train] epoch_change_infer_dir"}
+        if self.tiled_preview_dir is not None:
+            named.setdefault(self.tiled_preview_dir, "[train] epoch_change_tiled_infer_dir")
+        return {folder: named.get(folder, str(folder)) for folder in self.folders()}
 
-        Returns the folders that were moved aside.
+    def foreign_folders(self) -> list[str]:
+        """One line per non-empty folder that is not an earlier run: training refuses to touch those."""
+        return [f"{key} {folder}: not empty and not a flexunet run folder (it has no {MARKER}); flexunet moves aside "
+                f"only its own earlier runs. Point {key} at a new or empty folder, or move its files away yourself"
+                for folder, key in self.named_folders().items() if not _is_empty(folder) and not is_run_folder(folder)]
+
+    def prepare(self, resume: bool) -> list[Path]:
+        """Create the folders, each with a MARKER file. Without resume, non-empty earlier runs (folders with a
+        MARKER) move to `<dir>_<time>_bak`; any other non-empty folder raises OutputError before anything moves.
+
+        Returns the folders the earlier runs were moved to.
         """
         moved = []
         if not resume:
+            foreign = self.foreign_folders()
+            if foreign:
+                raise OutputError("\n".join(foreign))
             stamp = datetime.now().strftime("%Y-%m-%d_%H_%M_%S_%f")
             for folder in self.folders():
-                if folder.is_dir() and any(folder.iterdir()):
-                    target = folder.with_name(f"{folder.name}_{stamp}_bak")
-                    folder.rename(target)
-                    moved.append(target)
+                if not _is_empty(folder):
+                    moved.append(_move_aside(folder, folder.with_name(f"{folder.name}_{stamp}_bak"), self.lock_file))
         for folder in self.folders():
             folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / MARKER).is_file():
+                atomic_write_text(folder / MARKER, "a flexunet training run: `flexunet train` may move this folder "
+                                                   "aside to <name>_<time>_bak when a new run starts here\n")
         return moved
+
+    @property
+    def lock_file(self) -> Path:
+        return self.model_dir / LOCK
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold model_dir's lock while training: a second training into the same model_dir stops with OutputError.
+
+        flock is released by the kernel when the holder dies, so a lock file left by a killed run is taken over.
+        """
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        fd = _lock(self.lock_file)
+        try:
+            yield
+        finally:
+            self.lock_file.unlink(missing_ok=True)  # still holding the lock: no one else can have it
+            os.close(fd)
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder an earlier `flexunet train` made (it holds the MARKER file)."""
+    return (folder / MARKER).is_file()
+
+
+def _is_empty(folder: Path) -> bool:
+    """Missing, or holding nothing but the marker and the lock: nothing to move aside."""
+    return not folder.is_dir() or all(entry.name in (MARKER, LOCK) for entry in folder.iterdir())
+
+
+def _move_aside(folder: Path, target: Path, keep: Path) -> Path:
+    """Move the entries of `folder` into a new `target`, except `keep` (the held lock) and what holds it."""
+    target.mkdir()
+    for entry in sorted(folder.iterdir()):
+        if not keep.is_relative_to(entry):
+            entry.rename(target / entry.name)
+    return target
+
+
+def _lock(path: Path) -> int:
+    """An open descriptor holding an exclusive flock on `path`, which then holds this process's pid."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise OutputError(f"[train] model_dir {path.parent}: another training (pid {holder}) is writing there; "
+                              "wait for it to finish, or point [train] model_dir at another folder") from None
+        if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd

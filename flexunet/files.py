@@ -1,0 +1,61 @@
+"""Writing output files: each one whole or not at all, with the permissions the umask gives, and a full disk
+reported as a user error (OutputError) instead of a traceback or a silently empty file."""
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from pathlib import Path
+
+from flexunet.errors import OutputError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def output_error(path: Path, exc: OSError) -> OutputError:
+    """The one-line error for a file that could not be written; a full disk says so and what to do."""
+    if exc.errno in _FULL:
+        return OutputError(f"{path}: cannot write, the disk is full ({exc.strerror or exc}); earlier files are kept. "
+                           "Free some space and run again")
+    return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, flush to disk, then rename: a crash or a full disk leaves the
+    old file or the new one, never half of one. The file gets 0666 minus the umask (0644 under umask 022), like any
+    file `open()` creates; tempfile.mkstemp would leave 0600."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_name(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    try:
+        try:
+            _write_fd(fd, data)
+            os.fsync(fd)  # a full disk can surface only here, when the data reaches it
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise output_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

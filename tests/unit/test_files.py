@@ -1,0 +1,118 @@
+"""Output files are whole or absent, honour the umask, and a full disk is a one-line error; output folders never
+equal or contain inputs; training moves aside only its own runs, one training per model_dir at a time."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import flexunet.files
+from flexunet.config.folders import overlap_problems
+from flexunet.errors import OutputError
+from flexunet.files import atomic_write_bytes
+from flexunet.train.rundir import LOCK, MARKER, RunDir
+
+
+def disk_full_after(monkeypatch: pytest.MonkeyPatch, good_writes: int) -> None:
+    """The writer behind every atomic write fails with ENOSPC after `good_writes` files, half-way through a file."""
+    real, calls = flexunet.files._write_fd, []
+
+    def write(fd: int, data: bytes) -> None:
+        calls.append(fd)
+        if len(calls) > good_writes:
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, data)
+
+    monkeypatch.setattr(flexunet.files, "_write_fd", write)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_write_honours_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == mode
+
+
+def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "last.pt"
+    atomic_write_bytes(target, b"old" * 100)
+    disk_full_after(monkeypatch, 0)
+    with pytest.raises(OutputError, match=r"last\.pt: cannot write, the disk is full") as info:
+        atomic_write_bytes(target, b"new" * 100)
+    assert "\n" not in str(info.value)
+    assert target.read_bytes() == b"old" * 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_overlap_names_both_keys(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "A" / "images").mkdir(parents=True)
+    (data / "x.png").write_bytes(b"")
+    (tmp_path / "link").symlink_to(data / "A" / "images")
+    inputs = [("[infer] images_dir", str(data / "A" / "images"))]
+    same = overlap_problems([("c [infer] output_dir", tmp_path / "link")], inputs)
+    assert same == [f"c [infer] output_dir {tmp_path / 'link'} is the same folder as [infer] images_dir "
+                    f"{data / 'A' / 'images'}: its outputs would overwrite or move the inputs; choose another folder"]
+    assert "contains [train] masks_dir" in overlap_problems(
+        [("c [train] model_dir", tmp_path)], [("[train] masks_dir", str(data / "*" / "masks"))])[0]  # glob, no match yet
+    assert "contains [infer] images_dir" in overlap_problems(
+        [("c [infer] output_dir", data)], [("[infer] images_dir", str(data / "x.png"))])[0]  # a single file
+    assert overlap_problems([("c [infer] output_dir", data / "out")], inputs) == []  # a new folder beside: fine
+    assert overlap_problems([("c [infer] output_dir", data / "A" / "images" / "out")], inputs) == []
+
+
+def run_dir(root: Path) -> RunDir:
+    return RunDir(root / "models", root / "eval", root / "previews")
+
+
+def test_only_marked_runs_are_moved_aside(tmp_path: Path) -> None:
+    run = run_dir(tmp_path)
+    run.prepare(resume=False)
+    assert all((folder / MARKER).is_file() for folder in run.folders())
+    (run.model_dir / "best.pt").write_bytes(b"w")
+    moved = run.prepare(resume=False)
+    assert [p.name.split("_")[0] for p in moved] == ["models"] and (moved[0] / "best.pt").is_file()
+    (tmp_path / "eval" / MARKER).unlink()
+    (tmp_path / "eval" / "thesis.docx").write_bytes(b"mine")
+    with pytest.raises(OutputError, match=r"\[train\] eval_dir .*eval: not empty and not a flexunet run folder") as info:
+        run.prepare(resume=False)
+    assert "\n" not in str(info.value) and (tmp_path / "eval" / "thesis.docx").read_bytes() == b"mine"
+    assert len(list(tmp_path.glob("eval_*_bak"))) == 0
+
+
+def test_a_second_training_into_one_model_dir_is_refused(tmp_path: Path) -> None:
+    run = run_dir(tmp_path)
+    with run.locked():
+        assert (run.lock_file.read_text().strip()) == str(os.getpid())
+        with pytest.raises(OutputError, match=rf"another training \(pid {os.getpid()}\) is writing there"):
+            with run_dir(tmp_path).locked():
+                pass
+        run.prepare(resume=False)  # the holder itself may prepare: the lock file does not count as content
+        assert run.lock_file.is_file()
+    assert not run.lock_file.exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    run = run_dir(tmp_path)
+    run.model_dir.mkdir()
+    (run.model_dir / LOCK).write_text("999999999\n")  # a pid no process has, and nobody holds the flock
+    with run.locked():
+        assert run.lock_file.read_text().strip() == str(os.getpid())
+
+
+def test_moving_aside_keeps_the_held_lock_in_place(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run" / "models", tmp_path / "run", tmp_path / "run" / "previews")
+    run.prepare(resume=False)
+    (run.model_dir / "last.pt").write_bytes(b"w")
+    with run.locked():
+        moved = run.prepare(resume=False)
+        assert run.lock_file.is_file() and len(moved) == 2
+        with pytest.raises(OutputError, match="another training"):
+            with RunDir(run.model_dir, run.eval_dir, run.preview_dir).locked():
+                pass
