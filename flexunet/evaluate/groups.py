@@ -1,0 +1,56 @@
+"""Which images of the evaluated split are copies of one source, so the bootstrap draws them together.
+
+A grouped split keeps each source cell in one split, but its 13 flips and rotations all land in test: they are one
+draw from the population, not 13. The groups come from the split list's `group` column when the section has one,
+else from the seed prefixes that `flexunet split` strips (`flipped_`, `rotated_90_`, ...).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flexunet.config.schema import Config
+from flexunet.prepare.split import source_id
+from flexunet.prepare.split_file import read_split_groups
+
+UNIT_GROUPS = "source groups"
+UNIT_IMAGES = "images"
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """What the bootstrap draws: `count` source groups (`groups` (N,) each image's index) or single images."""
+
+    unit: str  # UNIT_GROUPS or UNIT_IMAGES
+    count: int
+    source: str  # where the groups came from, in words
+    groups: Tensor | None  # (N,) group index in 0..count-1; None when images are resampled
+
+    def to_dict(self) -> dict[str, object]:
+        return {"unit": self.unit, "count": self.count, "source": self.source}
+
+
+def resampling_from_labels(labels: Sequence[str], source: str) -> Resampling:
+    """Groups from one label per image; images alone when every label is different (no group has two images)."""
+    names, index = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
+    if len(names) == len(labels):
+        return Resampling(UNIT_IMAGES, len(labels), f"{source}: every image is its own source", None)
+    return Resampling(UNIT_GROUPS, len(names), source, torch.from_numpy(index.reshape(-1)).long())
+
+
+def image_resampling(stems: Sequence[str], split_groups: Mapping[str, str] | None = None,
+                     split_file: str = "the split file") -> Resampling:
+    """The split list's groups when it names every stem, else the file-name prefixes `flexunet split` strips."""
+    if split_groups and all(s in split_groups for s in stems):
+        return resampling_from_labels([split_groups[s] for s in stems], f"group column of {split_file}")
+    return resampling_from_labels([source_id(s) for s in stems], "file-name prefixes, as `flexunet split` groups")
+
+
+def resampling_for(cfg: Config, section: str, stems: Sequence[str]) -> Resampling:
+    """How the bootstrap of [section] resamples: by the groups of its split_file, or of its file names."""
+    split_file = getattr(cfg, section).split_file
+    return image_resampling(stems, read_split_groups(split_file) if split_file else None, str(split_file))
