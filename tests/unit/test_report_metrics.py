@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from flexunet.evaluate.groups import UNIT_GROUPS, UNIT_IMAGES, image_resampling
+from flexunet.prepare.split_file import read_split_groups, write_split_file
 from flexunet.metrics import Counts, dice
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean, resample_weights
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
@@ -49,6 +50,13 @@ def test_resample_weights_draw_n_images_each_time() -> None:
     weights = resample_weights(7, resamples=50, seed=3)
     assert weights.shape == (50, 7) and (weights.sum(1) == 7).all()
     assert torch.equal(weights, resample_weights(7, resamples=50, seed=3))  # seeded: same report every run
+
+
+def test_group_column_of_a_split_file(tmp_path) -> None:
+    path = write_split_file(tmp_path / "split.csv", [("a1", "a", "test"), ("a2", "a", "test"), ("b1", "b", "train")])
+    assert dict(read_split_groups(path)) == {"a1": "a", "a2": "a", "b1": "b"}
+    (tmp_path / "by_hand.csv").write_text("stem,split\na1,test\n")
+    assert dict(read_split_groups(tmp_path / "by_hand.csv")) == {}  # no group column: the prefixes decide
 
 
 def test_bootstrap_of_identical_images_has_zero_width() -> None:
