@@ -38,15 +38,23 @@ def flexunet_version() -> str | None:
 
 
 def git_commit() -> str | None:
-    """HEAD of the git checkout this package is imported from; None when it is not in one (e.g. a wheel install)."""
+    """HEAD of the git checkout this package is imported from, `-dirty` when tracked files differ from it; None when
+    it is not in one (e.g. a wheel install) or git is missing."""
     package = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.split()
+        out = git("rev-parse", "--show-toplevel", "HEAD")
+        # a site-packages inside someone's project repo would report that repo's commit: accept only our own checkout
+        found = out.stdout.split()
+        if out.returncode != 0 or len(found) != 2 or Path(found[0]).resolve() != package.parent:
+            return None
+        dirty = git("diff", "--quiet", "HEAD").returncode != 0
     except (OSError, subprocess.SubprocessError):
         return None
-    # a site-packages inside someone's project repo would report that repo's commit: accept only our own checkout
-    return out[1] if len(out) == 2 and Path(out[0]).resolve() == package.parent else None
+    return found[1] + ("-dirty" if dirty else "")
 
 
 def read_training_config(state: dict[str, Any], checkpoint: str | Path) -> TrainingConfig:

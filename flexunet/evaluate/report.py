@@ -319,10 +319,11 @@ def interval_sentence(data: ReportData) -> str:
     """What the bracketed intervals resampled: source groups (copies of one source drawn together) or images."""
     r = data.resampling
     unit, count = (r.unit, r.count) if r is not None else ("images", data.images)
-    why = (f" (from the {e(r.source)}): the flips and rotations of one source are drawn together, since they are not "
-           f"independent images" if r is not None and r.unit == UNIT_GROUPS else "")
+    grouped = r is not None and r.unit == UNIT_GROUPS
+    source = f"; groups from the {e(r.source)}" if grouped else ""
+    why = ". The flips and rotations of one source are drawn together: they are not independent images" if grouped else ""
     return (f'<span id="interval-unit" data-unit="{e(unit)}" data-count="{e(count)}">95% bootstrap interval over '
-            f'{e(count)} {e(unit)}{why}</span>')
+            f'{e(count)} {e(unit)}</span> ({e(data.resamples)} resamples, seed {e(data.seed)}{source}){why}')
 
 
 def leak_banner(leaks: LeakSummary, section: str) -> str:
@@ -359,8 +360,8 @@ def render_report(data: ReportData) -> str:
         "<h2>Per-class metrics (background excluded)</h2>",
         f"<p>Every metric here is scored at each image's original size, on the masks <code>flexunet infer</code> writes "
         f"(probabilities resized, then thresholded). Dice, IoU, precision and recall are pooled over all pixels of the "
-        f"split (true/false positives and false negatives summed over images). In brackets: {interval_sentence(data)} "
-        f"({e(data.resamples)} resamples, seed {e(data.seed)}). HD95 is the 95th-percentile symmetric boundary "
+        f"split (true/false positives and false negatives summed over images). In brackets: {interval_sentence(data)}. "
+        f"HD95 is the 95th-percentile symmetric boundary "
         f"distance in original-size pixels, averaged over images that have the class in their truth or prediction; an "
         f"image with the class in only one of them (one-sided) counts as that image's diagonal.</p>",
         per_class_table(data.per_class),

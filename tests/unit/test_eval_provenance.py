@@ -92,7 +92,7 @@ def test_report_and_metrics_json_show_the_training_config_apart_from_the_evaluat
     assert record["evaluation_config"]["train"]["epochs"] == {"value": 7, "from": "command line"}
     assert record["training_config"]["model"]["base_filters"] == {"value": 8, "from": "file"}
     assert record["flexunet_version"] == provenance.flexunet_version()
-    assert "git_commit" not in record or re.fullmatch(r"[0-9a-f]{40}", record["git_commit"])
+    assert "git_commit" not in record or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", record["git_commit"])
     assert result.files[-1].name == "report.html"
 
 
@@ -115,6 +115,19 @@ def test_metrics_json_and_report_name_the_resampled_unit_and_count(trained_run: 
     assert entry["dice_image_mean_ci_low"] == pytest.approx(grouped.low.item(), abs=1e-3)
     assert entry["dice_image_mean_ci_high"] == pytest.approx(grouped.high.item(), abs=1e-3)
     assert grouped.high.item() - grouped.low.item() > 1.5 * (images.high.item() - images.low.item())
+
+
+def test_git_commit_only_of_flexunet_s_own_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import subprocess
+
+    outside = tmp_path / "site-packages" / "flexunet" / "evaluate"
+    outside.mkdir(parents=True)
+    monkeypatch.setattr(provenance, "__file__", str(outside / "provenance.py"))
+    assert provenance.git_commit() is None  # not in a git checkout at all
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=tmp_path, check=True)
+    assert provenance.git_commit() is None  # inside someone else's repository: its commit is not flexunet's
 
 
 def test_git_commit_is_left_out_when_unknown(monkeypatch: pytest.MonkeyPatch, trained_run: Path) -> None:

@@ -1,6 +1,8 @@
 """report.html pieces: row-normalised confusion matrix, escaping, the leakage verdict from a doctor report."""
 from __future__ import annotations
 
+import re
+
 import torch
 
 from flexunet.evaluate.leakage import summarise_doctor
@@ -36,3 +38,39 @@ def test_doctor_verdict_for_the_evaluated_split() -> None:
     assert "of images in train and valid" in leaks.lines[0] and leaks.lines[1].startswith("valid: 1 of 4")
     clean = summarise_doctor({"splits": {"test": {"pairs": 5}}, "near_duplicates": []}, "test", "doctor.json")
     assert clean.status == "clean" and clean.lines[0].startswith("0 of 5 test images")
+
+
+def _report_data(cfg, training=None, resampling=None):
+    import numpy as np
+
+    from flexunet.evaluate.leakage import LeakSummary
+    from flexunet.evaluate.report import ReportData
+
+    return ReportData(cfg, "test", "best.pt", 260, "loss", 0.0, {}, np.zeros((0, 1)), {}, None, [], [],
+                      LeakSummary("not checked", (), ""), [], (), (), 1000, 0, resampling, training)
+
+
+def test_interval_names_the_resampled_unit() -> None:
+    from flexunet.config import config_from_dict
+    from flexunet.evaluate.groups import image_resampling
+    from flexunet.evaluate.report import interval_sentence
+
+    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}})
+    grouped = image_resampling([f"{p}cell{i}" for i in range(20) for p in ("", "flipped_", "rotated_90_")])
+    assert "over 20 source groups" in interval_sentence(_report_data(cfg, resampling=grouped))
+    assert "not independent images" in interval_sentence(_report_data(cfg, resampling=grouped))
+    assert "over 260 images</span>" in interval_sentence(_report_data(cfg))
+
+
+def test_an_old_checkpoint_shows_values_with_origin_not_recorded() -> None:
+    from flexunet.config import config_from_dict
+    from flexunet.evaluate.provenance import TrainingConfig
+    from flexunet.evaluate.report import provenance_sections
+
+    trained = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "train": {"epochs": 3}})
+    evaluated = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "train": {"epochs": 100}})
+    page = provenance_sections(_report_data(evaluated, TrainingConfig(trained.model_copy(update={"origins": {}}), False)))
+    training = page[:page.index('<div id="evaluation-config">')]
+    assert "predates stored origins" in training and "origin-default\">not recorded</td>" in training
+    assert "<td class=\"name\">epochs</td><td class=\"name\"><code>3</code>" in training
+    assert re.search(r'data-key="train.epochs">.*?<code>3</code>.*?<code>100</code>.*?file', page)
