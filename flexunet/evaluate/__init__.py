@@ -323,12 +323,12 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     tta = cfg.eval.tta if tta is None else tta
+    pairs = pairs_for(cfg, section)
     with progress_bars(quiet) as progress:
-        n = len(pairs_for(cfg, section))
-        bar = Bar(progress, f"evaluating {section}", n)
+        bar = Bar(progress, f"evaluating {section}", len(pairs))
         ev = evaluate_details(model, cfg, section, None, tta, bar,
                               hd95=True, examples=examples if report else 0)
-    resampling = resampling_for(cfg, section, [Path(name).stem for name in ev.names])
+    resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
     per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups)
     leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report)
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,

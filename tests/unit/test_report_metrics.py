@@ -7,7 +7,9 @@ import math
 import numpy as np
 import torch
 
-from flexunet.evaluate.groups import UNIT_GROUPS, UNIT_IMAGES, image_resampling
+from flexunet.config import config_from_dict
+from flexunet.data.pairing import Pair
+from flexunet.evaluate.groups import UNIT_GROUPS, UNIT_IMAGES, image_resampling, resampling_for
 from flexunet.prepare.split_file import read_split_groups, write_split_file
 from flexunet.metrics import Counts, dice
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean, resample_weights
@@ -150,3 +152,26 @@ def test_sources_come_from_the_split_file_else_from_the_prefixes_flexunet_split_
     assert partial.count == 4
     alone = image_resampling([f"cell{i}" for i in range(5)])  # every group one image: resample images
     assert (alone.unit, alone.count, alone.groups) == (UNIT_IMAGES, 5, None)
+
+
+def test_renamed_copies_are_grouped_by_the_doctor_s_fingerprints(tmp_path) -> None:
+    """Flips and rotations saved under unrelated names: the prefixes find nothing, the fingerprints find the sources."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    sources = [cv2.GaussianBlur(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), (0, 0), 2) for _ in range(5)]
+    copies = [(k, turn(image)) for k, image in enumerate(sources) for turn in (lambda a: a, np.fliplr, np.rot90)]
+    order = rng.permutation(len(copies))
+    pairs = []
+    for n, i in enumerate(order):
+        path = tmp_path / f"img_{n:03d}.png"
+        cv2.imwrite(str(path), np.ascontiguousarray(copies[i][1]))
+        pairs.append(Pair(path, path))
+    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}})
+    found = resampling_for(cfg, "test", pairs)
+    assert (found.unit, found.count) == (UNIT_GROUPS, 5) and "fingerprints" in found.source
+    truth = [copies[i][0] for i in order]
+    assert all((found.groups[a] == found.groups[b]) == (truth[a] == truth[b]) for a in range(15) for b in range(15))
+    assert resampling_for(cfg, "test", pairs, fingerprints=False).unit == UNIT_IMAGES
+    distinct = resampling_for(cfg, "test", [pairs[list(order).index(3 * k)] for k in range(5)])  # one copy each
+    assert (distinct.unit, distinct.count) == (UNIT_IMAGES, 5)
