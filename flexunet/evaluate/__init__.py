@@ -186,7 +186,8 @@ def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device:
 
 def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-              diagonals: Tensor | None = None, groups: Tensor | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
+              diagonals: Tensor | None = None,
+              groups: Tensor | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Per-class dataset-level metrics with bootstrap 95% CIs and per-image means (background excluded), and one
     row per image. With `hd95` (N, K-1): its mean (a one-sided miss counted as that image's diagonal, `diagonals`,
     by default the model input's) and CI too. With `groups` (N,) the bootstrap resamples those groups of images."""
@@ -258,7 +259,8 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     atomic_write_text(files[1], "\n".join([",".join(keys)] + [",".join(_fmt(r[k]) for k in keys) for r in rows]) + "\n")
     columns = ["dice", "iou", "precision", "recall", "dice_image_mean", "iou_image_mean", "images_with_class"]
     added = [f"{m}_ci_{end}" for m in ("dice", "iou", "precision", "recall") for end in ("low", "high")]
-    added += ["hd95", "hd95_ci_low", "hd95_ci_high", "hd95_one_sided", "dice_image_mean_ci_low", "dice_image_mean_ci_high"]
+    added += ["hd95", "hd95_ci_low", "hd95_ci_high", "hd95_one_sided"]
+    added += ["dice_image_mean_ci_low", "dice_image_mean_ci_high"]
     columns += [c for c in added if per_class and c in next(iter(per_class.values()))]  # appended: old readers keep working
     unit = f"{resampling.count} {resampling.unit}" if resampling else "images"
     lines = ["class," + ",".join(columns)] + [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
@@ -268,8 +270,8 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
         "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background", **seed},
         "images": len(rows),
         "notes": {
-            "ci": f"95% percentile bootstrap over {unit} ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) of the "
-                  f"pooled metric; dice_image_mean_ci_* of the per-image mean",
+            "ci": f"95% percentile bootstrap over {unit} ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) "
+                  f"of the pooled metric; dice_image_mean_ci_* of the per-image mean",
             "size": "Dice/IoU/precision/recall and HD95 are scored at each image's original size, on the masks "
                     "`flexunet infer` writes; loss and seed_metrics at the model's input size",
             "hd95": "pixels at the original size; mean over images with the class in truth or prediction; "

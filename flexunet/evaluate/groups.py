@@ -61,9 +61,10 @@ def near_copy_clusters(images: Sequence[Path]) -> list[str]:
     from scipy.sparse.csgraph import connected_components
 
     from flexunet.data.io import read_image
-    from flexunet.prepare.fingerprint import find_matches, fingerprint
+    from flexunet.prepare.fingerprint import Fingerprints, find_matches, fingerprint
 
-    prints = fingerprint([read_image(p) for p in images])
+    each = [fingerprint([read_image(p)]) for p in images]  # one decoded image in memory at a time
+    prints = Fingerprints(np.concatenate([f.spectra for f in each]), np.concatenate([f.summary for f in each]))
     matches = find_matches(prints, prints, exclude_self=True)
     links = coo_matrix(([1] * len(matches), ([m.query for m in matches], [m.ref for m in matches])),
                        shape=(len(images), len(images)))
@@ -78,5 +79,5 @@ def resampling_for(cfg: Config, section: str, pairs: Sequence[Pair], fingerprint
     found = image_resampling(stems, read_split_groups(split_file) if split_file else None, str(split_file))
     if found.unit == UNIT_GROUPS or not fingerprints or len(pairs) > MAX_FINGERPRINTED:
         return found
-    return resampling_from_labels(near_copy_clusters([p.image for p in pairs]),
-                                  "file names and the doctor's near-copy fingerprints (renamed flips, rotations, crops)")
+    source = "file names and the doctor's near-copy fingerprints (renamed flips, rotations, crops)"
+    return resampling_from_labels(near_copy_clusters([p.image for p in pairs]), source)

@@ -63,7 +63,8 @@ def read_training_config(state: dict[str, Any], checkpoint: str | Path) -> Train
     try:
         trained = config_from_text(str(state["config"]), f"{Path(checkpoint).name}:config")
     except Exception as exc:  # a checkpoint from another version: say which file, not a traceback
-        return TrainingConfig(None, False, f"{checkpoint}: its stored config does not load ({str(exc).splitlines()[0]})")
+        problem = f"{checkpoint}: its stored config does not load ({str(exc).splitlines()[0]})"
+        return TrainingConfig(None, False, problem)
     origins = stored_origins(state)
     return TrainingConfig(trained.model_copy(update={"origins": origins or {}}), origins is not None)
 

@@ -288,7 +288,8 @@ def config_differences(trained: Config, evaluation: Config) -> str:
                 origin = origin_of(evaluation, f"{name}.{key}")
                 rows.append(f'<tr data-key="{e(name)}.{e(key)}"><td class="name">[{e(name)}] {e(key)}</td>'
                             f'<td class="name"><code>{e(repr(before.get(key)))}</code></td>'
-                            f'<td class="name"><code>{e(repr(value))}</code></td><td class="name">{e(origin)}</td></tr>')
+                            f'<td class="name"><code>{e(repr(value))}</code></td>'
+                            f'<td class="name">{e(origin)}</td></tr>')
     if not rows:
         return "<p>The evaluation's config holds the same values as the training config.</p>"
     return ('<table id="config-differences"><tr><th class="name">key</th><th class="name">trained with</th>'
@@ -297,10 +298,12 @@ def config_differences(trained: Config, evaluation: Config) -> str:
 
 def provenance_sections(data: ReportData) -> str:
     """The config the checkpoint was trained with, then the evaluation's settings, each value with its origin."""
-    legend = ('<p>Where each value came from: <span class="origin-file">file</span>, <span class="origin-command">command '
-              'line</span> (--set) or <span class="origin-default">default</span>.</p>')
+    legend = ('<p>Where each value came from: <span class="origin-file">file</span>, '
+              '<span class="origin-command">command line</span> (--set) or '
+              '<span class="origin-default">default</span>.</p>')
     evaluation = (f'<p>[{e(data.section)}] evaluated with checkpoint {e(data.checkpoint or "(model passed in code)")}.'
-                  f'</p>{legend}<details><summary>the evaluation\'s whole config</summary>{config_tables(data.cfg)}</details>')
+                  f'</p>{legend}<details><summary>the evaluation\'s whole config</summary>'
+                  f'{config_tables(data.cfg)}</details>')
     training = data.training
     if training is None or training.cfg is None:
         why = training.problem if training is not None else "the model was passed in code, not read from a checkpoint"
@@ -321,7 +324,8 @@ def interval_sentence(data: ReportData) -> str:
     unit, count = (r.unit, r.count) if r is not None else ("images", data.images)
     grouped = r is not None and r.unit == UNIT_GROUPS
     source = f"; groups from the {e(r.source)}" if grouped else ""
-    why = ". The flips and rotations of one source are drawn together: they are not independent images" if grouped else ""
+    why = ". The flips and rotations of one source are drawn together: they are not independent images"
+    why = why if grouped else ""
     return (f'<span id="interval-unit" data-unit="{e(unit)}" data-count="{e(count)}">95% bootstrap interval over '
             f'{e(count)} {e(unit)}</span> ({e(data.resamples)} resamples, seed {e(data.seed)}{source}){why}')
 
