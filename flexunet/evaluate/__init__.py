@@ -10,16 +10,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flexunet.config.load import config_from_text
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import make_dataset, pairs_for
 from flexunet.errors import CheckpointError
+from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
+from flexunet.evaluate.provenance import TrainingConfig, provenance_record, read_training_config
 from flexunet.infer.predict import for_inference, forward_probs, probs_to_labels, resize_probs, to_input
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
-from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_image_mean
+from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
 from flexunet.models import build_model
 from flexunet.train.checkpoint import load_checkpoint, load_weights
@@ -56,13 +57,18 @@ def load_trained_model(checkpoint: Path, device: torch.device, cfg: Config | Non
     """The model stored in a checkpoint, built from the config inside it (or `cfg` when given), in eval mode."""
     state = load_checkpoint(checkpoint, device)
     if cfg is None:
-        try:
-            cfg = config_from_text(str(state["config"]), f"{Path(checkpoint).name}:config")
-        except Exception as exc:  # a checkpoint from another version: say which file, not a traceback
-            raise CheckpointError(f"{checkpoint}: its stored config does not load ({str(exc).splitlines()[0]})") from None
+        training = read_training_config(state, checkpoint)
+        if training.cfg is None:
+            raise CheckpointError(training.problem)
+        cfg = training.cfg
+    return model_from_state(state, Path(checkpoint), cfg, device), cfg
+
+
+def model_from_state(state: dict, checkpoint: Path, cfg: Config, device: torch.device) -> nn.Module:
+    """`cfg`'s model with the checkpoint's weights, on `device`, in eval mode."""
     model = build_model(cfg.model)
-    load_weights(model, state, Path(checkpoint))
-    return model.to(device).eval(), cfg
+    load_weights(model, state, checkpoint)
+    return model.to(device).eval()
 
 
 def class_names(cfg: Config) -> list[str]:
@@ -180,17 +186,18 @@ def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device:
 
 def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-              diagonals: Tensor | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
+              diagonals: Tensor | None = None,
+              groups: Tensor | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Per-class dataset-level metrics with bootstrap 95% CIs and per-image means (background excluded), and one
     row per image. With `hd95` (N, K-1): its mean (a one-sided miss counted as that image's diagonal, `diagonals`,
-    by default the model input's) and CI too."""
+    by default the model input's) and CI too. With `groups` (N,) the bootstrap resamples those groups of images."""
     fg = per_image.foreground()
     total = fg.total()
     per_class = {}
     rows = [{"image": n} for n in names]
     for metric, fn in HONEST_METRICS.items():
         dataset_level, image_level = fn(total), fn(fg)  # (K,), (N, K)
-        ci = bootstrap_counts_metric(fg, fn, resamples, seed) if resamples else None
+        ci = bootstrap_counts_metric(fg, fn, resamples, seed, groups=groups) if resamples else None
         for k, cls in enumerate(class_names(cfg)):
             entry = per_class.setdefault(cls, {})
             entry[metric] = float(dataset_level[k])
@@ -199,16 +206,19 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             entry[f"{metric}_image_mean"] = float(nanmean(image_level[:, k]))
             for row, value in zip(rows, image_level[:, k].tolist()):
                 row[f"{metric}_{cls}"] = value
+    mean_ci = bootstrap_mean(dice(fg), resamples, seed, groups=groups) if resamples else None  # of the per-image mean
     for k, cls in enumerate(class_names(cfg)):
         per_class[cls]["images_with_class"] = int(((fg.tp[:, k] + fg.fn[:, k]) > 0).sum())
+        if mean_ci is not None:
+            per_class[cls]["dice_image_mean_ci_low"] = float(mean_ci.low[k])
+            per_class[cls]["dice_image_mean_ci_high"] = float(mean_ci.high[k])
     if hd95 is not None:
         if diagonals is None:
             diagonals = torch.full((hd95.shape[0],), math.hypot(cfg.model.image_width, cfg.model.image_height))
         worst = diagonals.to(hd95.dtype)[:, None]  # (N, 1): each image's own diagonal
         mean = mean_hd95(hd95, worst)
-        # the bootstrap resamples images: replace the infinite values first, so each keeps its own diagonal
-        ci = (bootstrap_image_mean(one_sided_as(hd95, worst), lambda v: v.nanmean(dim=-2), resamples, seed)
-              if resamples else None)
+        # replace the infinite values before resampling, so each image keeps its own diagonal
+        ci = bootstrap_mean(one_sided_as(hd95, worst), resamples, seed, groups=groups) if resamples else None
         for k, cls in enumerate(class_names(cfg)):
             entry = per_class[cls]
             entry["hd95"] = float(mean[k])
@@ -230,10 +240,16 @@ def loss_name(cfg: Config) -> str:
     return canonical_loss_name(cfg.model.loss or default_loss_name(cfg.model))
 
 
+def bootstrap_record(resampling: Resampling) -> dict[str, object]:
+    """metrics.json's "bootstrap": what was resampled (source groups or images), how many, and from where."""
+    return {**resampling.to_dict(), "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95}
+
+
 def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, float],
-                  per_class: dict[str, dict[str, float]], rows: list[dict], extra: dict | None = None) -> tuple[Path, ...]:
+                  per_class: dict[str, dict[str, float]], rows: list[dict], extra: dict | None = None,
+                  resampling: Resampling | None = None) -> tuple[Path, ...]:
     """evaluation.csv (seed format: `<loss>,<value>` then `<metrics[0]>,<value>`), per_image.csv, per_class.csv,
-    metrics.json (with `extra` entries added)."""
+    metrics.json (with `extra` entries added). `resampling` says what the intervals resampled (images if None)."""
     result_dir.mkdir(parents=True, exist_ok=True)
     name = loss_name(cfg)
     seed_lines = [f"{name},{loss:.4f}"] + [f"{metric},{value:.4f}" for metric, value in list(seed.items())[:1]]
@@ -244,7 +260,9 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     columns = ["dice", "iou", "precision", "recall", "dice_image_mean", "iou_image_mean", "images_with_class"]
     added = [f"{m}_ci_{end}" for m in ("dice", "iou", "precision", "recall") for end in ("low", "high")]
     added += ["hd95", "hd95_ci_low", "hd95_ci_high", "hd95_one_sided"]
+    added += ["dice_image_mean_ci_low", "dice_image_mean_ci_high"]
     columns += [c for c in added if per_class and c in next(iter(per_class.values()))]  # appended: old readers keep working
+    unit = f"{resampling.count} {resampling.unit}" if resampling else "images"
     lines = ["class," + ",".join(columns)] + [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
     atomic_write_text(files[2], "\n".join(lines) + "\n")
     atomic_write_text(files[3], json.dumps(_json_safe({
@@ -252,7 +270,8 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
         "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background", **seed},
         "images": len(rows),
         "notes": {
-            "ci": f"95% percentile bootstrap over images ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) of the pooled metric",
+            "ci": f"95% percentile bootstrap over {unit} ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) "
+                  f"of the pooled metric; dice_image_mean_ci_* of the per-image mean",
             "size": "Dice/IoU/precision/recall and HD95 are scored at each image's original size, on the masks "
                     "`flexunet infer` writes; loss and seed_metrics at the model's input size",
             "hd95": "pixels at the original size; mean over images with the class in truth or prediction; "
@@ -286,16 +305,20 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
     torch_device = choose_device(device)
     checkpoint = run.checkpoint(checkpoint)
-    model = for_inference(load_trained_model(checkpoint, torch_device, cfg)[0], torch_device)
-    return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report)
+    state = load_checkpoint(checkpoint, torch_device)
+    model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
+    return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
+                        read_training_config(state, checkpoint))
 
 
 def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str = "", quiet: bool = False,
-                 tta: bool | None = None, doctor: Path | None = None, examples: int = 4, report: bool = True) -> EvalResult:
+                 tta: bool | None = None, doctor: Path | None = None, examples: int = 4, report: bool = True,
+                 training: TrainingConfig | None = None) -> EvalResult:
     """Evaluate `model` on [test] (or [valid]) and write the CSVs, metrics.json and, with `report`, report.html.
 
     The page shows the `examples` worst and best images, and the leakage verdict from the `doctor` JSON, a
-    doctor*.json in eval_dir, or a doctor run on small datasets.
+    doctor*.json in eval_dir, or a doctor run on small datasets. `training` is the config the checkpoint was trained
+    with, shown apart from `cfg` (the evaluation's); None when the model was not read from a checkpoint.
     """
     from flexunet.evaluate.report import ReportData, read_history, write_report
 
@@ -304,16 +327,21 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         section = "valid"
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
+    tta = cfg.eval.tta if tta is None else tta
+    pairs = pairs_for(cfg, section)
     with progress_bars(quiet) as progress:
-        n = len(pairs_for(cfg, section))
-        bar = Bar(progress, f"evaluating {section}", n)
-        ev = evaluate_details(model, cfg, section, None, cfg.eval.tta if tta is None else tta, bar,
+        bar = Bar(progress, f"evaluating {section}", len(pairs))
+        ev = evaluate_details(model, cfg, section, None, tta, bar,
                               hd95=True, examples=examples if report else 0)
-    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals)
+    resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
+    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups)
     leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report)
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
-                                                           "source": leaks.source}})
+                                                           "source": leaks.source},
+                           "tta": tta, "bootstrap": bootstrap_record(resampling),
+                           "provenance": provenance_record(training, cfg)},
+                          resampling)
     if report:
         curve_pngs = tuple(p.read_bytes() for p in (eval_dir / "train_losses.png", eval_dir / "train_metrics.png")
                            if p.is_file())
@@ -322,6 +350,6 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                           ev.confusion if cfg.model.num_classes > 1 else None, ev.worst,
                           [x for x in ev.best if x.name not in {w.name for w in ev.worst}], leaks,  # small splits: no repeats
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
-                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)
+                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training)
         files += (write_report(eval_dir / "report.html", data),)
     return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks)

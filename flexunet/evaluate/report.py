@@ -20,7 +20,9 @@ import numpy as np
 from torch import Tensor
 
 from flexunet.config.schema import SECTIONS, Config
+from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
+from flexunet.evaluate.provenance import TrainingConfig, origin_of
 from flexunet.infer.predict import overlay, overlay_colours
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
@@ -87,6 +89,8 @@ class ReportData:
     files: tuple[str, ...]
     resamples: int
     seed: int
+    resampling: Resampling | None = None  # what the bootstrap drew: source groups or images (None: images)
+    training: TrainingConfig | None = None  # the checkpoint's config; None when the model was passed in code
 
 
 def e(value: object) -> str:
@@ -256,7 +260,7 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
                   for m in ("dice", "iou", "precision", "recall")]
         cells.append(f'<td data-metric="hd95" data-value="{e(fmt(v.get("hd95", math.nan), 2))}">{_with_ci(v, "hd95", 2)}</td>')
         cells.append(f'<td>{e(v.get("hd95_one_sided", "n/a"))}</td>')
-        cells.append(f'<td>{e(fmt(v.get("dice_image_mean", math.nan)))}</td>')
+        cells.append(f'<td data-metric="dice_image_mean">{_with_ci(v, "dice_image_mean")}</td>')
         rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
     return f'<table id="per-class">{head}{"".join(rows)}</table>'
 
@@ -297,13 +301,14 @@ def examples_table(examples: Sequence, cfg: Config, table_id: str) -> str:
             f'<th class="name">image | truth | prediction | errors</th></tr>{"".join(rows)}</table>')
 
 
-def config_tables(cfg: Config) -> str:
-    """Each section's keys set by the user (file or --set) in a table, its defaults folded below it."""
+def config_tables(cfg: Config, origins_recorded: bool = True) -> str:
+    """Each section's keys set by the user (file or --set) in a table, its defaults folded below it. Without
+    `origins_recorded` (a checkpoint older than origins) every value is shown, its origin "not recorded"."""
     parts = []
     for name in SECTIONS:
         rows: dict[bool, list[str]] = {True: [], False: []}
         for key, value in getattr(cfg, name).model_dump().items():
-            origin = cfg.origins.get(f"{name}.{key}", "default")
+            origin = origin_of(cfg, f"{name}.{key}", origins_recorded)
             css = {"file": "origin-file", "command line": "origin-command"}.get(origin, "origin-default")
             rows[origin != "default"].append(
                 f'<tr><td class="name">{e(key)}</td><td class="name"><code>{e(repr(value))}</code></td>'
@@ -318,6 +323,58 @@ def config_tables(cfg: Config) -> str:
             parts.append(f"<details><summary>[{e(name)}]: all {e(len(rows[False]))} keys at their defaults</summary>"
                          f'<table class="config" data-section="{e(name)}">{head}{"".join(rows[False])}</table></details>')
     return "".join(parts)
+
+
+def config_differences(trained: Config, evaluation: Config) -> str:
+    """The keys whose evaluation value differs from the training value, with where the evaluation's came from."""
+    rows = []
+    for name in SECTIONS:
+        before, now = getattr(trained, name).model_dump(), getattr(evaluation, name).model_dump()
+        for key, value in now.items():
+            if before.get(key) != value:
+                origin = origin_of(evaluation, f"{name}.{key}")
+                rows.append(f'<tr data-key="{e(name)}.{e(key)}"><td class="name">[{e(name)}] {e(key)}</td>'
+                            f'<td class="name"><code>{e(repr(before.get(key)))}</code></td>'
+                            f'<td class="name"><code>{e(repr(value))}</code></td>'
+                            f'<td class="name">{e(origin)}</td></tr>')
+    if not rows:
+        return "<p>The evaluation's config holds the same values as the training config.</p>"
+    return ('<table id="config-differences"><tr><th class="name">key</th><th class="name">trained with</th>'
+            f'<th class="name">evaluated with</th><th class="name">from</th></tr>{"".join(rows)}</table>')
+
+
+def provenance_sections(data: ReportData) -> str:
+    """The config the checkpoint was trained with, then the evaluation's settings, each value with its origin."""
+    legend = ('<p>Where each value came from: <span class="origin-file">file</span>, '
+              '<span class="origin-command">command line</span> (--set) or '
+              '<span class="origin-default">default</span>.</p>')
+    evaluation = (f'<p>[{e(data.section)}] evaluated with checkpoint {e(data.checkpoint or "(model passed in code)")}.'
+                  f'</p>{legend}<details><summary>the evaluation\'s whole config</summary>'
+                  f'{config_tables(data.cfg)}</details>')
+    training = data.training
+    if training is None or training.cfg is None:
+        why = training.problem if training is not None else "the model was passed in code, not read from a checkpoint"
+        return (f'<h2>Training config</h2><div id="training-config"><p>Not available: {e(why)}.</p></div>'
+                f'<h2>Evaluation settings</h2><div id="evaluation-config">{legend}{config_tables(data.cfg)}</div>')
+    recorded = "" if training.origins_recorded else (
+        "<p>This checkpoint predates stored origins: its values are shown, not where they came from.</p>")
+    return (f'<h2>Training config (stored in the checkpoint)</h2><div id="training-config">{legend}{recorded}'
+            f'{config_tables(training.cfg, training.origins_recorded)}</div>'
+            f'<h2>Evaluation settings</h2><div id="evaluation-config">'
+            f'<p>Keys the evaluation set differently from training:</p>{config_differences(training.cfg, data.cfg)}'
+            f'{evaluation}</div>')
+
+
+def interval_sentence(data: ReportData) -> str:
+    """What the bracketed intervals resampled: source groups (copies of one source drawn together) or images."""
+    r = data.resampling
+    unit, count = (r.unit, r.count) if r is not None else ("images", data.images)
+    grouped = r is not None and r.unit == UNIT_GROUPS
+    source = f"; groups from the {e(r.source)}" if grouped else ""
+    why = ". The flips and rotations of one source are drawn together: they are not independent images"
+    why = why if grouped else ""
+    return (f'<span id="interval-unit" data-unit="{e(unit)}" data-count="{e(count)}">95% bootstrap interval over '
+            f'{e(count)} {e(unit)}</span> ({e(data.resamples)} resamples, seed {e(data.seed)}{source}){why}')
 
 
 def leak_banner(leaks: LeakSummary, section: str) -> str:
@@ -355,8 +412,8 @@ def render_report(data: ReportData) -> str:
         "<h2>Per-class metrics (background excluded)</h2>",
         f"<p>Every metric here is scored at each image's original size, on the masks <code>flexunet infer</code> writes "
         f"(probabilities resized, then thresholded). Dice, IoU, precision and recall are pooled over all pixels of the "
-        f"split (true/false positives and false negatives summed over images). In brackets: 95% bootstrap interval over "
-        f"images ({e(data.resamples)} resamples, seed {e(data.seed)}). HD95 is the 95th-percentile symmetric boundary "
+        f"split (true/false positives and false negatives summed over images). In brackets: {interval_sentence(data)}. "
+        f"HD95 is the 95th-percentile symmetric boundary "
         f"distance in original-size pixels, averaged over images that have the class in their truth or prediction; an "
         f"image with the class in only one of them (one-sided) counts as that image's diagonal.</p>",
         per_class_table(data.per_class),
@@ -375,10 +432,7 @@ def render_report(data: ReportData) -> str:
         confusion,
         "<h2>Training curves</h2>",
         curves,
-        "<h2>Resolved config</h2>",
-        '<p>Where each value came from: <span class="origin-file">file</span>, <span class="origin-command">command line'
-        '</span> (--set) or <span class="origin-default">default</span>.</p>',
-        config_tables(cfg),
+        provenance_sections(data),
         "<h2>Files</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in data.files) + "</ul>",
         "</body></html>",
     ]

@@ -26,13 +26,22 @@ def write_split_file(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 def read_split_file(path: str | Path) -> Mapping[str, str]:
     """Image stem -> split name, from a file written by `write_split_file` (or by hand with the same header)."""
+    return {row["stem"]: row["split"] for row in _read_rows(path)}
+
+
+def read_split_groups(path: str | Path) -> Mapping[str, str]:
+    """Image stem -> source group, from the same file; empty when it has no 'group' column."""
+    return {row["stem"]: row["group"] for row in _read_rows(path) if row.get("group")}
+
+
+def _read_rows(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None or not {"stem", "split"} <= set(reader.fieldnames):
                 raise DataError(f"{path}: not a split list (expected a CSV header with 'stem' and 'split')")
-            return {row["stem"]: row["split"] for row in reader}
+            return list(reader)
     except FileNotFoundError:
         raise DataError(f"{path}: split file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:

@@ -1,4 +1,5 @@
-"""Checkpoints: weights plus the resolved config (and, in last.pt, the state needed to resume).
+"""Checkpoints: weights plus the resolved config and where each of its values came from (and, in last.pt, the state
+needed to resume).
 
 Everything saved is tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)` reads it: a
 checkpoint is data, never code.
@@ -12,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from flexunet.config.load import config_to_ini
+from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError
 from flexunet.files import atomic_write_bytes
 
@@ -23,6 +26,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def checkpoint_config(cfg: Config) -> dict[str, Any]:
+    """The entries that say how a checkpoint was trained: "config" (the resolved config as INI text) and
+    "config_origins" ("section.key" -> "file" / "command line"; keys absent there were defaults), plain strings."""
+    return {"config": config_to_ini(cfg), "config_origins": {str(k): str(v) for k, v in cfg.origins.items()}}
+
+
+def stored_origins(state: dict[str, Any]) -> dict[str, str] | None:
+    """The checkpoint's "config_origins", or None for a checkpoint written before they were stored."""
+    origins = state.get("config_origins")
+    return {str(k): str(v) for k, v in origins.items()} if isinstance(origins, dict) else None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

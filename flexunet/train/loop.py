@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,6 @@ from torch.optim import Optimizer
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 
-from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
@@ -27,7 +27,7 @@ from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from flexunet.train.checkpoint import checkpoint_config, load_checkpoint, load_weights, save_checkpoint
 from flexunet.train.device import amp_dtype
 from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, per_rank_batch
 from flexunet.train.history import History
@@ -317,7 +317,7 @@ class TrainState:
     early: EarlyStopping
     reducer: PlateauReducer
     run: RunDir
-    config_text: str
+    config: dict[str, Any]  # checkpoint_config(cfg): the resolved config and its origins
     start_epoch: int = 0  # 0-based index of the first epoch this process runs
     best_epoch: int = 0  # numbered from 1; 0 until an epoch improves
 
@@ -337,9 +337,9 @@ class TrainState:
         weights = self.weights()
         if improved:
             self.best_epoch = epoch
-            save_checkpoint(self.run.best, {"model": weights, "config": self.config_text, "epoch": epoch, "metrics": row})
+            save_checkpoint(self.run.best, {"model": weights, **self.config, "epoch": epoch, "metrics": row})
         save_checkpoint(self.run.last, {
-            "model": weights, "config": self.config_text, "epoch": epoch, "best_epoch": self.best_epoch, "metrics": row,
+            "model": weights, **self.config, "epoch": epoch, "best_epoch": self.best_epoch, "metrics": row,
             "optimizer": self.optim.state_dict(), "early_stopping": self.early.state_dict(),
             "reducer": self.reducer.state_dict(), "rng": _rng_state(),
         })
@@ -348,7 +348,7 @@ class TrainState:
         """Weights at the moment of Ctrl-C/SIGTERM, in epoch number `epoch` (from 1); last.pt keeps the last finished
         epoch for an exact resume."""
         path = self.run.model_dir / "interrupted.pt"
-        save_checkpoint(path, {"model": self.weights(), "config": self.config_text, "epoch": epoch})
+        save_checkpoint(path, {"model": self.weights(), **self.config, "epoch": epoch})
         return path
 
 
@@ -380,7 +380,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
-    state = TrainState(model, optim, early, reducer, run, config_to_ini(cfg))
+    state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
     if resume and run.last.is_file():
         state.restore(device)
         log(f"resuming at epoch {state.start_epoch + 1} from {run.last}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -93,3 +94,37 @@ def test_summary_sentence_comes_from_the_numbers() -> None:
                                       "is cell_0007.png (Dice 0.41).")
     empty = SimpleNamespace(images=3, section="valid", worst=[], per_class={"lesion": {"dice": float("nan")}})
     assert summary_sentence(empty) == "On 3 valid images the model outlines lesion with no Dice (absent from truth and prediction)."
+def _report_data(cfg, training=None, resampling=None):
+    import numpy as np
+
+    from flexunet.evaluate.leakage import LeakSummary
+    from flexunet.evaluate.report import ReportData
+
+    return ReportData(cfg, "test", "best.pt", 260, "loss", 0.0, {}, np.zeros((0, 1)), {}, None, [], [],
+                      LeakSummary("not checked", (), ""), [], (), (), 1000, 0, resampling, training)
+
+
+def test_interval_names_the_resampled_unit() -> None:
+    from flexunet.config import config_from_dict
+    from flexunet.evaluate.groups import image_resampling
+    from flexunet.evaluate.report import interval_sentence
+
+    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}})
+    grouped = image_resampling([f"{p}cell{i}" for i in range(20) for p in ("", "flipped_", "rotated_90_")])
+    assert "over 20 source groups" in interval_sentence(_report_data(cfg, resampling=grouped))
+    assert "not independent images" in interval_sentence(_report_data(cfg, resampling=grouped))
+    assert "over 260 images</span>" in interval_sentence(_report_data(cfg))
+
+
+def test_an_old_checkpoint_shows_values_with_origin_not_recorded() -> None:
+    from flexunet.config import config_from_dict
+    from flexunet.evaluate.provenance import TrainingConfig
+    from flexunet.evaluate.report import provenance_sections
+
+    trained = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "train": {"epochs": 3}})
+    evaluated = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "train": {"epochs": 100}})
+    page = provenance_sections(_report_data(evaluated, TrainingConfig(trained.model_copy(update={"origins": {}}), False)))
+    training = page[:page.index('<div id="evaluation-config">')]
+    assert "predates stored origins" in training and "origin-default\">not recorded</td>" in training
+    assert "<td class=\"name\">epochs</td><td class=\"name\"><code>3</code>" in training
+    assert re.search(r'data-key="train.epochs">.*?<code>3</code>.*?<code>100</code>.*?file', page)
