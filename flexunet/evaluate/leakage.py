@@ -58,7 +58,8 @@ def doctor_command(cfg: Config, eval_dir: Path) -> str:
         section, _, name = key.partition(".")
         if origin == ORIGIN_CLI and (section in DATA_SECTIONS or key == "model.num_classes"):
             value = getattr(getattr(cfg, section), name)
-            sets.append(f"--set {shlex.quote(f'{key}={value if isinstance(value, str) else value!r}')}")
+            text = value if isinstance(value, str) else repr(value)
+            sets.append(f"--set {shlex.quote(f'{key}={text}')}")
     config = shlex.quote(cfg.source) if cfg.source else "CONFIG"
     return " ".join(["flexunet doctor", config, *sets, "--json", shlex.quote(str(Path(eval_dir) / "doctor.json"))])
 
