@@ -1,4 +1,4 @@
-"""Fingerprints that survive flips, rotations, small crops and JPEG re-encoding, to find augmented copies.
+"""Fingerprints that survive flips, rotations and JPEG re-encoding (small crops only partly), to find augmented copies.
 
 An image's gradient magnitude is sampled on a polar grid around its centre (grey, square centre crop, downsampled). A rotation about the
 centre is then a circular shift along the angle axis and a flip is a reversal of it, so:
