@@ -113,7 +113,7 @@ def test_doctor_reports_leaks_pairing_and_empty_masks(tmp_path: Path) -> None:
     for i in range(6):
         _write(tmp_path / "train" / "images" / f"c{i}.png", cell(i))
         _write(tmp_path / "train" / "masks" / f"c{i}.png", mask)
-    _write(tmp_path / "valid" / "images" / "leak.jpg", jpeg(np.rot90(cell(2), 3).copy()))
+    _write(tmp_path / "valid" / "images" / "leak.jpg", jpeg(rotate(cell(2), 120)))
     _write(tmp_path / "valid" / "masks" / "leak.png", np.zeros_like(mask))  # empty mask
     _write(tmp_path / "valid" / "images" / "new.png", cell(50))
     _write(tmp_path / "valid" / "masks" / "new.png", mask)
@@ -191,7 +191,7 @@ def test_doctor_with_split_file_examines_each_splits_own_files(tmp_path: Path) -
 
 
 def test_doctor_with_split_file_finds_a_test_copy_of_a_train_image(tmp_path: Path) -> None:
-    images = {stem: cell(i) for i, stem in enumerate(DISJOINT)} | {"t_copy": jpeg(cell(0)[:, ::-1].copy())}
+    images = {stem: cell(i) for i, stem in enumerate(DISJOINT)} | {"t_copy": jpeg(rotate(cell(0), 120))}
     pool = _pool(tmp_path / "pool", images)
     (pool / "b" / "images" / "t_same.png").write_bytes((pool / "a" / "images" / "c1.png").read_bytes())
     (pool / "b" / "masks" / "t_same.png").write_bytes((pool / "a" / "masks" / "c1.png").read_bytes())
