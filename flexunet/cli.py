@@ -311,13 +311,17 @@ def stats(dataset: Annotated[Path, typer.Argument(help="Folder with <split>/imag
 def doctor(target: Annotated[Path, typer.Argument(help="A dataset folder or a config file.", show_default=False)],
            json_out: Annotated[Optional[Path], typer.Option("--json", help="Report file (default: doctor-<name>.json here).")] = None,
            threshold: Annotated[Optional[float], typer.Option(help="Near-duplicate score threshold (0-1).")] = None,
-           strict: Annotated[bool, typer.Option(help="Exit non-zero when any image is shared across splits.")] = False) -> None:
-    """Find pairing, decoding, mask and split problems, including augmented copies of one image in two splits."""
+           strict: Annotated[bool, typer.Option(help="Exit non-zero when any image is shared across splits.")] = False,
+           set_: SetOpt = None) -> None:
+    """Find pairing, decoding, mask and split problems, including augmented copies of one image in two splits.
+
+    With a config, each split is the files training and evaluation use: folders or patterns, kept to split_file.
+    """
     from flexunet.prepare.doctor import doctor as run_doctor
     from flexunet.prepare.doctor import format_report
     from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD
 
-    report = run_doctor(target, threshold if threshold is not None else DEFAULT_THRESHOLD)
+    report = run_doctor(target, threshold if threshold is not None else DEFAULT_THRESHOLD, overrides=set_ or ())
     for line in format_report(report):
         say(line)
     say(f"report: {report.write_json(json_out or Path(f'doctor-{target.resolve().stem}.json'))}")

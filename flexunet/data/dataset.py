@@ -13,7 +13,7 @@ from flexunet.data.io import read_image, read_mask, resize_image, resize_labels
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, pair_files
 from flexunet.errors import ConfigError, DataError
-from flexunet.prepare.split_file import read_split_file
+from flexunet.prepare.split_file import split_stems
 
 
 def mask_decoding(cfg: Config) -> MaskDecoding:
@@ -104,8 +104,8 @@ def pairs_for(cfg: Config, section: str) -> list[Pair]:
         raise ConfigError(f"{data.where(missing)}: required for this step (a folder, or a pattern like train/*/images/)")
     pairs = pair_files(data.images_dir, data.masks_dir, cfg.mask.mask_suffix, cfg.mask.mask_file_format)
     if data.split_file:
-        wanted = read_split_file(data.split_file)
-        pairs = [p for p in pairs if wanted.get(p.stem) == section]
+        wanted = split_stems(data.split_file, section)
+        pairs = [p for p in pairs if p.stem in wanted]
         if not pairs:
             raise DataError(f"{data.split_file}: no stem listed for split '{section}' is in {data.images_dir}")
     return pairs

@@ -69,6 +69,51 @@ def list_image_files(pattern: str, what: str = "images_dir") -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class PairMatch:
+    """Every file found: pairs matched by stem, files without a partner, and stems found twice (one line each)."""
+
+    pairs: tuple[Pair, ...]
+    images_without_mask: tuple[Path, ...]
+    masks_without_image: tuple[tuple[str, Path], ...]  # (stem without mask_suffix, mask file)
+    duplicates: tuple[str, ...]
+
+
+def match_pairs(image_dirs: list[tuple[tuple[str, ...], Path]], mask_dirs: list[tuple[tuple[str, ...], Path]],
+                mask_suffix: str = "", mask_extension: str | None = None) -> PairMatch:
+    """Pair the images of `expand_dirs` folders with the masks of the same stem, keeping every file without a partner.
+
+    `pair_files` (training) stops at the first problem; `doctor` and `stats` list them all.
+    """
+    # Folders pair by what their wildcards matched; without matching wildcards, every folder is one pool.
+    same_shape = bool(image_dirs and mask_dirs) and len(image_dirs[0][0]) == len(mask_dirs[0][0])
+    mask_exts = (mask_extension.lower(),) if mask_extension else IMAGE_EXTENSIONS
+    masks: dict[tuple[tuple[str, ...], str], Path] = {}
+    duplicates = []
+    for key, folder in mask_dirs:
+        for path in list_images(folder, mask_exts):
+            stem = path.stem.removesuffix(mask_suffix) if mask_suffix else path.stem
+            slot = (key if same_shape else (), stem)
+            if slot in masks:
+                duplicates.append(f"{path}: two masks for stem '{stem}' ({masks[slot].name} and {path.name})")
+                continue
+            masks[slot] = path
+    pairs, lonely = [], []
+    used: set[tuple[tuple[str, ...], str]] = set()
+    for key, folder in image_dirs:
+        for path in list_images(folder):
+            slot = (key if same_shape else (), path.stem)
+            if slot in used:
+                duplicates.append(f"{path}: two images with stem '{path.stem}'")
+            elif slot not in masks:
+                lonely.append(path)
+            else:
+                used.add(slot)
+                pairs.append(Pair(path, masks[slot]))
+    unused = tuple((slot[1], m) for slot, m in masks.items() if slot not in used)
+    return PairMatch(tuple(pairs), tuple(lonely), unused, tuple(duplicates))
+
+
 def pair_files(
     images_dir: str, masks_dir: str, mask_suffix: str = "", mask_extension: str | None = None
 ) -> list[Pair]:
@@ -82,35 +127,14 @@ def pair_files(
         raise DataError(f"images_dir {images_dir}: no such folder")
     if not mask_dirs:
         raise DataError(f"masks_dir {masks_dir}: no such folder")
-    # Folders pair by what their wildcards matched; without matching wildcards, every folder is one pool.
-    same_shape = len(image_dirs[0][0]) == len(mask_dirs[0][0])
-    mask_exts = (mask_extension.lower(),) if mask_extension else IMAGE_EXTENSIONS
-    masks: dict[tuple[tuple[str, ...], str], Path] = {}
-    for key, folder in mask_dirs:
-        for path in list_images(folder, mask_exts):
-            stem = path.stem
-            if mask_suffix and stem.endswith(mask_suffix):
-                stem = stem[: -len(mask_suffix)]
-            slot = (key if same_shape else (), stem)
-            if slot in masks:
-                raise DataError(f"{path}: two masks for stem '{stem}' ({masks[slot].name} and {path.name})")
-            masks[slot] = path
-    pairs, unpaired = [], []
-    used: set[tuple[tuple[str, ...], str]] = set()
-    for key, folder in image_dirs:
-        for path in list_images(folder):
-            slot = (key if same_shape else (), path.stem)
-            if slot in used:
-                raise DataError(f"{path}: two images with stem '{path.stem}'")
-            if slot not in masks:
-                unpaired.append(f"{path}: no mask with stem '{path.stem}{mask_suffix}' in {masks_dir}")
-                continue
-            used.add(slot)
-            pairs.append(Pair(path, masks[slot]))
-    unpaired += [f"{m}: no image with stem '{slot[1]}' in {images_dir}" for slot, m in masks.items() if slot not in used]
+    found = match_pairs(image_dirs, mask_dirs, mask_suffix, mask_extension)
+    if found.duplicates:
+        raise DataError(found.duplicates[0])
+    unpaired = [f"{path}: no mask with stem '{path.stem}{mask_suffix}' in {masks_dir}" for path in found.images_without_mask]
+    unpaired += [f"{m}: no image with stem '{stem}' in {images_dir}" for stem, m in found.masks_without_image]
     if unpaired:
         more = f" (and {len(unpaired) - 1} more unpaired files)" if len(unpaired) > 1 else ""
         raise DataError(unpaired[0] + more)
-    if not pairs:
+    if not found.pairs:
         raise DataError(f"images_dir {images_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}, any case)")
-    return pairs
+    return list(found.pairs)

@@ -6,22 +6,24 @@ train and test make a test score measure memorisation. The seed made such splits
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from flexunet.config.load import load_config
+from flexunet.config.schema import Config
 from flexunet.data.io import read_image
 from flexunet.data.masks import RGB
-from flexunet.errors import DataError
+from flexunet.errors import ConfigError, DataError
 from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, Fingerprints, find_matches, fingerprint
-from flexunet.prepare.layout import SplitDirs, find_splits, splits_from_config
-from flexunet.prepare.stats import DatasetStats, dataset_stats
+from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, splits_from_config
+from flexunet.prepare.stats import DatasetStats, SplitStats, dataset_stats, same_file
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,15 @@ class NearDuplicate:
     match_split: str
     score: float
     more: int
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """One file that two splits both use (a folder named twice, or a split list missing from a section)."""
+
+    image: str
+    split: str
+    match_split: str
 
 
 @dataclass(frozen=True)
@@ -56,10 +67,11 @@ class DoctorReport:
     threshold: float
     seconds: float
     notes: tuple[str, ...] = field(default=())
+    shared: tuple[SharedFile, ...] = field(default=())
 
     @property
     def leaks(self) -> bool:
-        return bool(self.near_duplicates or self.stats.duplicates)
+        return bool(self.near_duplicates or self.stats.duplicates or self.shared)
 
     @property
     def problems(self) -> list[str]:
@@ -72,9 +84,12 @@ class DoctorReport:
         for s in self.stats.splits:
             if s.empty_masks:
                 out.append(f"{s.empty_masks[0]}: mask has no foreground (and {len(s.empty_masks) - 1} more in {s.name})")
+        totals = {s.name: len(s.files.images) for s in self.stats.splits}
+        for (split, earlier), n in Counter((d.split, d.match_split) for d in self.shared).items():
+            out.append(f"{split}: {n} of {totals[split]} images are the same files as in {earlier} "
+                       f"(both sections name them: check images_dir and split_file)")
         for (split, earlier), n in Counter((d.split, d.match_split) for d in self.near_duplicates).items():
-            total = next(len(s.files.images) for s in self.stats.splits if s.name == split)
-            out.append(f"{split}: {n} of {total} images are near-copies of images in {earlier}")
+            out.append(f"{split}: {n} of {totals[split]} images are near-copies of images in {earlier}")
         return out
 
     def to_dict(self) -> dict[str, object]:
@@ -83,7 +98,8 @@ class DoctorReport:
             "seconds": round(self.seconds, 2),
             "threshold": self.threshold,
             "rgb_map": {str(k): v for k, v in (self.stats.rgb_map or {}).items()} or None,
-            "splits": {s.name: {"pairs": len(s.files.pairs), "images_without_mask": [str(p) for p in s.files.images_without_mask],
+            "splits": {s.name: {"pairs": len(s.files.pairs), "images_digest": images_digest(s.files),
+                                "images_without_mask": [str(p) for p in s.files.images_without_mask],
                                 "masks_without_image": [str(p) for p in s.files.masks_without_image],
                                 "empty_masks": [str(p) for p in s.empty_masks],
                                 "class_fractions": [round(f, 6) for f in s.class_fractions]}
@@ -92,6 +108,7 @@ class DoctorReport:
             "image_kinds": self.census.kinds,
             "exact_duplicates": [[str(a), str(b)] for a, b in self.stats.duplicates],
             "near_duplicates": [asdict(d) for d in self.near_duplicates],
+            "shared_files": [asdict(d) for d in self.shared],
             "problems": self.problems,
             "notes": list(self.notes),
             "leaks": self.leaks,
@@ -101,6 +118,12 @@ class DoctorReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=1))
         return path
+
+
+def images_digest(files: SplitFiles | list[Path]) -> str:
+    """SHA-1 of a split's sorted image file names: tells whether a saved report describes the files evaluated."""
+    paths = files.images if isinstance(files, SplitFiles) else files
+    return hashlib.sha1("\n".join(sorted(p.name for p in paths)).encode()).hexdigest()
 
 
 def _top(counts: Mapping[str, int], n: int = 4) -> str:
@@ -139,6 +162,7 @@ def find_leaks(decoded: dict[str, tuple[list[Path], list[np.ndarray]]], threshol
     """For each image and each earlier split (train first), its best match there when one scores >= threshold.
 
     Earlier splits are searched one at a time, so a test image copied in both train and valid is reported twice.
+    A file that two splits both use is not a copy of itself (`shared_files` reports it).
     """
     names = list(decoded)
     prints: dict[str, Fingerprints] = {n: fingerprint(decoded[n][1]) for n in names}
@@ -147,7 +171,8 @@ def find_leaks(decoded: dict[str, tuple[list[Path], list[np.ndarray]]], threshol
         for earlier in names[:k]:
             best: dict[int, list] = {}
             for m in find_matches(prints[name], prints[earlier], threshold):
-                best.setdefault(m.query, []).append(m)
+                if not same_file(decoded[name][0][m.query], decoded[earlier][0][m.ref]):
+                    best.setdefault(m.query, []).append(m)
             for i, matches in sorted(best.items()):
                 top = max(matches, key=lambda m: m.score)
                 out.append(NearDuplicate(str(decoded[name][0][i]), name, str(decoded[earlier][0][top.ref]), earlier,
@@ -155,31 +180,51 @@ def find_leaks(decoded: dict[str, tuple[list[Path], list[np.ndarray]]], threshol
     return out
 
 
+def shared_files(splits: tuple[SplitStats, ...]) -> list[SharedFile]:
+    """Files of each split that an earlier split (train first) also uses."""
+    out = []
+    for k, split in enumerate(splits):
+        for earlier in splits[:k]:
+            theirs = {p.resolve() for p in earlier.files.images}
+            out += [SharedFile(str(p), split.name, earlier.name) for p in split.files.images if p.resolve() in theirs]
+    return out
+
+
 def doctor(target: Path, threshold: float = DEFAULT_THRESHOLD, rgb_map: Mapping[RGB, int] | None = None,
-           mask_suffix: str = "", tolerance: float = 40.0) -> DoctorReport:
+           mask_suffix: str = "", tolerance: float = 40.0, overrides: Sequence[str] = ()) -> DoctorReport:
     """Examine a dataset folder (`<split>/{images,masks}`) or the splits named by a config file.
 
-    With a config, its [mask] rgb_map, mask_suffix and color_tolerance are used; otherwise binary masks are
-    recognised as grey and colour masks get their frequent colours as classes.
+    A config file is read with its `--set` style `overrides` and examined by `doctor_config`. For a folder, binary
+    masks are recognised as grey and colour masks get their frequent colours as classes unless `rgb_map` is given.
     """
-    start = time.perf_counter()
     target = Path(target)
-    splits: list[SplitDirs]
-    notes = []
     if target.is_file():
-        cfg = load_config(target)
-        splits = splits_from_config(cfg)
-        mask_suffix, tolerance = cfg.mask.mask_suffix, cfg.mask.color_tolerance
-        rgb_map = None if cfg.model.num_classes == 1 else cfg.rgb_map
-        notes += list(cfg.notes)
-    else:
-        splits = find_splits(target)
-    stats = dataset_stats(target, rgb_map, mask_suffix, tolerance, splits=splits)
+        return doctor_config(load_config(target, overrides), threshold)
+    if overrides:
+        raise ConfigError(f"{target}: --set needs a config file; this is a folder")
+    return _examine(str(target), find_splits(target), threshold, rgb_map, mask_suffix, tolerance)
+
+
+def doctor_config(cfg: Config, threshold: float = DEFAULT_THRESHOLD) -> DoctorReport:
+    """Examine the files each of [train], [valid] and [test] really uses: their folders or folder patterns, kept to
+    the stems their `split_file` lists, paired as training pairs them; [mask] says how masks are read."""
+    rgb_map = None if cfg.model.num_classes == 1 else cfg.rgb_map
+    return _examine(cfg.source or "<config>", splits_from_config(cfg), threshold, rgb_map, cfg.mask.mask_suffix,
+                    cfg.mask.color_tolerance, cfg.mask.mask_file_format, cfg.notes)
+
+
+def _examine(target: str, splits: list[SplitDirs], threshold: float, rgb_map: Mapping[RGB, int] | None,
+             mask_suffix: str, tolerance: float, mask_extension: str | None = None,
+             notes: tuple[str, ...] = ()) -> DoctorReport:
+    start = time.perf_counter()
+    stats = dataset_stats(Path(target), rgb_map, mask_suffix, tolerance, splits=splits, mask_extension=mask_extension)
+    notes = list(notes)
     if rgb_map is None and stats.rgb_map is not None:
         notes.append(f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
     census, decoded = census_images(stats)
     leaks = find_leaks(decoded, threshold) if len(decoded) > 1 else []
-    return DoctorReport(str(target), stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes))
+    return DoctorReport(target, stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes),
+                        tuple(shared_files(stats.splits)))
 
 
 def format_report(report: DoctorReport, limit: int = 20) -> list[str]:

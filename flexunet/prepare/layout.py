@@ -9,19 +9,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flexunet.config.schema import Config
-from flexunet.data.pairing import Pair, expand_dirs, list_images
+from flexunet.data.pairing import Pair, expand_dirs, match_pairs
 from flexunet.errors import DataError
+from flexunet.prepare.split_file import split_stems
 
 SPLIT_ORDER = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
 class SplitDirs:
-    """Where one split's images and masks live (folders or folder patterns such as `train/*/images`)."""
+    """Where one split's images and masks live (folders or folder patterns such as `train/*/images`).
+
+    With a `split_file`, only the stems it lists for `name` belong to the split, as in training.
+    """
 
     name: str
     images: str
     masks: str
+    split_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class SplitFiles:
     pairs: tuple[Pair, ...]
     images_without_mask: tuple[Path, ...]
     masks_without_image: tuple[Path, ...]
+    problems: tuple[str, ...] = ()  # stems found twice, a split list that keeps nothing
 
     @property
     def images(self) -> list[Path]:
@@ -62,25 +68,23 @@ def splits_from_config(cfg: Config) -> list[SplitDirs]:
     for name in SPLIT_ORDER:
         section = getattr(cfg, name)
         if section.images_dir:
-            out.append(SplitDirs(name, section.images_dir, section.masks_dir or ""))
+            out.append(SplitDirs(name, section.images_dir, section.masks_dir or "", section.split_file))
     if not out:
         raise DataError(f"{cfg.source}: no [train], [valid] or [test] images_dir to examine")
     return out
 
 
-def scan_split(split: SplitDirs, mask_suffix: str = "") -> SplitFiles:
-    """Pair images and masks of one split by stem, keeping every unpaired file (a missing mask folder: all)."""
-    images = [f for _, d in expand_dirs(split.images) for f in list_images(d)]
-    masks: dict[str, Path] = {}
-    for _, folder in expand_dirs(split.masks) if split.masks else []:
-        for path in list_images(folder):
-            stem = path.stem.removesuffix(mask_suffix) if mask_suffix else path.stem
-            masks.setdefault(stem, path)
-    pairs, lonely = [], []
-    for image in images:
-        mask = masks.pop(image.stem, None)
-        if mask is None:
-            lonely.append(image)
-        else:
-            pairs.append(Pair(image, mask))
-    return SplitFiles(split.name, tuple(pairs), tuple(lonely), tuple(sorted(masks.values())))
+def scan_split(split: SplitDirs, mask_suffix: str = "", mask_extension: str | None = None) -> SplitFiles:
+    """Pair images and masks of one split as training does, keeping every unpaired file (a missing mask folder: all)."""
+    found = match_pairs(expand_dirs(split.images), expand_dirs(split.masks) if split.masks else [], mask_suffix,
+                        mask_extension)
+    pairs, lonely, unused = found.pairs, found.images_without_mask, found.masks_without_image
+    problems = list(found.duplicates)
+    if split.split_file:
+        wanted = split_stems(split.split_file, split.name)
+        pairs = tuple(p for p in pairs if p.stem in wanted)
+        lonely = tuple(p for p in lonely if p.stem in wanted)
+        unused = tuple((stem, m) for stem, m in unused if stem in wanted)
+        if not pairs:
+            problems.append(f"{split.split_file}: no stem listed for split '{split.name}' is in {split.images}")
+    return SplitFiles(split.name, pairs, lonely, tuple(sorted(m for _, m in unused)), tuple(problems))

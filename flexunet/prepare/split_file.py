@@ -46,3 +46,8 @@ def _read_rows(path: str | Path) -> list[dict[str, str]]:
         raise DataError(f"{path}: split file not found") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read split file ({exc})") from None
+
+
+def split_stems(path: str | Path, split: str) -> frozenset[str]:
+    """The stems a split list assigns to `split`: what training, evaluation and `doctor` keep of a section's folders."""
+    return frozenset(stem for stem, name in read_split_file(path).items() if name == split)

@@ -67,7 +67,7 @@ class DatasetStats:
         for s in self.splits:
             out += [f"{p}: no mask with stem '{p.stem}'" for p in s.files.images_without_mask]
             out += [f"{p}: no image with this stem in {s.name}" for p in s.files.masks_without_image]
-            out += list(s.unreadable)
+            out += list(s.files.problems) + list(s.unreadable)
             by_colour: dict[tuple[RGB, RGB], list[UnmappedColour]] = {}
             for u in s.unmapped:  # one line per stray colour, not per mask: edge colours recur in every mask
                 by_colour.setdefault((u.colour, u.nearest), []).append(u)
@@ -80,19 +80,27 @@ class DatasetStats:
         return out
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """True when two paths name one file (links and `..` resolved)."""
+    return a == b or a.resolve() == b.resolve()
+
+
 def file_digest(path: Path) -> str:
     """SHA-1 of the file bytes: equal digests mean the same file copied, whatever its name."""
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def exact_duplicates(splits: list[SplitFiles]) -> list[tuple[Path, Path]]:
-    """Images whose bytes also occur in an earlier split: (first file seen, later copy)."""
+    """Images whose bytes also occur in an earlier split: (first file seen, later copy).
+
+    A file listed in two splits is not its own copy: `doctor` reports such shared files on their own.
+    """
     seen: dict[str, tuple[str, Path]] = {}
     out = []
     for split in splits:
         for path in split.images:
             digest = file_digest(path)
-            if digest in seen and seen[digest][0] != split.name:
+            if digest in seen and seen[digest][0] != split.name and not same_file(seen[digest][1], path):
                 out.append((seen[digest][1], path))
             seen.setdefault(digest, (split.name, path))
     return out
@@ -177,10 +185,11 @@ def _sample_masks(splits: list[SplitFiles], limit: int = 64) -> list[np.ndarray]
 
 
 def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = None, mask_suffix: str = "",
-                  tolerance: float = 40.0, splits: list[SplitDirs] | None = None) -> DatasetStats:
+                  tolerance: float = 40.0, splits: list[SplitDirs] | None = None,
+                  mask_extension: str | None = None) -> DatasetStats:
     """Statistics of a dataset folder (or of given split folders); rgb_map None: inferred from the masks."""
     dirs = splits if splits is not None else find_splits(Path(root))
-    files = [scan_split(d, mask_suffix) for d in dirs]
+    files = [scan_split(d, mask_suffix, mask_extension) for d in dirs]
     chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files))
     stats = tuple(split_stats(f, chosen, tolerance) for f in files)
     return DatasetStats(str(root or dirs[0].images), stats, chosen, tuple(exact_duplicates(files)))

@@ -3,16 +3,24 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
+import torch
+from torch import nn
 
+from flexunet.config import load_config
+from flexunet.evaluate import evaluate_run
+from flexunet.evaluate.leakage import leak_summary
 from flexunet.prepare.doctor import doctor, find_leaks
 from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, aligned_scores, find_matches, fingerprint
 from flexunet.prepare.split import source_id
-from tests.conftest import requires_shared
+from flexunet.prepare.split_file import write_split_file
+from tests.conftest import make_config, requires_shared, run_cli
 
 
 def cell(seed: int, size: int = 128) -> np.ndarray:
@@ -28,8 +36,9 @@ def cell(seed: int, size: int = 128) -> np.ndarray:
 
 
 def rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    """About the image centre, ((w - 1) / 2, (h - 1) / 2) in OpenCV's pixel coordinates; black corners."""
     h, w = image.shape[:2]
-    return cv2.warpAffine(image, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1), (w, h))  # black corners
+    return cv2.warpAffine(image, cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1), (w, h))
 
 
 def jpeg(image: np.ndarray, quality: int = 60) -> np.ndarray:
@@ -56,18 +65,33 @@ def shrink(image: np.ndarray, ratio: float = 0.85) -> np.ndarray:
 VARIANTS = {
     "rot37": lambda im: rotate(im, 37), "rot90": lambda im: np.rot90(im).copy(), "flip": lambda im: im[::-1].copy(),
     "mirror_rot200": lambda im: rotate(im[:, ::-1].copy(), 200), "jpeg50": lambda im: jpeg(im, 50),
-    "crop90": crop, "shrink85": shrink, "rot13_crop_jpeg": lambda im: jpeg(crop(rotate(im, 13), 0.92), 70),
+    "shrink85": shrink,
 }
+# Copies that still resemble their source, but below the calibrated threshold (doctor_calibration.json
+# synthetic_copies_found): the doctor misses these.
+CROPPED = {"crop90": crop, "rot13_crop_jpeg": lambda im: jpeg(crop(rotate(im, 13), 0.92), 70)}
 
 
 def test_variants_score_above_threshold_and_unrelated_below() -> None:
     base = fingerprint([cell(1)])
     variants = fingerprint([make(cell(1)) for make in VARIANTS.values()])
+    cropped = fingerprint([make(cell(1)) for make in CROPPED.values()])
     others = fingerprint([cell(100 + i) for i in range(12)])
     copies = aligned_scores(base.spectra[0], variants.spectra)
     unrelated = aligned_scores(base.spectra[0], others.spectra)
     assert copies.min() >= DEFAULT_THRESHOLD, dict(zip(VARIANTS, copies.round(3)))
+    assert aligned_scores(base.spectra[0], cropped.spectra).min() > unrelated.max() + 0.3
     assert unrelated.max() < 0.5 * DEFAULT_THRESHOLD
+
+
+def test_default_threshold_is_the_calibrated_one() -> None:
+    """The code's default is the threshold benchmarks/doctor_calibration.py chose from the score curves."""
+    result = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "doctor_calibration.json").read_text())
+    low, high = result["gap"]
+    assert DEFAULT_THRESHOLD == result["threshold"] and low < DEFAULT_THRESHOLD <= high
+    assert result["recall_leaky_pap_smear"]["recall"] == 1.0
+    assert result["false_positives_grouped_split"]["false_positive_images"] == 0
+    assert result["false_positives_fresh_demo"]["false_positive_images"] == 0
 
 
 def test_find_matches_pairs_each_copy_with_its_source() -> None:
@@ -134,3 +158,112 @@ def test_doctor_on_real_pap_smear_subset(tmp_path: Path) -> None:
     assert len(leaking & flagged) / len(leaking) >= 0.95
     assert sum(right) / len(right) >= 0.99
     assert seconds < 30
+
+
+def _pool(root: Path, images: dict[str, np.ndarray]) -> Path:
+    """All pairs in sub-folders `a/` and `b/` of one pool (read with `pool/*/images/` patterns), square masks."""
+    mask = np.zeros((128, 128), np.uint8)
+    mask[40:80, 40:80] = 255
+    for k, (stem, image) in enumerate(images.items()):
+        folder = root / ("a" if k % 2 else "b")
+        _write(folder / "images" / f"{stem}.png", image)
+        _write(folder / "masks" / f"{stem}.png", mask)
+    return root
+
+
+def _grouped_config(tmp_path: Path, pool: Path, assignment: dict[str, str]) -> Path:
+    """A config whose three sections share the pool's folder patterns and one split list, as `flexunet split` makes."""
+    split = write_split_file(tmp_path / "split.csv", [(stem, stem, name) for stem, name in assignment.items()])
+    section = {"images_dir": str(pool / "*" / "images"), "masks_dir": str(pool / "*" / "masks"), "split_file": str(split)}
+    return make_config(tmp_path, pool, {"train": section, "valid": section, "test": section})
+
+
+DISJOINT = {"c0": "train", "c1": "train", "c2": "train", "c3": "train", "c4": "valid", "c5": "test"}
+
+
+def test_doctor_with_split_file_examines_each_splits_own_files(tmp_path: Path) -> None:
+    pool = _pool(tmp_path / "pool", {stem: cell(i) for i, stem in enumerate(DISJOINT)})
+    report = doctor(_grouped_config(tmp_path, pool, DISJOINT))
+    assert {s.name: sorted(p.stem for p in s.files.images) for s in report.stats.splits} == {
+        "train": ["c0", "c1", "c2", "c3"], "valid": ["c4"], "test": ["c5"]}
+    assert not report.leaks and report.near_duplicates == () and report.stats.duplicates == () and report.shared == ()
+    assert report.problems == []
+
+
+def test_doctor_with_split_file_finds_a_test_copy_of_a_train_image(tmp_path: Path) -> None:
+    images = {stem: cell(i) for i, stem in enumerate(DISJOINT)} | {"t_copy": jpeg(rotate(cell(0), 120))}
+    pool = _pool(tmp_path / "pool", images)
+    (pool / "b" / "images" / "t_same.png").write_bytes((pool / "a" / "images" / "c1.png").read_bytes())
+    (pool / "b" / "masks" / "t_same.png").write_bytes((pool / "a" / "masks" / "c1.png").read_bytes())
+    report = doctor(_grouped_config(tmp_path, pool, DISJOINT | {"t_copy": "test", "t_same": "test"}))
+    assert {(Path(d.image).name, Path(d.match).name, d.match_split) for d in report.near_duplicates} == {
+        ("t_copy.png", "c0.png", "train"), ("t_same.png", "c1.png", "train")}
+    assert [(a.name, b.name) for a, b in report.stats.duplicates] == [("c1.png", "t_same.png")]
+    assert report.leaks and "test: 2 of 3 images are near-copies of images in train" in report.problems
+
+
+def test_a_file_named_by_two_splits_is_shared_not_its_own_copy(tmp_path: Path) -> None:
+    pool = _pool(tmp_path / "pool", {f"c{i}": cell(i) for i in range(4)})
+    same = {"images_dir": str(pool / "*" / "images"), "masks_dir": str(pool / "*" / "masks")}
+    report = doctor(make_config(tmp_path, pool, {"train": same, "valid": same, "test": same}))
+    assert report.near_duplicates == () and report.stats.duplicates == ()  # nothing matched with itself
+    assert len(report.shared) == 4 + 4 + 4 and {d.match_split for d in report.shared} == {"train", "valid"}
+    assert report.leaks and "test: 4 of 4 images are the same files as in train" in "\n".join(report.problems)
+
+
+def test_doctor_set_changes_the_folders_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(tmp_path / "pool", {stem: cell(i) for i, stem in enumerate(DISJOINT)})
+    config = _grouped_config(tmp_path, pool, DISJOINT)
+    leaky = _pool(tmp_path / "other", {"flipped_c2": cell(2)[::-1].copy()})
+    out = tmp_path / "doctor.json"
+    assert run_cli(monkeypatch, "doctor", str(config), "--strict", "--json", str(out)) == 0
+    assert json.loads(out.read_text())["splits"]["test"]["pairs"] == 1
+    code = run_cli(monkeypatch, "doctor", str(config), "--strict", "--json", str(out),
+                   "--set", f"test.images_dir={leaky / '*' / 'images'}", "--set", f"test.masks_dir={leaky / '*' / 'masks'}",
+                   "--set", "test.split_file=None")
+    saved = json.loads(out.read_text())
+    assert code == 1 and saved["leaks"] is True
+    assert [(Path(d["image"]).name, Path(d["match"]).name) for d in saved["near_duplicates"]] == [("flipped_c2.png", "c2.png")]
+
+
+class MeanBrightness(nn.Module):
+    """A stand-in model: foreground where the image is brighter than its mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))  # evaluation asks the model for its device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x[:, :1] - x[:, :1].mean()) * 40 + self.anchor
+
+
+def test_evaluate_on_a_grouped_split_shows_no_leak(tmp_path: Path) -> None:
+    pool = _pool(tmp_path / "pool", {stem: cell(i) for i, stem in enumerate(DISJOINT)})
+    cfg = load_config(_grouped_config(tmp_path, pool, DISJOINT))
+    result = evaluate_run(MeanBrightness(), cfg, tmp_path / "eval")
+    assert result.leaks.status == "clean", result.leaks.lines
+    assert result.leaks.lines[0] == "0 of 1 test images are near-copies (flips, rotations, crops, re-encodes) of images in another split"
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert 'data-status="clean"' in page and "LEAK" not in page
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["leakage"]["status"] == "clean"
+
+
+def test_evaluate_hint_after_set_names_a_doctor_command_for_the_same_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(tmp_path / "pool", {stem: cell(i) for i, stem in enumerate(DISJOINT)})
+    config = make_config(tmp_path, pool)  # its own folders do not exist: only --set makes the data
+    sets = [f"{s}.{k}={v}" for s in ("train", "valid", "test") for k, v in (
+        ("images_dir", pool / "*" / "images"), ("masks_dir", pool / "*" / "masks"), ("split_file", tmp_path / "split.csv"))]
+    write_split_file(tmp_path / "split.csv", [(stem, stem, name) for stem, name in DISJOINT.items()])
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "doctor.json").write_text(json.dumps(  # a stale report about other files is not used
+        {"splits": {"test": {"pairs": 6}}, "near_duplicates": [{"image": "x", "split": "test", "match_split": "train"}]}))
+    cfg = load_config(config, sets)
+    leaks = leak_summary(cfg, "test", tmp_path / "eval", run_doctor=False)
+    assert leaks.status == "not checked"
+    words = shlex.split(leaks.lines[0].split("`")[1])
+    assert words[:3] == ["flexunet", "doctor", str(config)]
+    assert sorted(words[i + 1] for i, w in enumerate(words) if w == "--set") == sorted(sets), words
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(monkeypatch, *words[1:]) == 0
+    assert leak_summary(cfg, "test", tmp_path / "eval", run_doctor=False).status == "clean"  # the hint's report counts
