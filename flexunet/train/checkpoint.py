@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from flexunet.errors import CheckpointError
 from flexunet.train.rundir import atomic_write_bytes
@@ -18,11 +19,37 @@ from flexunet.train.rundir import atomic_write_bytes
 FORMAT_VERSION = 1
 
 
+def first_nonfinite(weights: Mapping[str, Tensor]) -> str | None:
+    """'name (nan)' or 'name (inf)' for the first floating tensor holding NaN or Inf; None when all are finite."""
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"{name} ({'nan' if bool(torch.isnan(tensor).any()) else 'inf'})"
+    return None
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write `state` (must hold "model" and "config") to `path`."""
+    """Atomically write `state` (must hold "model" and "config") to `path`.
+
+    Weights holding NaN/Inf (a diverged last step) raise CheckpointError and leave `path` as it was: a resume
+    from it would fail at once.
+    """
+    bad = first_nonfinite(state["model"])
+    if bad is not None:
+        raise CheckpointError(f"{path}: not written, weight {bad} is not finite (training diverged); {kept_checkpoint(path)}")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def kept_checkpoint(path: Path) -> str:
+    """What is left at `path` after a refused save, numbered as the training log numbers epochs."""
+    if not path.is_file():
+        return "no earlier checkpoint exists there"
+    try:
+        epoch = load_checkpoint(path).get("epoch")
+    except CheckpointError:
+        return "the earlier file there is kept, but it is not readable either"
+    return "the earlier file is kept" + (f" (from epoch {int(epoch) + 1})" if epoch is not None else "")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

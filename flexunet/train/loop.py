@@ -27,7 +27,7 @@ from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from flexunet.train.checkpoint import first_nonfinite, kept_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from flexunet.train.device import amp_dtype
 from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, per_rank_batch
 from flexunet.train.history import History
@@ -343,6 +343,15 @@ class TrainState:
         return path
 
 
+def check_finite_weights(model: nn.Module, epoch: int, run: RunDir, dist_ctx: DistContext, device: torch.device) -> None:
+    """Stop before validating or saving when the epoch's last steps left NaN/Inf weights (the loss check sees a
+    diverged step only at the next batch). Every process decides together, so none waits for the others forever."""
+    bad = first_nonfinite(model.state_dict())
+    if any_rank(bad is not None, dist_ctx, device):
+        raise TrainingError(f"epoch {epoch + 1}: weight {bad or 'on another process'} became NaN/Inf in the last steps; "
+                            f"lower [model] learning_rate or set [model] clipvalue; {run.last}: {kept_checkpoint(run.last)}")
+
+
 def monitored_value(t: TrainSection, val_stats: dict[str, float]) -> float:
     """The value early stopping and the LR plateau watch; lower is better, NaN counts as no improvement."""
     value = {"val_loss": val_stats["loss"], "val_dice": -val_stats["dice"], "val_iou": -val_stats["iou"]}[t.monitor]
@@ -392,6 +401,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                                               aug_generator, scaler, bar, dist_ctx)
                 bar.close()
                 seconds = time.perf_counter() - began
+                check_finite_weights(model, epoch, run, dist_ctx, device)
                 val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names,
                                      t.validation_steps, dist_ctx)
                 monitored = monitored_value(t, val_stats)

@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
 from flexunet.config import load_config
 from flexunet.errors import TrainingError
 from flexunet.train import train_from_config
+from flexunet.train.checkpoint import first_nonfinite, load_checkpoint
 from tests.conftest import make_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -96,3 +99,39 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path: Path, 
     with pytest.raises(TrainingError, match="loss became nan"):
         train_from_config(longer, device="cpu", quiet=True, resume=True)
     assert (tmp_path / "models" / "last.pt").read_bytes() == before
+
+
+def nan_gradient_at_step(step: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """bce_dice_loss whose value stays finite but whose gradient is NaN at training step `step` (1-based): the
+    weights diverge without the loss check seeing it before the epoch ends."""
+    from flexunet.losses import bce_dice_loss
+
+    steps: list[int] = []
+
+    def loss(logits: Tensor, labels: Tensor) -> Tensor:
+        value = bce_dice_loss(logits, labels)
+        if torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) == step:
+                value = value + 0 * torch.sqrt(logits - logits.detach()).sum()  # d sqrt(x)/dx at 0: 0 * inf = NaN
+        return value
+
+    return loss
+
+
+def test_nan_weights_after_an_epoch_stop_training_and_keep_the_good_checkpoint(tmp_path: Path, tiny_dataset: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import flexunet.losses as losses
+
+    cfg = load_config(make_config(tmp_path, tiny_dataset, {"train": {"epochs": 3, "epoch_change_infer": False}}))
+    monkeypatch.setitem(losses.LOSSES, "bce_dice_loss", nan_gradient_at_step(3 * 4))  # 16 pairs / batch 4: epoch 3's last
+    with pytest.raises(TrainingError, match=r"epoch 3: weight .* became NaN/Inf.*last\.pt: the earlier file is kept "
+                                            r"\(from epoch 2\)"):
+        train_from_config(cfg, device="cpu", quiet=True)
+    monkeypatch.undo()
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(tmp_path / "models" / name)
+        assert first_nonfinite(state["model"]) is None
+    assert int(load_checkpoint(tmp_path / "models" / "last.pt")["epoch"]) == 1
+    resumed = train_from_config(cfg, device="cpu", quiet=True, resume=True)  # the kept file resumes
+    assert resumed.epochs_run == 1 and [int(r["epoch"]) for r in resumed.history] == [0, 1, 2]
