@@ -31,6 +31,7 @@ from flexunet.train.checkpoint import first_nonfinite, kept_checkpoint, load_che
 from flexunet.train.device import amp_dtype
 from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, per_rank_batch
 from flexunet.train.history import History
+from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 from flexunet.train.tensorboard import open_board
@@ -313,14 +314,23 @@ class TrainState:
     start_epoch: int = 0
     best_epoch: int = -1
 
-    def restore(self, device: torch.device) -> None:
+    def restore(self, device: torch.device, cfg: Config) -> list[str]:
+        """Load last.pt; settings changed since it was written take the new value. Returns one note per change."""
         state = load_checkpoint(self.run.last, device)
         load_weights(self.model, state, self.run.last)
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optim.param_groups]
         self.optim.load_state_dict(state["optimizer"])
-        self.early.load_state_dict(state["early_stopping"])
-        self.reducer.load_state_dict(state["reducer"])
+        changes = changed_settings(str(state["config"]), cfg)
+        apply_to_optimizer(changes, self.optim, fresh_groups)
+        notes = [describe(c) for c in changes]
+        if any(c.key == "monitor" for c in changes):  # a best value of another monitor means nothing
+            notes.append("early stopping and the plateau reducer start counting afresh for the new monitor")
+        else:
+            self.early.load_state_dict(state["early_stopping"])
+            self.reducer.load_state_dict(state["reducer"])
         _set_rng_state(state["rng"])
         self.start_epoch, self.best_epoch = int(state["epoch"]) + 1, int(state["best_epoch"])
+        return notes
 
     def weights(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -375,7 +385,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
     state = TrainState(model, optim, early, reducer, run, config_to_ini(cfg))
     if resume and run.last.is_file():
-        state.restore(device)
+        for text in state.restore(device, cfg):
+            log(f"note: {text}")
         log(f"resuming at epoch {state.start_epoch + 1} from {run.last}")
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None

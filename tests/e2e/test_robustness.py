@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 from torch import Tensor
@@ -18,7 +19,7 @@ from flexunet.config import load_config
 from flexunet.errors import TrainingError
 from flexunet.train import train_from_config
 from flexunet.train.checkpoint import first_nonfinite, load_checkpoint
-from tests.conftest import make_config
+from tests.conftest import make_config, write_disc_pairs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -135,3 +136,88 @@ def test_nan_weights_after_an_epoch_stop_training_and_keep_the_good_checkpoint(t
     assert int(load_checkpoint(tmp_path / "models" / "last.pt")["epoch"]) == 1
     resumed = train_from_config(cfg, device="cpu", quiet=True, resume=True)  # the kept file resumes
     assert resumed.epochs_run == 1 and [int(r["epoch"]) for r in resumed.history] == [0, 1, 2]
+
+
+def interrupt_at_step(step: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """bce_dice_loss that raises KeyboardInterrupt (Ctrl-C) at training step `step` (1-based)."""
+    from flexunet.losses import bce_dice_loss
+
+    steps: list[int] = []
+
+    def loss(logits: Tensor, labels: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) == step:
+                raise KeyboardInterrupt
+        return bce_dice_loss(logits, labels)
+
+    return loss
+
+
+def comparable(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+
+
+def test_interrupted_and_resumed_run_is_the_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropout draws from the global RNG, augmentation from its own generator, and the validation masks are inverted
+    so val_loss only rises after epoch 1: early stopping and the plateau reducer are counting when Ctrl-C comes, and
+    each of RNG, reducer and early-stopping state must be restored for the runs to agree."""
+    import flexunet.losses as losses
+
+    data = tmp_path / "data"
+    for split, n, seed in (("train", 16, 0), ("valid", 4, 1)):
+        write_disc_pairs(data / split, n, seed=seed)
+    for mask in (data / "valid" / "masks").iterdir():
+        cv2.imwrite(str(mask), 255 - cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE))
+    sections = {"model": {"dropout_rate": 0.3, "generator": True, "learning_rate": 0.03},
+                "train": {"epochs": 9, "epoch_change_infer": False, "patience": 5, "learning_rate_reducer": True,
+                          "reducer_patience": 2, "reducer_factor": 0.5}}
+    results = {}
+    for name in ("straight", "resumed"):
+        (tmp_path / name).mkdir()
+        cfg = load_config(make_config(tmp_path / name, data, sections))
+        if name == "resumed":
+            monkeypatch.setitem(losses.LOSSES, "bce_dice_loss", interrupt_at_step(4 * 4 + 2))  # epoch 5, 2nd step
+            with pytest.raises(KeyboardInterrupt):
+                train_from_config(cfg, device="cpu", quiet=True)
+            monkeypatch.undo()
+            assert int(load_checkpoint(tmp_path / name / "models" / "last.pt")["epoch"]) == 3
+            results[name] = train_from_config(cfg, device="cpu", quiet=True, resume=True)
+        else:
+            results[name] = train_from_config(cfg, device="cpu", quiet=True)
+    straight, resumed = results["straight"], results["resumed"]
+    # the scenario the test relies on: best at epoch 1, lr halved after epochs 3 and 5, early stop after epoch 6
+    assert straight.stopped_early and straight.best_epoch == 0 and len(straight.history) == 6
+    assert [row["lr"] for row in straight.history] == [0.03, 0.03, 0.03, 0.015, 0.015, 0.0075]
+    assert resumed.stopped_early and resumed.best_epoch == 0 and resumed.epochs_run == 2
+    assert comparable(resumed.history[4:]) == comparable(straight.history[4:])  # the epochs after the resume, exact
+    assert comparable(history(tmp_path / "resumed" / "eval" / "history.csv")) == comparable(
+        history(tmp_path / "straight" / "eval" / "history.csv"))
+    for name in ("last.pt", "best.pt"):
+        a, b = (load_checkpoint(tmp_path / run / "models" / name) for run in ("straight", "resumed"))
+        assert a["epoch"] == b["epoch"]
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), name  # bitwise
+    a, b = (load_checkpoint(tmp_path / run / "models" / "last.pt") for run in ("straight", "resumed"))
+    assert a["early_stopping"] == b["early_stopping"] and a["reducer"] == b["reducer"]
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_resume_with_a_changed_learning_rate_and_optimizer_uses_and_records_the_new_values(
+        tmp_path: Path, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 2, "epoch_change_infer": False}})
+    train_from_config(load_config(path), device="cpu", quiet=True)
+    changed = load_config(path, ["train.epochs=3", "model.learning_rate=0.001", "model.optimizer=AdamW",
+                                 "train.batch_size=8"])
+    capsys.readouterr()
+    result = train_from_config(changed, device="cpu", resume=True)
+    out = capsys.readouterr().out
+    assert "test.config [model] learning_rate = 0.001, last.pt was trained with 0.01: resuming with 0.001" in out
+    assert "[model] optimizer = 'AdamW', last.pt was trained with 'Adam': resuming with 'AdamW'" in out
+    assert "[train] batch_size = 8, last.pt was trained with 4: resuming with 8" in out
+    assert "epochs" not in out.split("resuming at")[0]  # only settings that change how training goes on
+    assert result.history[-1]["lr"] == 0.001  # history.csv records the rate used
+    last = load_checkpoint(tmp_path / "models" / "last.pt")
+    group = last["optimizer"]["param_groups"][0]
+    assert group["lr"] == 0.001 and group["weight_decay"] == 0.004  # AdamW's default decay, not Adam's 0
+    assert "learning_rate = 0.001" in last["config"] and "learning_rate = 0.001" in (
+        tmp_path / "models" / "config.resolved.ini").read_text()
