@@ -29,7 +29,8 @@ from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
 from flexunet.train.checkpoint import first_nonfinite, kept_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from flexunet.train.device import amp_dtype
-from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, per_rank_batch
+from flexunet.train.distributed import (DistContext, all_reduce_sum, any_rank, gather_batch, gather_uneven,
+                                        max_over_ranks, per_rank_batch)
 from flexunet.train.history import History
 from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.rundir import RunDir
@@ -109,7 +110,8 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
             x, y = augment(x, y, generator)
         with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
             logits = model(x)
-        loss = loss_fn(logits.float(), y)
+        logits, y = gather_batch(logits.float(), dist_ctx), gather_batch(y, dist_ctx)  # the global batch, see there
+        loss = loss_fn(logits, y)
         if any_rank(not torch.isfinite(loss).item(), dist_ctx, step.device):
             raise TrainingError(f"loss became {loss.item()} at batch {batches + 1}; lower [model] learning_rate or "
                                 "check the masks; the last good checkpoint is kept")
@@ -160,29 +162,33 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
              dist_ctx: DistContext = DistContext()) -> dict[str, float]:
     """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded).
 
-    Under torchrun each process sees a disjoint shard; sums are reduced before any ratio is taken.
+    Under torchrun each process predicts a disjoint shard of every batch; the loss and the seed metrics are taken
+    on the gathered batch (batch-global, as in one process) and the confusion counts are summed over processes.
     """
     model.eval()
     num_labels = max(num_classes, 2)
     totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
     tp = fp = fn = torch.zeros(num_labels, dtype=torch.float64)
-    batches = 0
-    for images, labels in loader:
-        if max_batches is not None and batches >= max_batches:
-            break
-        x = to_input_batch(images, step)
-        y = labels.to(step.device).long()
-        with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
-            logits = model(x).float()
+    steps = max_over_ranks(len(loader), dist_ctx, step.device)  # the last batch may leave a process without a share
+    steps = steps if max_batches is None else min(steps, max_batches)
+    shares = iter(loader)
+    for _ in range(steps):
+        images, labels = next(shares, (None, None))
+        logits = y = None
+        if images is not None:
+            x = to_input_batch(images, step)
+            y = labels.to(step.device).long()
+            with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
+                logits = model(x).float()
+            counts = confusion_counts(label_maps(logits), y, num_labels).total()
+            tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
+        logits, y = gather_uneven(logits, dist_ctx, step.device), gather_uneven(y, dist_ctx, step.device)
         totals["loss"] += loss_fn(logits, y).item()
         if seed_metrics:
             probs, target = probs_and_targets(logits, y)
             for name in seed_metrics:
                 totals[name] += SEED_METRICS[name](target, probs).item()
-        counts = confusion_counts(label_maps(logits), y, num_labels).total()
-        tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
-        batches += 1
-    packed = torch.cat([torch.tensor([*totals.values(), batches], dtype=torch.float64), tp, fp, fn]).to(step.device)
+    packed = torch.cat([torch.tensor([*totals.values(), steps], dtype=torch.float64), tp, fp, fn]).to(step.device)
     packed = all_reduce_sum(packed, dist_ctx).cpu()
     k = len(totals)
     batches = int(packed[k].item())
@@ -397,7 +403,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
     train_loader = make_loader(data.train, per_rank_batch(t.batch_size, dist_ctx), True, device, t.num_workers,
                                generator, num_samples, dist_ctx, t.seed)
-    valid_loader = make_loader(data.valid, cfg.eval.batch_size, False, device, t.num_workers, dist_ctx=dist_ctx)
+    valid_batch = max(1, cfg.eval.batch_size // dist_ctx.world_size)  # per process: shards of the one-process batches
+    valid_loader = make_loader(data.valid, valid_batch, False, device, t.num_workers, dist_ctx=dist_ctx)
     stopped_early, epoch = False, state.start_epoch - 1
     with sigterm_as_interrupt():
         try:

@@ -29,9 +29,15 @@ def history(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
-def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_dataset: Path) -> None:
-    config = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 2, "epoch_change_infer": False},
-                                                  "model": {"loss": "binary_crossentropy", "clipvalue": None}})
+def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+    """The seed's bce_dice_loss is batch-global (Dice sums over the whole batch), so the mean of two half-batch losses
+    is not the full-batch loss (0.6869 vs 0.6835 after 2 epochs before the fix): the loss is taken on the gathered
+    batch. 5 validation pairs leave one process without a share of the last validation batch."""
+    data = tmp_path / "data"
+    for split, n, seed in (("train", 16, 0), ("valid", 5, 1)):
+        write_disc_pairs(data / split, n, seed=seed)
+    config = make_config(tmp_path, data, {"train": {"epochs": 2, "epoch_change_infer": False},
+                                          "model": {"loss": "bce_dice_loss", "clipvalue": None}})
     single = subprocess.run([sys.executable, "-m", "flexunet", "train", str(config), "-q"], env=ENV, cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stdout + single.stderr
@@ -43,8 +49,8 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path, tiny_dataset: Path
     one, two = history(tmp_path / "eval" / "history.csv"), history(tmp_path / "ddp_eval" / "history.csv")
     assert len(one) == len(two) == 2
     for a, b in zip(one, two):
-        for key in ("loss", "val_loss", "val_dice"):
-            assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+        for key in a.keys() - {"seconds", "images_per_s"}:  # loss, val_loss, seed metrics, Dice/IoU
+            assert b[key] == pytest.approx(a[key], rel=2e-5, abs=1e-6), key  # history.csv keeps 6 digits
     assert not (tmp_path / "ddp_models" / "rank1").exists() and (tmp_path / "ddp_models" / "best.pt").is_file()
 
 
