@@ -1,5 +1,5 @@
-"""best.pt/last.pt are replaced whole or not at all: a save that dies halfway, or weights that hold NaN/Inf, leave
-the previous files intact and loadable."""
+"""best.pt/last.pt are replaced whole or not at all (a save that dies halfway, or weights that hold NaN/Inf, leave
+the previous files intact and loadable), and what --resume finds changed since last.pt."""
 from __future__ import annotations
 
 import io
@@ -114,3 +114,14 @@ def test_integer_and_finite_weights_are_saved(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "a.pt", {"model": weights, "config": "", "epoch": 0})
     assert torch.equal(load_checkpoint(tmp_path / "a.pt")["model"]["num_batches_tracked"], torch.tensor(3))
     assert checkpoint.first_nonfinite(weights) is None
+
+
+def test_changed_settings_lists_only_optimisation_keys_that_differ() -> None:
+    from flexunet.config import config_from_dict, config_to_ini
+    from flexunet.train.resume import changed_settings
+
+    saved = config_to_ini(config_from_dict({"model": {"learning_rate": 0.01, "optimizer": "Adam"},
+                                            "train": {"epochs": 3, "monitor": "val_loss"}}))
+    now = config_from_dict({"model": {"learning_rate": 0.01, "optimizer": "adam"},  # same optimizer, other case
+                            "train": {"epochs": 9, "monitor": "val_dice"}})  # epochs may grow on resume
+    assert [(c.key, c.old, c.new) for c in changed_settings(saved, now)] == [("monitor", "val_loss", "val_dice")]
