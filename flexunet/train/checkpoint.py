@@ -6,8 +6,8 @@ checkpoint is data, never code.
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
