@@ -137,8 +137,9 @@ class _Collector:
         name = f"{section}.{key}"
         earlier = self.given_as.get(name)
         if earlier not in (None, written) and self.origins[name] == origin and self.values[section][key] != value:
+            # e.g. a seed [eval] image_datapath beside a different [valid] images_dir: neither may silently win
             self.problems.append(f"{written} = {value!r}: conflicts with {earlier} = {self.values[section][key]!r}; "
-                                 f"both set [{section}] {key}, keep one")  # e.g. a seed [eval] images_dir beside [valid]'s
+                                 f"both set [{section}] {key}, keep one")
             return
         self.values.setdefault(section, {})[key] = value
         self.origins[name], self.given_as[name] = origin, written

@@ -35,7 +35,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """
     bad = first_nonfinite(state["model"])
     if bad is not None:
-        raise CheckpointError(f"{path}: not written, weight {bad} is not finite (training diverged); {kept_checkpoint(path)}")
+        raise CheckpointError(f"{path}: not written, weight {bad} is not finite (training diverged); "
+                              f"{kept_checkpoint(path)}")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())

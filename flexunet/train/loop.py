@@ -114,7 +114,7 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
         loss = loss_fn(logits, y)
         if any_rank(not torch.isfinite(loss).item(), dist_ctx, step.device):
             raise TrainingError(f"loss became {loss.item()} at batch {batches + 1}; lower [model] learning_rate or "
-                                "check the masks; the last good checkpoint is kept")
+                                "check the masks; best.pt and last.pt stay as the last finished epoch wrote them")
         optim.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -359,13 +359,15 @@ class TrainState:
         return path
 
 
-def check_finite_weights(model: nn.Module, epoch: int, run: RunDir, dist_ctx: DistContext, device: torch.device) -> None:
+def check_finite_weights(model: nn.Module, epoch: int, run: RunDir, dist_ctx: DistContext,
+                         device: torch.device) -> None:
     """Stop before validating or saving when the epoch's last steps left NaN/Inf weights (the loss check sees a
     diverged step only at the next batch). Every process decides together, so none waits for the others forever."""
     bad = first_nonfinite(model.state_dict())
     if any_rank(bad is not None, dist_ctx, device):
-        raise TrainingError(f"epoch {epoch + 1}: weight {bad or 'on another process'} became NaN/Inf in the last steps; "
-                            f"lower [model] learning_rate or set [model] clipvalue; {run.last}: {kept_checkpoint(run.last)}")
+        raise TrainingError(f"epoch {epoch + 1}: weight {bad or 'on another process'} became NaN/Inf in the last "
+                            f"steps; lower [model] learning_rate or set [model] clipvalue; "
+                            f"{run.last}: {kept_checkpoint(run.last)}")
 
 
 def monitored_value(t: TrainSection, val_stats: dict[str, float]) -> float:

@@ -131,7 +131,8 @@ def test_nan_weights_after_an_epoch_stop_training_and_keep_the_good_checkpoint(t
     import flexunet.losses as losses
 
     cfg = load_config(make_config(tmp_path, tiny_dataset, {"train": {"epochs": 3, "epoch_change_infer": False}}))
-    monkeypatch.setitem(losses.LOSSES, "bce_dice_loss", nan_gradient_at_step(3 * 4))  # 16 pairs / batch 4: epoch 3's last
+    # 16 pairs / batch 4: step 12 is the last of epoch 3
+    monkeypatch.setitem(losses.LOSSES, "bce_dice_loss", nan_gradient_at_step(3 * 4))
     with pytest.raises(TrainingError, match=r"epoch 3: weight .* became NaN/Inf.*last\.pt: the earlier file is kept "
                                             r"\(from epoch 2\)"):
         train_from_config(cfg, device="cpu", quiet=True)
