@@ -188,15 +188,20 @@ def test_interrupted_and_resumed_run_is_the_uninterrupted_run(tmp_path: Path, mo
             with pytest.raises(KeyboardInterrupt):
                 train_from_config(cfg, device="cpu", quiet=True)
             monkeypatch.undo()
-            assert int(load_checkpoint(tmp_path / name / "models" / "last.pt")["epoch"]) == 3
+            at_stop = load_checkpoint(tmp_path / name / "models" / "last.pt")
+            assert int(at_stop["epoch"]) == 3
+            # what the test relies on: both counters are running and the lr was already lowered when Ctrl-C came
+            assert at_stop["early_stopping"]["wait"] > 0 and at_stop["reducer"]["wait"] > 0
+            assert at_stop["optimizer"]["param_groups"][0]["lr"] < 0.03
             results[name] = train_from_config(cfg, device="cpu", quiet=True, resume=True)
         else:
             results[name] = train_from_config(cfg, device="cpu", quiet=True)
     straight, resumed = results["straight"], results["resumed"]
-    # the scenario the test relies on: best at epoch 1, lr halved after epochs 3 and 5, early stop after epoch 6
-    assert straight.stopped_early and straight.best_epoch == 0 and len(straight.history) == 6
-    assert [row["lr"] for row in straight.history] == [0.03, 0.03, 0.03, 0.015, 0.015, 0.0075]
-    assert resumed.stopped_early and resumed.best_epoch == 0 and resumed.epochs_run == 2
+    # ... and after the resume the lr is lowered again and early stopping ends the run before [train] epochs
+    assert straight.stopped_early and 4 < len(straight.history) < 9
+    assert straight.history[-1]["lr"] < straight.history[3]["lr"]
+    assert resumed.stopped_early and resumed.epochs_run == len(straight.history) - 4
+    assert resumed.best_epoch == straight.best_epoch
     assert comparable(resumed.history[4:]) == comparable(straight.history[4:])  # the epochs after the resume, exact
     assert comparable(history(tmp_path / "resumed" / "eval" / "history.csv")) == comparable(
         history(tmp_path / "straight" / "eval" / "history.csv"))
