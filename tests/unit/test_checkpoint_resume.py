@@ -125,3 +125,18 @@ def test_changed_settings_lists_only_optimisation_keys_that_differ() -> None:
     now = config_from_dict({"model": {"learning_rate": 0.01, "optimizer": "adam"},  # same optimizer, other case
                             "train": {"epochs": 9, "monitor": "val_dice"}})  # epochs may grow on resume
     assert [(c.key, c.old, c.new) for c in changed_settings(saved, now)] == [("monitor", "val_loss", "val_dice")]
+
+
+def test_resume_with_another_monitor_restarts_early_stopping_and_the_reducer(tmp_path: Path) -> None:
+    from flexunet.config import config_from_dict, config_to_ini
+
+    state = make_state(tmp_path)
+    state.config_text = config_to_ini(config_from_dict({"train": {"monitor": "val_loss"}}))
+    state.early.update(0.3), state.early.update(0.4), state.reducer.update(0.3), state.reducer.update(0.4)
+    save_epoch(state, 1)
+    for monitor, restarted in (("val_loss", False), ("val_dice", True)):
+        fresh = make_state(tmp_path)
+        notes = fresh.restore(torch.device("cpu"), config_from_dict({"train": {"monitor": monitor}}))
+        assert (fresh.early.best, fresh.early.wait) == ((float("inf"), 0) if restarted else (0.3, 1))
+        assert (fresh.reducer.best, fresh.reducer.wait) == ((float("inf"), 0) if restarted else (0.3, 1))
+        assert any("start counting afresh" in n for n in notes) is restarted
