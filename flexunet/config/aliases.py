@@ -26,7 +26,8 @@ KEY_ALIASES: dict[tuple[str, str], str] = {
 }
 
 # In the seed, [eval] holds the validation data (P/S) or the evaluation batch size and log folder (F).
-# Its data keys move to [valid]; the rest stay in [eval].
+# Its data keys move to [valid]; the rest stay in [eval]. One beside a different explicit [valid] value is an error
+# (either silently winning could validate on the wrong set).
 EVAL_DATA_KEYS = ("images_dir", "masks_dir", "image_datapath", "mask_datapath")
 
 # Keys the seed reads but that change nothing here, with the reason shown to the user.

@@ -95,12 +95,13 @@ class _Collector:
         self.base_dir = base_dir
         self.values: dict[str, dict[str, object]] = {}
         self.origins: dict[str, str] = {}
+        self.given_as: dict[str, Location] = {}  # "section.key" -> where the value was written (before any alias)
         self.problems: list[str] = []
         self.notes: list[str] = []
 
     def add(self, section: str, key: str, raw: str, origin: str, base_dir: Path) -> None:
         section, key = section.strip().lower(), key.strip().lower()
-        where = Location(self.file_label, section, key)
+        where = written = Location(self.file_label, section, key)
         moved = section == "eval" and key in EVAL_DATA_KEYS
         if moved:
             section = "valid"  # seed [eval] data is the validation set
@@ -133,8 +134,15 @@ class _Collector:
             value = os.path.normpath(base_dir / os.path.expanduser(value))
         elif key in PATH_KEYS and isinstance(value, str):
             value = os.path.expanduser(value)
+        name = f"{section}.{key}"
+        earlier = self.given_as.get(name)
+        if earlier not in (None, written) and self.origins[name] == origin and self.values[section][key] != value:
+            # e.g. a seed [eval] image_datapath beside a different [valid] images_dir: neither may silently win
+            self.problems.append(f"{written} = {value!r}: conflicts with {earlier} = {self.values[section][key]!r}; "
+                                 f"both set [{section}] {key}, keep one")
+            return
         self.values.setdefault(section, {})[key] = value
-        self.origins[f"{section}.{key}"] = origin
+        self.origins[name], self.given_as[name] = origin, written
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -7,11 +7,12 @@ checkpoint is data, never code.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
@@ -21,8 +22,24 @@ from flexunet.files import atomic_write_bytes
 FORMAT_VERSION = 1
 
 
+def first_nonfinite(weights: Mapping[str, Tensor]) -> str | None:
+    """'name (nan)' or 'name (inf)' for the first floating tensor holding NaN or Inf; None when all are finite."""
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"{name} ({'nan' if bool(torch.isnan(tensor).any()) else 'inf'})"
+    return None
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write `state` (must hold "model" and "config") to `path`: a full disk keeps the earlier file."""
+    """Atomically write `state` (must hold "model" and "config") to `path`.
+
+    Weights holding NaN/Inf (a diverged last step) raise CheckpointError and leave `path` as it was: a resume
+    from it would fail at once.
+    """
+    bad = first_nonfinite(state["model"])
+    if bad is not None:
+        raise CheckpointError(f"{path}: not written, weight {bad} is not finite (training diverged); "
+                              f"{kept_checkpoint(path)}")
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **state}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -38,6 +55,17 @@ def stored_origins(state: dict[str, Any]) -> dict[str, str] | None:
     """The checkpoint's "config_origins", or None for a checkpoint written before they were stored."""
     origins = state.get("config_origins")
     return {str(k): str(v) for k, v in origins.items()} if isinstance(origins, dict) else None
+
+
+def kept_checkpoint(path: Path) -> str:
+    """What is left at `path` after a refused save, numbered as the training log numbers epochs."""
+    if not path.is_file():
+        return "no earlier checkpoint exists there"
+    try:
+        epoch = load_checkpoint(path).get("epoch")
+    except CheckpointError:
+        return "the earlier file there is kept, but it is not readable either"
+    return "the earlier file is kept" + (f" (from epoch {int(epoch)})" if epoch is not None else "")
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

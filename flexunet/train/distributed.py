@@ -65,6 +65,63 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return values
 
 
+class _GatherBatch(torch.autograd.Function):
+    """Every process's share of the batch, concatenated in rank order; the gradient goes back to each share."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, share: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(share) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, share.contiguous())
+        ctx.rows = slice(dist.get_rank() * share.shape[0], (dist.get_rank() + 1) * share.shape[0])
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every process's loss depends on every share: sum their gradients, keep this one's rows
+        return grad[ctx.rows]
+
+
+def gather_batch(share: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """The whole global batch from equal shares (identity for one process), differentiable.
+
+    A loss over a whole batch (the seed's Dice/IoU sum over it) is not the mean of the losses of its halves: every
+    process computes it on the gathered batch, so N processes train on the objective, and report the loss, of one.
+    """
+    return _GatherBatch.apply(share) if ctx.enabled else share
+
+
+@torch.no_grad()
+def gather_uneven(share: torch.Tensor | None, ctx: DistContext, device: torch.device) -> torch.Tensor | None:
+    """Like gather_batch for shares of any size, or None where a process has no share left (not differentiable).
+
+    The last validation batch splits unevenly over the processes. None on every process gives None.
+    """
+    if not ctx.enabled:
+        return share
+    shapes: list[tuple | None] = [None] * ctx.world_size
+    dist.all_gather_object(shapes, None if share is None else (tuple(share.shape), share.dtype))
+    known = [s for s in shapes if s is not None]
+    if not known:
+        return None
+    (_, *tail), dtype = known[0]
+    padded = torch.zeros((max(s[0][0] for s in known), *tail), dtype=dtype, device=device)
+    if share is not None:
+        padded[: share.shape[0]] = share
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: s[0][0]] for part, s in zip(parts, shapes) if s is not None])
+
+
+def max_over_ranks(value: int, ctx: DistContext, device: torch.device) -> int:
+    """The largest `value` of all processes (e.g. how many validation batches the longest shard has)."""
+    if not ctx.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     """True on every process when it is true on any (stop decisions must agree, or the others hang)."""
     if not ctx.enabled:

@@ -27,10 +27,13 @@ from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.train.checkpoint import checkpoint_config, load_checkpoint, load_weights, save_checkpoint
+from flexunet.train.checkpoint import (checkpoint_config, first_nonfinite, kept_checkpoint, load_checkpoint,
+                                       load_weights, save_checkpoint)
 from flexunet.train.device import amp_dtype
-from flexunet.train.distributed import DistContext, all_reduce_sum, any_rank, per_rank_batch
+from flexunet.train.distributed import (DistContext, all_reduce_sum, any_rank, gather_batch, gather_uneven,
+                                        max_over_ranks, per_rank_batch)
 from flexunet.train.history import History
+from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 from flexunet.train.tensorboard import open_board
@@ -108,10 +111,11 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
             x, y = augment(x, y, generator)
         with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
             logits = model(x)
-        loss = loss_fn(logits.float(), y)
+        logits, y = gather_batch(logits.float(), dist_ctx), gather_batch(y, dist_ctx)  # the global batch, see there
+        loss = loss_fn(logits, y)
         if any_rank(not torch.isfinite(loss).item(), dist_ctx, step.device):
             raise TrainingError(f"loss became {loss.item()} at batch {batches + 1}; lower [model] learning_rate or "
-                                "check the masks; the last good checkpoint is kept")
+                                "check the masks; best.pt and last.pt stay as the last finished epoch wrote them")
         optim.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -159,31 +163,35 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
              dist_ctx: DistContext = DistContext(), bar: Bar | None = None) -> dict[str, float]:
     """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded).
 
-    Under torchrun each process sees a disjoint shard; sums are reduced before any ratio is taken.
+    Under torchrun each process predicts a disjoint shard of every batch; the loss and the seed metrics are taken
+    on the gathered batch (batch-global, as in one process) and the confusion counts are summed over processes.
     """
     model.eval()
     num_labels = max(num_classes, 2)
     totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
     tp = fp = fn = torch.zeros(num_labels, dtype=torch.float64)
-    batches = 0
-    for images, labels in loader:
-        if max_batches is not None and batches >= max_batches:
-            break
-        x = to_input_batch(images, step)
-        y = labels.to(step.device).long()
-        with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
-            logits = model(x).float()
+    steps = max_over_ranks(len(loader), dist_ctx, step.device)  # the last batch may leave a process without a share
+    steps = steps if max_batches is None else min(steps, max_batches)
+    shares = iter(loader)
+    for _ in range(steps):
+        images, labels = next(shares, (None, None))
+        logits = y = None
+        if images is not None:
+            x = to_input_batch(images, step)
+            y = labels.to(step.device).long()
+            with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
+                logits = model(x).float()
+            counts = confusion_counts(label_maps(logits), y, num_labels).total()
+            tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
+            if bar is not None:
+                bar.advance(len(images))
+        logits, y = gather_uneven(logits, dist_ctx, step.device), gather_uneven(y, dist_ctx, step.device)
         totals["loss"] += loss_fn(logits, y).item()
         if seed_metrics:
             probs, target = probs_and_targets(logits, y)
             for name in seed_metrics:
                 totals[name] += SEED_METRICS[name](target, probs).item()
-        counts = confusion_counts(label_maps(logits), y, num_labels).total()
-        tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
-        batches += 1
-        if bar is not None:
-            bar.advance(len(images))
-    packed = torch.cat([torch.tensor([*totals.values(), batches], dtype=torch.float64), tp, fp, fn]).to(step.device)
+    packed = torch.cat([torch.tensor([*totals.values(), steps], dtype=torch.float64), tp, fp, fn]).to(step.device)
     packed = all_reduce_sum(packed, dist_ctx).cpu()
     k = len(totals)
     batches = int(packed[k].item())
@@ -321,14 +329,23 @@ class TrainState:
     start_epoch: int = 0  # 0-based index of the first epoch this process runs
     best_epoch: int = 0  # numbered from 1; 0 until an epoch improves
 
-    def restore(self, device: torch.device) -> None:
+    def restore(self, device: torch.device, cfg: Config) -> list[str]:
+        """Load last.pt; settings changed since it was written take the new value. Returns one note per change."""
         state = load_checkpoint(self.run.last, device)
         load_weights(self.model, state, self.run.last)
+        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optim.param_groups]
         self.optim.load_state_dict(state["optimizer"])
-        self.early.load_state_dict(state["early_stopping"])
-        self.reducer.load_state_dict(state["reducer"])
+        changes = changed_settings(str(state["config"]), cfg)
+        apply_to_optimizer(changes, self.optim, fresh_groups)
+        notes = [describe(c) for c in changes]
+        if any(c.key == "monitor" for c in changes):  # a best value of another monitor means nothing
+            notes.append("early stopping and the plateau reducer start counting afresh for the new monitor")
+        else:
+            self.early.load_state_dict(state["early_stopping"])
+            self.reducer.load_state_dict(state["reducer"])
         _set_rng_state(state["rng"])
         self.start_epoch, self.best_epoch = int(state["epoch"]), int(state["best_epoch"])
+        return notes
 
     def weights(self) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -356,7 +373,18 @@ def validation_total(valid: SegmentationDataset, cfg: Config, dist_ctx: DistCont
     """Images one process validates per epoch: its shard, cut to [train] validation_steps batches."""
     shard = len(range(dist_ctx.rank, len(valid), dist_ctx.world_size))
     steps = cfg.train.validation_steps
-    return shard if steps is None else min(shard, steps * cfg.eval.batch_size)
+    return shard if steps is None else min(shard, steps * max(1, cfg.eval.batch_size // dist_ctx.world_size))
+
+
+def check_finite_weights(model: nn.Module, epoch: int, run: RunDir, dist_ctx: DistContext,
+                         device: torch.device) -> None:
+    """Stop before validating or saving when the epoch's last steps left NaN/Inf weights (the loss check sees a
+    diverged step only at the next batch). Every process decides together, so none waits for the others forever."""
+    bad = first_nonfinite(model.state_dict())
+    if any_rank(bad is not None, dist_ctx, device):
+        raise TrainingError(f"epoch {epoch + 1}: weight {bad or 'on another process'} became NaN/Inf in the last "
+                            f"steps; lower [model] learning_rate or set [model] clipvalue; "
+                            f"{run.last}: {kept_checkpoint(run.last)}")
 
 
 def monitored_value(t: TrainSection, val_stats: dict[str, float]) -> float:
@@ -382,7 +410,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
     if resume and run.last.is_file():
-        state.restore(device)
+        for text in state.restore(device, cfg):
+            log(f"note: {text}")
         log(f"resuming at epoch {state.start_epoch + 1} from {run.last}")
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None
@@ -393,7 +422,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
     train_loader = make_loader(data.train, per_rank_batch(t.batch_size, dist_ctx), True, device, t.num_workers,
                                generator, num_samples, dist_ctx, t.seed)
-    valid_loader = make_loader(data.valid, cfg.eval.batch_size, False, device, t.num_workers, dist_ctx=dist_ctx)
+    valid_batch = max(1, cfg.eval.batch_size // dist_ctx.world_size)  # per process: shards of the one-process batches
+    valid_loader = make_loader(data.valid, valid_batch, False, device, t.num_workers, dist_ctx=dist_ctx)
     stopped_early, epoch = False, state.start_epoch - 1
     run_bar, epoch_seconds = Bar(progress, "run", t.epochs), []
     run_bar.advance(state.start_epoch)
@@ -411,6 +441,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                                               aug_generator, scaler, bar, dist_ctx)
                 bar.close()
                 seconds = time.perf_counter() - began
+                check_finite_weights(model, epoch, run, dist_ctx, device)
                 bar = Bar(progress, f"validating {number}/{t.epochs}", validation_total(data.valid, cfg, dist_ctx))
                 val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names,
                                      t.validation_steps, dist_ctx, bar)

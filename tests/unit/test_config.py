@@ -152,3 +152,18 @@ def test_class_names_one_per_label_background_first(tmp_path: Path) -> None:
     named = load_config(write(tmp_path, head + 'class_names = ["background", "cytoplasm", "nucleus"]\n'))
     assert named.label_names == ["background", "cytoplasm", "nucleus"]
     assert load_config(write(tmp_path, "[model]\nnum_classes = 1\n")).label_names == ["background", "class_1"]
+@pytest.mark.parametrize("order", ["valid first", "eval first"])
+def test_seed_eval_data_never_overrides_an_explicit_valid(tmp_path: Path, order: str) -> None:
+    valid = '[valid]\nimages_dir = "./v/images"\nmasks_dir = "./v/masks"\n'
+    seed_eval = '[eval]\nimage_datapath = "./test/images"\nbatch_size = 2\n'
+    message = error_of(write(tmp_path, valid + seed_eval if order == "valid first" else seed_eval + valid))
+    assert "exp.config [eval] image_datapath" in message and "exp.config [valid] images_dir" in message
+    assert "test/images" in message and "v/images" in message
+
+
+def test_seed_eval_data_agreeing_with_valid_or_overridden_on_the_command_line_is_fine(tmp_path: Path) -> None:
+    text = '[valid]\nimages_dir = "./v/images"\n[eval]\nimages_dir = "./v/images"\n'
+    assert load_config(write(tmp_path, text)).valid.images_dir == str(tmp_path / "v" / "images")
+    path = write(tmp_path, '[eval]\nimage_datapath = "./old/images"\n')
+    cfg = load_config(path, ["valid.images_dir=" + str(tmp_path / "new")])  # the command line overrides the file
+    assert cfg.valid.images_dir == str(tmp_path / "new")

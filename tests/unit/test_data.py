@@ -26,9 +26,10 @@ def test_rgb_decoding_snaps_antialiased_colours_and_reports_far_pixels() -> None
 
 
 def test_rgb_map_values_are_used_not_dict_order() -> None:
-    mask = np.array([[[255, 0, 0], [0, 255, 0]]], np.uint8)
-    labels, _ = decode_rgb_mask(mask, {(0, 0, 0): 0, (255, 0, 0): 1, (0, 255, 0): 2}, 40)
-    assert labels.tolist() == [[1, 2]]
+    mask = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 0]]], np.uint8)
+    # insertion order (green, black, red) differs from the values (2, 0, 1): position-as-label would give [[2, 0, 1]]
+    labels, _ = decode_rgb_mask(mask, {(0, 255, 0): 2, (0, 0, 0): 0, (255, 0, 0): 1}, 40)
+    assert labels.tolist() == [[1, 2, 0]]
 
 
 def test_binary_threshold_ignores_jpeg_noise() -> None:

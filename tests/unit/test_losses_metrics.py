@@ -91,3 +91,14 @@ def test_unknown_loss_names_the_key() -> None:
     section = cfg.model.model_copy(update={"loss": "bce_iou"})
     with pytest.raises(ConfigError, match=r"\[model\] loss = 'bce_iou': unknown loss; did you mean 'bce_iou_loss'"):
         build_loss(section)
+
+
+def test_seed_dice_losses_are_batch_global_so_halves_do_not_average_to_the_whole() -> None:
+    """Why torchrun takes the loss on the gathered batch (flexunet.train.distributed.gather_batch): the seed's Dice
+    sums over the whole batch, so the mean of two half-batch losses is not the batch's loss; a pixel mean is."""
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]], [[[-2.0, -2.0], [-1.0, -0.5]]]])  # (2, 1, 2, 2)
+    labels = torch.tensor([[[1, 0], [1, 0]], [[0, 0], [0, 1]]])
+    for name, batch_global in (("bce_dice_loss", True), ("dice_loss", True), ("binary_crossentropy", False)):
+        whole = LOSSES[name](logits, labels)
+        halves = (LOSSES[name](logits[:1], labels[:1]) + LOSSES[name](logits[1:], labels[1:])) / 2
+        assert (abs(float(whole - halves)) > 1e-3) is batch_global, name
