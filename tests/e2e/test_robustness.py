@@ -140,9 +140,9 @@ def test_nan_weights_after_an_epoch_stop_training_and_keep_the_good_checkpoint(t
     for name in ("last.pt", "best.pt"):
         state = load_checkpoint(tmp_path / "models" / name)
         assert first_nonfinite(state["model"]) is None
-    assert int(load_checkpoint(tmp_path / "models" / "last.pt")["epoch"]) == 1
+    assert int(load_checkpoint(tmp_path / "models" / "last.pt")["epoch"]) == 2  # epochs numbered from 1
     resumed = train_from_config(cfg, device="cpu", quiet=True, resume=True)  # the kept file resumes
-    assert resumed.epochs_run == 1 and [int(r["epoch"]) for r in resumed.history] == [0, 1, 2]
+    assert resumed.epochs_run == 1 and [int(r["epoch"]) for r in resumed.history] == [1, 2, 3]
 
 
 def interrupt_at_step(step: int) -> Callable[[Tensor, Tensor], Tensor]:
@@ -189,7 +189,7 @@ def test_interrupted_and_resumed_run_is_the_uninterrupted_run(tmp_path: Path, mo
                 train_from_config(cfg, device="cpu", quiet=True)
             monkeypatch.undo()
             at_stop = load_checkpoint(tmp_path / name / "models" / "last.pt")
-            assert int(at_stop["epoch"]) == 3
+            assert int(at_stop["epoch"]) == 4  # four finished epochs
             # what the test relies on: both counters are running and the lr was already lowered when Ctrl-C came
             assert at_stop["early_stopping"]["wait"] > 0 and at_stop["reducer"]["wait"] > 0
             assert at_stop["optimizer"]["param_groups"][0]["lr"] < 0.03
