@@ -163,7 +163,7 @@ def test_disk_full_during_training_keeps_the_last_checkpoint(tiny_dataset: Path,
     assert err == [f"error: {tmp_path / 'models' / 'last.pt'}: cannot write, the disk is full (No space left on device); "
                    "earlier files are kept. Free some space and run again with --resume (last.pt holds the last saved "
                    "epoch)"]
-    assert load_checkpoint(tmp_path / "models" / "last.pt")["epoch"] == 0  # epoch 1's checkpoint, whole
+    assert load_checkpoint(tmp_path / "models" / "last.pt")["epoch"] == 1  # epoch 1's checkpoint, whole
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.endswith(".tmp")]
 
 
