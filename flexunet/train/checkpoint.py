@@ -19,7 +19,7 @@ from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError
 from flexunet.files import atomic_write_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "epoch"/"best_epoch" numbered from 1 (finished epochs); 1 held 0-based indices
 
 
 def first_nonfinite(weights: Mapping[str, Tensor]) -> str | None:
@@ -80,6 +80,15 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: not a readable flexunet checkpoint ({first[:200]})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a flexunet checkpoint (no model weights and config inside)")
+    return numbered_from_one(state)
+
+
+def numbered_from_one(state: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 checkpoint (0-based epoch indices) read as today's: resuming it must not skip an epoch."""
+    if int(state.get("format", 1)) < 2:
+        for key in ("epoch", "best_epoch"):
+            if isinstance(state.get(key), int):
+                state[key] += 1
     return state
 
 

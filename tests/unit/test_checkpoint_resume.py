@@ -140,3 +140,13 @@ def test_resume_with_another_monitor_restarts_early_stopping_and_the_reducer(tmp
         assert (fresh.early.best, fresh.early.wait) == ((float("inf"), 0) if restarted else (0.3, 1))
         assert (fresh.reducer.best, fresh.reducer.wait) == ((float("inf"), 0) if restarted else (0.3, 1))
         assert any("start counting afresh" in n for n in notes) is restarted
+
+
+def test_a_format_1_checkpoint_reads_with_epochs_numbered_from_1(tmp_path: Path) -> None:
+    """Before 2026-12, last.pt held the 0-based index of its epoch; resuming it as a count would skip an epoch."""
+    path = tmp_path / "old.pt"
+    torch.save({"format": 1, "model": {"w": torch.ones(1)}, "config": "", "epoch": 2, "best_epoch": 1}, path)
+    state = load_checkpoint(path)
+    assert (state["epoch"], state["best_epoch"]) == (3, 2)
+    save_checkpoint(tmp_path / "new.pt", {"model": {"w": torch.ones(1)}, "config": "", "epoch": 3, "best_epoch": 2})
+    assert load_checkpoint(tmp_path / "new.pt")["epoch"] == 3
