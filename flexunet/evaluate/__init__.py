@@ -17,7 +17,7 @@ from flexunet.data.dataset import make_dataset, pairs_for
 from flexunet.errors import CheckpointError
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.infer.predict import for_inference, forward_probs, probs_to_labels, resize_probs, to_input
-from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
+from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_image_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
@@ -141,9 +141,9 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
         probs = forward_probs(model, x, tta)
         logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if probs.shape[1] == 1 else probs.clamp_min(1e-8).log()
         losses.append(loss_fn(logits, y).item())
-        target = y.unsqueeze(1).float() if probs.shape[1] == 1 else torch.nn.functional.one_hot(y, probs.shape[1]).permute(0, 3, 1, 2).float()
+        kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
         for name in seed:
-            seed[name].append(SEED_METRICS[name](target, probs).item())
+            seed[name].append(SEED_METRICS[name](target, kept_probs).item())
         pred = (probs[:, 0] > cfg.infer.threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
         # honest metrics at each image's original size, on the masks `flexunet infer` would write
         originals = at_original_size(truths, probs, cfg.infer.threshold)

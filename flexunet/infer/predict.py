@@ -176,7 +176,7 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                     on_image()
                 continue
             try:
-                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order))
+                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled)))
                 chunk.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))
