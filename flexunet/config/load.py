@@ -213,6 +213,7 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
     from flexunet.losses import LOSSES, canonical_loss_name
     from flexunet.metrics import SEED_METRICS
     from flexunet.models import MODELS
+    from flexunet.models.layers import make_activation
     from flexunet.config.aliases import canonical_model_name
 
     problems = []
@@ -228,6 +229,10 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
         base = name.removeprefix("val_")
         if base not in SEED_METRICS and base != "loss":
             problems.append(f"{Location(label, 'train', 'metrics')} = {name!r}: unknown metric{_suggest(base, list(SEED_METRICS))}")
+    try:
+        make_activation(m.activation)
+    except ConfigError as exc:
+        problems.append(f"{Location(label, 'model')} {exc}")
     ignore = cfg.mask.ignore_index
     if m.num_classes > 1:
         bad = sorted({i for i in cfg.rgb_map.values() if i >= m.num_classes and i != ignore})

@@ -92,7 +92,9 @@ def ssim_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
     probs, target = probs_and_targets(logits, labels)
     n, c, h, w = probs.shape
-    return SSIMLoss(spatial_dims=2, data_range=1.0, win_size=min(11, h, w) | 1)(
+    win = min(11, h, w)
+    win -= 1 - win % 2  # odd, and no larger than the image (an 8-pixel side once got a 9-pixel window)
+    return SSIMLoss(spatial_dims=2, data_range=1.0, win_size=win)(
         probs.reshape(n * c, 1, h, w), target.reshape(n * c, 1, h, w)
     )
 
