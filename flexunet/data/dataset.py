@@ -99,8 +99,12 @@ def make_dataset(cfg: Config, pairs: list[Pair], cache: bool = False) -> Segment
                                cfg.image.color_order, cache, cfg.image.pixel_limit())
 
 
-def pairs_for(cfg: Config, section: str) -> list[Pair]:
-    """Pairs of [train], [valid] or [test], with a config error when the section names no folders."""
+def pairs_for(cfg: Config, section: str, warn: bool = True) -> list[Pair]:
+    """Pairs of [train], [valid] or [test], with a config error when the section names no folders.
+
+    Pairs over [image] max_pixels are left out, with one `warning:` line naming them (unless `warn` is False:
+    callers that only count pairs).
+    """
     data = getattr(cfg, section)
     if not data.images_dir or not data.masks_dir:
         missing = "images_dir" if not data.images_dir else "masks_dir"
@@ -112,7 +116,7 @@ def pairs_for(cfg: Config, section: str) -> list[Pair]:
         if not pairs:
             raise DataError(f"{data.split_file}: no stem listed for split '{section}' is in {data.images_dir}")
     pairs, warning = drop_oversized(pairs, cfg.image.pixel_limit())
-    if warning:
+    if warning and warn:
         say(f"warning: [{section}] {warning}")
     return pairs
 

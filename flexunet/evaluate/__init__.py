@@ -302,7 +302,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     with progress_bars(quiet) as progress:
-        n = len(pairs_for(cfg, section))
+        n = len(pairs_for(cfg, section, warn=False))  # evaluate_details warns about skipped files
         bar = Bar(progress, f"evaluating {section}", n)
         ev = evaluate_details(model, cfg, section, None, cfg.eval.tta if tta is None else tta, bar,
                               hd95=True, examples=examples if report else 0)

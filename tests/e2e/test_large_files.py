@@ -20,9 +20,12 @@ def test_every_verb_reports_and_skips_a_bomb(tmp_path: Path, tiny_dataset: Path,
     config = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 1, "epoch_change_infer": False},
                                                  "tiledinfer": {"overlapping": 8, "output_dir": "./tiled"}})
     assert run_cli(monkeypatch, "train", str(config), "--quiet", "--device", "cpu") == 0
-    assert "warning: [train] skipped 1 pairs over 64,000,000 pixels" in capsys.readouterr().out
-    assert run_cli(monkeypatch, "evaluate", str(config), "--quiet", "--no-report") == 0
-    assert "warning: [test] skipped 2 pairs" in capsys.readouterr().out
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: [train] skipped 1 pairs over 64,000,000 pixels ([image] max_pixels): "
+                        "bomb.png (100000x100000)"]
+    assert run_cli(monkeypatch, "evaluate", str(config), "--quiet") == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: [test] skipped 2 pairs")
     for tiled in ([], ["--tiled", "--images", str(tiny_dataset / "test" / "images")]):
         assert run_cli(monkeypatch, "infer", str(config), "--quiet", *tiled) == 0
         out = capsys.readouterr().out

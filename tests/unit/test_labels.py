@@ -168,3 +168,9 @@ def test_breast_cancer_masks_survive_a_512_128_round_trip() -> None:
         overlap += 2 * int(((labels > 0) & (labels == round_trip)).sum())
         total += int((labels > 0).sum() + (round_trip > 0).sum())
     assert overlap / total > 0.80
+
+
+@pytest.mark.parametrize("side", [1, 2, 8, 10])
+def test_ssim_loss_on_images_smaller_than_its_window(side: int) -> None:
+    logits = torch.randn(2, 1, side, side)
+    assert torch.isfinite(LOSSES["ssim_loss"](logits, (logits[:, 0] > 0).long()))

@@ -73,3 +73,21 @@ def test_training_data_skips_a_bomb_with_one_warning(tmp_path: Path, capsys: pyt
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: [train] skipped 1 pairs over 64,000,000 pixels ([image] max_pixels): "
                         "bomb.png (100000x100000)"]
+
+
+@pytest.mark.parametrize(("tiled", "limit"), [(False, 8000**2), (True, 20000**2)])
+def test_inference_reads_with_the_limit_of_its_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiled: bool,
+                                                    limit: int) -> None:
+    import flexunet.infer.predict as predict
+
+    data = write_disc_pairs(tmp_path, 2, size=32)
+    asked = []
+
+    def refuse(path: Path, channels: int, color_order: str, max_pixels: int) -> None:
+        asked.append(max_pixels)
+        raise ImageTooLarge(path, (1, 1), max_pixels)
+
+    monkeypatch.setattr(predict, "read_image", refuse)
+    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}})
+    result = predict.predict_folder(None, cfg, str(data / "images"), tmp_path / "out", None, None, tiled=tiled)
+    assert asked == [limit, limit] and len(result.skipped) == 2 and not result.written
