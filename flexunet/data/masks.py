@@ -182,5 +182,6 @@ def palette(rgb_map: Mapping[RGB, int], num_labels: int) -> np.ndarray:
 
 
 def colorize_labels(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """RGB image (H, W, 3) uint8 with each label painted in its class colour."""
-    return colours[labels]
+    """RGB image (H, W, 3) uint8 with each label painted in its class colour; labels past the palette (the
+    [mask] ignore_index) in white."""
+    return np.concatenate([colours, [[255, 255, 255]]]).astype(np.uint8)[np.minimum(labels, len(colours))]

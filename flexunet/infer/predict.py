@@ -104,6 +104,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: f
     """Alpha-blend class colours over the image where a label is not background (float math: no uint8 wrap-around)."""
     rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
     blended = rgb.astype(np.float32)
+    labels = np.where(labels < len(colours), labels, 0).astype(labels.dtype)  # [mask] ignore_index: shown unpainted
     fg = labels > 0
     blended[fg] = (1 - alpha) * blended[fg] + alpha * colours[labels[fg]].astype(np.float32)
     # outline the predicted regions so thin structures stay visible
