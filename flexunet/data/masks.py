@@ -119,7 +119,8 @@ def decode_mask(mask: np.ndarray, decoding: MaskDecoding, source: str = "mask") 
     `source` (the file) names the mask in errors. Pixels equal to `decoding.ignore_index` keep that label.
     """
     if decoding.is_binary:
-        return decode_binary_mask(to_grey(mask), decoding), 0.0
+        lossy = source.lower().endswith((".jpg", ".jpeg"))
+        return decode_binary_mask(to_grey(mask), decoding, lossy), 0.0
     if mask.ndim == 2 and is_index_map(mask, decoding):
         return mask.astype(np.uint8), 0.0
     if mask.ndim == 2 and not _is_grey_map(decoding.rgb_map or {}):
@@ -127,12 +128,15 @@ def decode_mask(mask: np.ndarray, decoding: MaskDecoding, source: str = "mask") 
     return decode_rgb_mask(_colour_levels(mask), decoding.rgb_map or {}, decoding.color_tolerance)
 
 
-def decode_binary_mask(grey: np.ndarray, decoding: MaskDecoding) -> np.ndarray:
+def decode_binary_mask(grey: np.ndarray, decoding: MaskDecoding, lossy: bool = False) -> np.ndarray:
     """Labels 0/1 of a binary mask: a mask whose largest value is 1 holds the labels themselves; any other is
-    thresholded (16-bit masks over 255 on their 8-bit level). The ignore_index value is kept, not thresholded."""
+    thresholded (16-bit masks over 255 on their 8-bit level). The ignore_index value is kept, not thresholded.
+
+    A `lossy` (JPEG) mask is always thresholded: the noise of an empty one can reach 1.
+    """
     ignored = grey == decoding.ignore_index if decoding.ignore_index is not None else np.zeros(grey.shape, bool)
     kept = np.where(ignored, 0, grey)
-    if kept.max(initial=0) <= 1:
+    if kept.max(initial=0) <= 1 and not lossy:
         labels = kept.astype(np.uint8)  # a 0/1 mask: thresholding it at 127 would make it all background
     else:
         labels = binarize_mask(_colour_levels(kept), decoding.threshold, decoding.blur_size, decoding.algorithm)

@@ -62,6 +62,8 @@ def test_binary_mask_stored_as_0_1_is_foreground_not_background() -> None:
     assert labels.sum() == 9 and np.array_equal(labels, mask)
     labels_255, _ = decode_mask(mask * 255, MaskDecoding(num_classes=1))  # 0/255 masks: threshold as before
     assert np.array_equal(labels_255, mask)
+    noise, _ = decode_mask(mask, MaskDecoding(num_classes=1), "empty.jpg")  # JPEG noise of an empty mask
+    assert noise.sum() == 0
 
 
 def test_label_beyond_num_classes_is_an_error_naming_file_and_values(tmp_path: Path) -> None:
