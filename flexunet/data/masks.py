@@ -118,12 +118,15 @@ def decode_mask(mask: np.ndarray, decoding: MaskDecoding, source: str = "mask") 
 
     `source` (the file) names the mask in errors. Pixels equal to `decoding.ignore_index` keep that label.
     """
+    lossy = source.lower().endswith((".jpg", ".jpeg"))  # JPEG noise shifts values: never read them as labels
     if decoding.is_binary:
-        lossy = source.lower().endswith((".jpg", ".jpeg"))
         return decode_binary_mask(to_grey(mask), decoding, lossy), 0.0
-    if mask.ndim == 2 and is_index_map(mask, decoding):
+    if mask.ndim == 2 and not lossy and is_index_map(mask, decoding):
         return mask.astype(np.uint8), 0.0
     if mask.ndim == 2 and not _is_grey_map(decoding.rgb_map or {}):
+        if lossy:
+            raise DataError(f"{source}: a grey JPEG mask cannot hold class indices (JPEG changes values); save it as "
+                            f"PNG, or give [mask] rgb_map grey colours such as {{(0,0,0):0, (255,255,255):1}}")
         raise DataError(_label_error(mask, decoding, source))
     return decode_rgb_mask(_colour_levels(mask), decoding.rgb_map or {}, decoding.color_tolerance)
 

@@ -76,6 +76,15 @@ def test_label_beyond_num_classes_is_an_error_naming_file_and_values(tmp_path: P
     assert np.array_equal(decoded, labels)  # the ignore label is kept as it is
 
 
+def test_grey_jpeg_masks_are_never_read_as_label_values() -> None:
+    noise = np.array([[0, 1, 0], [1, 0, 0]], np.uint8)  # an empty JPEG mask's noise
+    grey_map = MaskDecoding(num_classes=2, rgb_map={(0, 0, 0): 0, (255, 255, 255): 1})
+    assert decode_mask(noise, grey_map, "m.png")[0].tolist() == noise.tolist()  # a PNG index map: labels
+    assert decode_mask(noise, grey_map, "m.jpg")[0].sum() == 0  # a JPEG: grey colours, near black
+    with pytest.raises(DataError, match=r"m\.jpg: a grey JPEG mask cannot hold class indices"):
+        decode_mask(noise, MaskDecoding(num_classes=3, rgb_map=CERVICAL_MAP), "m.jpg")
+
+
 def test_ignore_index_must_not_be_a_class() -> None:
     with pytest.raises(ConfigError, match=r"\[mask\] ignore_index = 2: must not be a class"):
         config_from_dict({"model": {"num_classes": 3}, "mask": {"ignore_index": 2}})
