@@ -10,7 +10,9 @@ from torch.utils.data import Dataset
 
 from flexunet.config.schema import Config
 from flexunet.console import say
-from flexunet.data.io import DEFAULT_MAX_PIXELS, ImageTooLarge, check_size, read_image, read_mask, resize_image, resize_labels
+from flexunet.data.io import (
+    DEFAULT_MAX_PIXELS, ImageTooLarge, check_size, read_image, read_mask, resize_image, resize_labels,
+)
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, pair_files
 from flexunet.errors import ConfigError, DataError
@@ -81,7 +83,8 @@ class SegmentationDataset(Dataset):
         if self.decoding.is_binary or not self.pairs:
             return 0.0
         picks = np.linspace(0, len(self.pairs) - 1, min(max_masks, len(self.pairs))).round().astype(int)
-        return float(np.mean([decode_mask(read_mask(self.pairs[i].mask, self.max_pixels), self.decoding, str(self.pairs[i].mask))[1] for i in set(picks)]))
+        masks = (self.pairs[i].mask for i in set(picks))
+        return float(np.mean([decode_mask(read_mask(m, self.max_pixels), self.decoding, str(m))[1] for m in masks]))
 
 
 @dataclass(frozen=True)

@@ -169,9 +169,9 @@ def _label_error(mask: np.ndarray, decoding: MaskDecoding, source: str) -> str:
     values = np.unique(mask)
     bad = [int(v) for v in values if v >= decoding.num_classes and v != decoding.ignore_index]
     shown = ", ".join(map(str, bad[:6])) + (", ..." if len(bad) > 6 else "")
+    ignore = f"set [mask] ignore_index = {bad[0]} if they mark pixels to leave out, or " if bad[0] <= 255 else ""
     return (f"{source}: label values {shown} are not classes of [model] num_classes = {decoding.num_classes}; "
-            f"set [mask] ignore_index = {bad[0]} if they mark pixels to leave out, or an rgb_map of grey colours "
-            f"if the grey levels are colours")
+            f"{ignore}give [mask] rgb_map grey colours if the grey levels are colours")
 
 
 def palette(rgb_map: Mapping[RGB, int], num_labels: int) -> np.ndarray:

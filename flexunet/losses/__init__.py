@@ -67,7 +67,7 @@ def _bce(logits: Tensor, labels: Tensor) -> Tensor:
     if logits.shape[1] == 1:
         return crossentropy(logits, labels)
     probs, target = probs_and_targets(logits, labels)
-    return _bce_on_probs(probs, target, valid_pixels(labels, logits.shape[1]))  # the seed's BCE over every one-hot channel
+    return _bce_on_probs(probs, target, valid_pixels(labels, logits.shape[1]))  # the seed's BCE, every one-hot channel
 
 
 def dice_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -70,7 +70,7 @@ def test_label_beyond_num_classes_is_an_error_naming_file_and_values(tmp_path: P
     labels = np.zeros((16, 16), np.uint8)
     labels[2:6, 2:6], labels[0, :] = 1, 255
     root = _pair_folder(tmp_path, np.full((16, 16, 3), 90, np.uint8), labels)
-    with pytest.raises(DataError, match=r"a\.png: label values 255 .* num_classes = 3.*ignore_index = 255"):
+    with pytest.raises(DataError, match=r"a\.png: label values 255 .* num_classes = 3; set \[mask\] ignore_index = 255"):
         _dataset(root, 3, 16).load_original(0)
     _, decoded, _ = _dataset(root, 3, 16, ignore_index=255).load_original(0)
     assert np.array_equal(decoded, labels)  # the ignore label is kept as it is
