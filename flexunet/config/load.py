@@ -17,6 +17,7 @@ from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, Section
 from flexunet.errors import ConfigError
 
 ORIGIN_FILE = "file"
+LEVEL_DROPOUT_MODELS = frozenset({"flexunet", "sharp_unet", "unet3plus"})  # dropout_rate * level, as the seed
 ORIGIN_CLI = "command line"
 
 
@@ -220,6 +221,7 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
     from flexunet.losses import LOSSES, canonical_loss_name
     from flexunet.metrics import SEED_METRICS
     from flexunet.models import MODELS
+    from flexunet.models.layers import make_activation
     from flexunet.config.aliases import canonical_model_name
 
     problems = []
@@ -235,8 +237,13 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
         base = name.removeprefix("val_")
         if base not in SEED_METRICS and base != "loss":
             problems.append(f"{Location(label, 'train', 'metrics')} = {name!r}: unknown metric{_suggest(base, list(SEED_METRICS))}")
+    try:
+        make_activation(m.activation)
+    except ConfigError as exc:
+        problems.append(f"{Location(label, 'model')} {exc}")
+    ignore = cfg.mask.ignore_index
     if m.num_classes > 1:
-        bad = sorted({i for i in cfg.rgb_map.values() if i >= m.num_classes})
+        bad = sorted({i for i in cfg.rgb_map.values() if i >= m.num_classes and i != ignore})
         if bad:
             problems.append(
                 f"{Location(label, 'mask', 'rgb_map')}: class index {bad[0]} >= [model] num_classes = {m.num_classes}"
@@ -245,6 +252,12 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
     if names is not None and len(names) != labels:
         problems.append(f"{Location(label, 'mask', 'class_names')} = {names!r}: {len(names)} names for {labels} labels; "
                         f"give one per label, background first ([model] num_classes = {m.num_classes})")
+    if ignore is not None and ignore < max(m.num_classes, 2):
+        problems.append(f"{Location(label, 'mask', 'ignore_index')} = {ignore}: must not be a class label; "
+                        f"use a value >= {max(m.num_classes, 2)}, e.g. 255")
+    if canonical_model_name(m.model) in LEVEL_DROPOUT_MODELS and m.dropout_rate * (m.num_layers - 1) >= 1:
+        problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: level i drops dropout_rate * i, "
+                        f"so with num_layers = {m.num_layers} it must be < {1 / (m.num_layers - 1):.4g}")
     return problems
 
 

@@ -10,6 +10,10 @@ RGB = tuple[int, int, int]
 # Default colour map of the seed's categorized masks ([mask] rgb_map).
 DEFAULT_RGB_MAP: dict[RGB, int] = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2, (0, 0, 255): 3}
 
+# Default pixel limits of [image] max_pixels: training, evaluation and plain inference; tiled inference.
+DEFAULT_MAX_PIXELS = 8000 * 8000
+TILED_MAX_PIXELS = 20000 * 20000
+
 # Keys holding a path, a folder or a glob pattern: resolved against the config file's folder at load time.
 PATH_KEYS = frozenset(
     {
@@ -124,7 +128,7 @@ class TrainSection(Section):
     epoch_change_tiled_infer: bool = False
     epoch_change_tiled_infer_dir: str = "./epoch_change_tiled_infer"
     num_infer_images: int = Field(6, ge=0)
-    seed: int = 137
+    seed: int = Field(137, ge=0, lt=2**32)  # NumPy and torch take seeds below 2**32 / 2**64
     monitor: Literal["val_loss", "val_dice", "val_iou"] = "val_loss"
     validation_split: float = Field(0.2, gt=0, lt=1)  # used only when there is no [valid] data
     num_workers: Optional[int] = Field(None, ge=0)  # None -> 0 on CPU, 4 on CUDA
@@ -220,12 +224,16 @@ class MaskSection(Section):
         if len(set(value)) != len(value):
             raise ValueError("names must be different from each other")
         return value
+    # A label (>= num_classes, <= 255) marking pixels left out of loss and metrics, e.g. 255 for "unsure" regions.
+    ignore_index: Optional[int] = Field(None, ge=0, le=255)
 
     @field_validator("rgb_map")
     @classmethod
     def _valid_map(cls, value: Optional[dict[RGB, int]]) -> Optional[dict[RGB, int]]:
         if value is None:
             return value
+        if not value:
+            raise ValueError("maps no colour; give at least {(0,0,0): 0, ...} or leave it out for the default")
         for colour, index in value.items():
             if any(c < 0 or c > 255 for c in colour):
                 raise ValueError(f"colour {colour} has a channel outside 0..255")
@@ -235,9 +243,15 @@ class MaskSection(Section):
 
 
 class ImageSection(Section):
-    """[image]: channel order fed to the network."""
+    """[image]: channel order fed to the network, and the largest image read."""
 
     color_order: Literal["RGB", "BGR"] = "RGB"
+    # Images and masks whose header claims more pixels are reported and skipped, never decoded (decompression bombs).
+    max_pixels: Optional[int] = Field(None, gt=0)  # None -> 8000**2, or 20000**2 for `infer --tiled`
+
+    def pixel_limit(self, tiled: bool = False) -> int:
+        """max_pixels, or its default: tiled inference holds only tiles at model size, so it reads larger images."""
+        return self.max_pixels or (TILED_MAX_PIXELS if tiled else DEFAULT_MAX_PIXELS)
 
 
 class GeneratorSection(Section):

@@ -9,7 +9,10 @@ import torch
 from torch.utils.data import Dataset
 
 from flexunet.config.schema import Config
-from flexunet.data.io import read_image, read_mask, resize_image, resize_labels
+from flexunet.console import say
+from flexunet.data.io import (
+    DEFAULT_MAX_PIXELS, ImageTooLarge, check_size, read_image, read_mask, resize_image, resize_labels,
+)
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, pair_files
 from flexunet.errors import ConfigError, DataError
@@ -25,6 +28,7 @@ def mask_decoding(cfg: Config) -> MaskDecoding:
         algorithm=m.algorithm,
         rgb_map=cfg.rgb_map,
         color_tolerance=m.color_tolerance,
+        ignore_index=m.ignore_index,
     )
 
 
@@ -32,8 +36,9 @@ class SegmentationDataset(Dataset):
     """Pairs read from disk on demand, resized to the model input; optionally cached in RAM after first use."""
 
     def __init__(self, pairs: list[Pair], width: int, height: int, channels: int, decoding: MaskDecoding,
-                 color_order: str = "RGB", cache: bool = False) -> None:
+                 color_order: str = "RGB", cache: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.pairs = pairs
+        self.max_pixels = max_pixels
         self.width, self.height, self.channels = width, height, channels
         self.decoding = decoding
         self.color_order = color_order
@@ -50,14 +55,14 @@ class SegmentationDataset(Dataset):
     def load_original(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
         """Image and labels at the files' own size (what evaluation scores against), and the unmapped fraction."""
         pair = self.pairs[index]
-        image = read_image(pair.image, self.channels, self.color_order)
-        mask = read_mask(pair.mask)
+        image = read_image(pair.image, self.channels, self.color_order, self.max_pixels)
+        mask = read_mask(pair.mask, self.max_pixels)
         if mask.shape[:2] != image.shape[:2]:
             raise DataError(
                 f"{pair.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {pair.image.name} is "
                 f"{image.shape[1]}x{image.shape[0]}"
             )
-        labels, unmapped = decode_mask(mask, self.decoding)
+        labels, unmapped = decode_mask(mask, self.decoding, str(pair.mask))
         return image, labels, unmapped
 
     def to_model_size(self, image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +83,8 @@ class SegmentationDataset(Dataset):
         if self.decoding.is_binary or not self.pairs:
             return 0.0
         picks = np.linspace(0, len(self.pairs) - 1, min(max_masks, len(self.pairs))).round().astype(int)
-        return float(np.mean([decode_mask(read_mask(self.pairs[i].mask), self.decoding)[1] for i in set(picks)]))
+        masks = (self.pairs[i].mask for i in set(picks))
+        return float(np.mean([decode_mask(read_mask(m, self.max_pixels), self.decoding, str(m))[1] for m in masks]))
 
 
 @dataclass(frozen=True)
@@ -93,11 +99,15 @@ class SplitDatasets:
 def make_dataset(cfg: Config, pairs: list[Pair], cache: bool = False) -> SegmentationDataset:
     m = cfg.model
     return SegmentationDataset(pairs, m.image_width, m.image_height, m.image_channels, mask_decoding(cfg),
-                               cfg.image.color_order, cache)
+                               cfg.image.color_order, cache, cfg.image.pixel_limit())
 
 
-def pairs_for(cfg: Config, section: str) -> list[Pair]:
-    """Pairs of [train], [valid] or [test], with a config error when the section names no folders."""
+def pairs_for(cfg: Config, section: str, warn: bool = True) -> list[Pair]:
+    """Pairs of [train], [valid] or [test], with a config error when the section names no folders.
+
+    Pairs over [image] max_pixels are left out, with one `warning:` line naming them (unless `warn` is False:
+    callers that only count pairs).
+    """
     data = getattr(cfg, section)
     if not data.images_dir or not data.masks_dir:
         missing = "images_dir" if not data.images_dir else "masks_dir"
@@ -108,7 +118,29 @@ def pairs_for(cfg: Config, section: str) -> list[Pair]:
         pairs = [p for p in pairs if p.stem in wanted]
         if not pairs:
             raise DataError(f"{data.split_file}: no stem listed for split '{section}' is in {data.images_dir}")
+    pairs, warning = drop_oversized(pairs, cfg.image.pixel_limit())
+    if warning and warn:
+        say(f"warning: [{section}] {warning}")
     return pairs
+
+
+def drop_oversized(pairs: list[Pair], max_pixels: int) -> tuple[list[Pair], str | None]:
+    """The pairs whose image and mask headers are within `max_pixels`, and one line naming the others (or None).
+
+    Only headers are read: a decompression bomb is reported and skipped, never decoded.
+    """
+    kept, skipped = [], []
+    for pair in pairs:
+        try:
+            check_size(pair.image, max_pixels)
+            check_size(pair.mask, max_pixels)
+            kept.append(pair)
+        except ImageTooLarge as exc:
+            skipped.append(f"{exc.path.name} ({exc.size[0]}x{exc.size[1]})")
+    if not skipped:
+        return pairs, None
+    shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return kept, f"skipped {len(skipped)} pairs over {max_pixels:,} pixels ([image] max_pixels): {shown}"
 
 
 def build_datasets(cfg: Config) -> SplitDatasets:

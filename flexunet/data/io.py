@@ -1,45 +1,103 @@
-"""Reading and writing image files (OpenCV), with errors that name the file."""
+"""Reading and writing image files (OpenCV; Pillow reads only headers), with errors that name the file.
+
+Reading rules (one for images and masks alike):
+- The size in the file header is checked before anything is decoded: a file over the pixel limit ([image]
+  max_pixels) raises `ImageTooLarge`, so a decompression bomb (a 74-byte PNG claiming 100000x100000) costs nothing.
+- EXIF orientation is applied to images and masks alike (OpenCV does it for JPEG), so a pair stays aligned.
+- 16-bit files keep their values: masks as they are (label 2 stays 2), images scaled to uint8 by `to_uint8`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from flexunet.config.schema import DEFAULT_MAX_PIXELS
 from flexunet.errors import DataError
 from flexunet.files import atomic_write_bytes
 
+Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; `check_size` applies flexunet's own limit
 
-def _decode(path: Path, flags: int) -> np.ndarray:
+_SENSOR_MAXIMA = (255, 1023, 4095, 16383, 65535)  # 8-, 10-, 12-, 14- and 16-bit sensors
+
+
+class ImageTooLarge(DataError):
+    """A file whose header claims more pixels than the limit: skipped, never decoded."""
+
+    def __init__(self, path: Path, size: tuple[int, int], max_pixels: int) -> None:
+        self.path, self.size = path, size
+        super().__init__(f"{path}: {size[0]}x{size[1]} pixels is over the limit of {max_pixels:,} "
+                         f"([image] max_pixels); skipped without decoding")
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding; None when Pillow cannot parse the format."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception:  # noqa: BLE001 - any header Pillow cannot parse is left to OpenCV, which reports it
+        return None
+
+
+def check_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise `ImageTooLarge` when the header of `path` claims more than `max_pixels` pixels."""
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageTooLarge(path, size, max_pixels)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A 16-bit image as uint8, divided by the smallest sensor range (8, 10, 12, 14 or 16 bits) that holds its maximum.
+
+    One camera gives one scale for all its images, and 8-bit data stored in 16 bits (a nuclei image with values
+    0..235) keeps its values; dividing by 65535 would make it black.
+    """
+    if image.dtype == np.uint8:
+        return image
+    top = next(m for m in _SENSOR_MAXIMA if m >= int(image.max(initial=0)))
+    return np.round(image.astype(np.float32) * (255.0 / top)).astype(np.uint8)
+
+
+def _decode(path: Path, flags: int, max_pixels: int) -> np.ndarray:
+    check_size(path, max_pixels)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    array = cv2.imdecode(data, flags) if data.size else None
+    try:
+        array = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error:  # e.g. a header over OpenCV's own pixel limit in a format Pillow cannot read
+        array = None
     if array is None:
         raise DataError(f"{path}: not a readable image (empty, truncated or not an image file)")
-    if array.dtype == np.uint16:
-        array = (array / 257).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        raise DataError(f"{path}: unsupported pixel type {array.dtype}; save it as 8-bit")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"{path}: unsupported pixel type {array.dtype}; save it as 8- or 16-bit integers")
     return array
 
 
-def read_image(path: Path, channels: int = 3, color_order: str = "RGB") -> np.ndarray:
+def read_image(path: Path, channels: int = 3, color_order: str = "RGB",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """An image as uint8 (H, W, channels): RGB by default (OpenCV reads BGR), grey when channels == 1."""
     if channels == 1:
-        return _decode(path, cv2.IMREAD_GRAYSCALE)[:, :, None]
-    image = _decode(path, cv2.IMREAD_COLOR)
+        return to_uint8(_decode(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH, max_pixels))[:, :, None]
     if channels != 3:
         raise DataError(f"{path}: image_channels = {channels} is not supported (use 1 or 3)")
+    image = to_uint8(_decode(path, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH, max_pixels))
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color_order == "RGB" else image
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """A mask as uint8 (H, W) grey or (H, W, 3) RGB; alpha is dropped."""
-    mask = _decode(path, cv2.IMREAD_UNCHANGED)
+def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A mask (H, W) grey or (H, W, 3) RGB, uint8 or uint16 as stored (16-bit index masks keep their labels).
+
+    ANYCOLOR keeps grey masks single-channel and, unlike IMREAD_UNCHANGED, applies EXIF orientation as images get.
+    """
+    mask = _decode(path, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH, max_pixels)
     if mask.ndim == 3 and mask.shape[2] == 4:
         mask = mask[:, :, :3]
     if mask.ndim == 3 and mask.shape[2] == 3:
@@ -59,10 +117,11 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Nearest neighbour: any other interpolation invents labels between classes."""
+    """Exact nearest neighbour: other interpolations invent labels between classes, and OpenCV's plain
+    INTER_NEAREST samples pixel corners, shifting labels by (s-1)/2 px against the image after an s-times shrink."""
     if labels.shape[1] == width and labels.shape[0] == height:
         return labels
-    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def write_image(path: Path, image_rgb: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import TrainingConfig, provenance_record, read_training_config
 from flexunet.infer.predict import for_inference, forward_probs, probs_to_labels, resize_probs, to_input
-from flexunet.losses import build_loss, canonical_loss_name, default_loss_name
+from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
@@ -147,9 +147,9 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
         probs = forward_probs(model, x, tta)
         logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if probs.shape[1] == 1 else probs.clamp_min(1e-8).log()
         losses.append(loss_fn(logits, y).item())
-        target = y.unsqueeze(1).float() if probs.shape[1] == 1 else torch.nn.functional.one_hot(y, probs.shape[1]).permute(0, 3, 1, 2).float()
+        kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
         for name in seed:
-            seed[name].append(SEED_METRICS[name](target, probs).item())
+            seed[name].append(SEED_METRICS[name](target, kept_probs).item())
         pred = (probs[:, 0] > cfg.infer.threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
         # honest metrics at each image's original size, on the masks `flexunet infer` would write
         originals = at_original_size(truths, probs, cfg.infer.threshold)
@@ -328,7 +328,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     tta = cfg.eval.tta if tta is None else tta
-    pairs = pairs_for(cfg, section)
+    pairs = pairs_for(cfg, section, warn=False)  # evaluate_details warns about skipped files
     with progress_bars(quiet) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
         ev = evaluate_details(model, cfg, section, None, tta, bar,

@@ -100,7 +100,7 @@ def leak_summary(cfg: Config, section: str, eval_dir: Path, doctor_file: Path | 
     if not run_doctor:
         return LeakSummary("not checked", (f"not checked: {hint}",), "")
     splits = [s for s in ("train", "valid", "test") if getattr(cfg, s).images_dir and getattr(cfg, s).masks_dir]
-    size = sum(len(pairs_for(cfg, s)) for s in splits)
+    size = sum(len(pairs_for(cfg, s, warn=False)) for s in splits)
     if size > AUTO_DOCTOR_MAX_IMAGES:
         return LeakSummary("not checked", (f"not checked ({size} images is too many to check here): {hint}",), "")
     from flexunet.prepare.doctor import doctor_config

@@ -119,6 +119,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: f
     """Alpha-blend class colours over the image where a label is not background (float math: no uint8 wrap-around)."""
     rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
     blended = rgb.astype(np.float32)
+    labels = np.where(labels < len(colours), labels, 0).astype(labels.dtype)  # [mask] ignore_index: shown unpainted
     fg = labels > 0
     blended[fg] = (1 - alpha) * blended[fg] + alpha * colours[labels[fg]].astype(np.float32)
     # outline the predicted regions so thin structures stay visible
@@ -218,7 +219,7 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                     on_image()
                 continue
             try:
-                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order))
+                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled)))
                 chunk.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))

@@ -22,28 +22,52 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 def probs_and_targets(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Probabilities and matching float targets, both (N, C, H, W): sigmoid/0-1 for C == 1, softmax/one-hot else."""
-    if logits.shape[1] == 1:
-        return torch.sigmoid(logits), labels.unsqueeze(1).to(logits.dtype)
-    onehot = F.one_hot(labels.long(), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-    return torch.softmax(logits, dim=1), onehot
+    probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+    return probs_with_targets(probs, labels)
+
+
+def valid_pixels(labels: Tensor, channels: int) -> Tensor:
+    """(N, H, W) bool: pixels whose label is a class. Any other label is the [mask] ignore_index (masks with stray
+    labels are refused when read), so those pixels count in no loss and no metric."""
+    return labels < max(channels, 2)
+
+
+def probs_with_targets(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """`probs` and float targets (N, C, H, W), both zero at ignored pixels, so sums over pixels leave them out."""
+    valid = valid_pixels(labels, probs.shape[1])
+    clean = labels.long().where(valid, 0)
+    if probs.shape[1] == 1:
+        target = clean.unsqueeze(1).to(probs.dtype)
+    else:
+        target = F.one_hot(clean, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    keep = valid.unsqueeze(1).to(probs.dtype)
+    return probs * keep, target * keep
+
+
+def _valid_mean(values: Tensor, valid: Tensor) -> Tensor:
+    """Mean of per-pixel `values` over the valid pixels (all of them when nothing is ignored)."""
+    return (values * valid).sum() / valid.sum().clamp_min(1)
 
 
 def crossentropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Binary cross-entropy for one channel, categorical cross-entropy otherwise (mean over pixels)."""
+    """Binary cross-entropy for one channel, categorical cross-entropy otherwise (mean over non-ignored pixels)."""
+    valid = valid_pixels(labels, logits.shape[1])
     if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels.long())
+        target = labels.to(logits.dtype).where(valid, 0)
+        return _valid_mean(F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none"), valid)
+    return F.cross_entropy(logits, labels.long().where(valid, -100), ignore_index=-100)
 
 
-def _bce_on_probs(probs: Tensor, target: Tensor) -> Tensor:
-    return F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target)
+def _bce_on_probs(probs: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    pixel_bce = F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), target, reduction="none").mean(1)  # (N, H, W)
+    return _valid_mean(pixel_bce, valid)
 
 
 def _bce(logits: Tensor, labels: Tensor) -> Tensor:
     if logits.shape[1] == 1:
         return crossentropy(logits, labels)
     probs, target = probs_and_targets(logits, labels)
-    return _bce_on_probs(probs, target)  # the seed's BCE over every one-hot channel
+    return _bce_on_probs(probs, target, valid_pixels(labels, logits.shape[1]))  # the seed's BCE, every one-hot channel
 
 
 def dice_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -68,7 +92,9 @@ def ssim_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
     probs, target = probs_and_targets(logits, labels)
     n, c, h, w = probs.shape
-    return SSIMLoss(spatial_dims=2, data_range=1.0, win_size=min(11, h, w) | 1)(
+    win = min(11, h, w)
+    win -= 1 - win % 2  # odd, and no larger than the image (an 8-pixel side once got a 9-pixel window)
+    return SSIMLoss(spatial_dims=2, data_range=1.0, win_size=win)(
         probs.reshape(n * c, 1, h, w), target.reshape(n * c, 1, h, w)
     )
 
@@ -78,12 +104,12 @@ def basnet_hybrid_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def dice_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """MONAI DiceCE with per-sample soft Dice (nnU-Net's default recipe), background included for softmax."""
-    from monai.losses import DiceCELoss
+    """MONAI Dice (per-sample soft Dice, nnU-Net's default recipe; background included for softmax) plus
+    cross-entropy: DiceCELoss's two terms, on probabilities masked at ignored pixels."""
+    from monai.losses import DiceLoss
 
-    sigmoid = logits.shape[1] == 1
-    loss = DiceCELoss(sigmoid=sigmoid, softmax=not sigmoid, to_onehot_y=not sigmoid, smooth_nr=1e-5, smooth_dr=1e-5)
-    return loss(logits, labels.unsqueeze(1).to(logits.dtype) if sigmoid else labels.unsqueeze(1).long())
+    probs, target = probs_and_targets(logits, labels)
+    return DiceLoss(smooth_nr=1e-5, smooth_dr=1e-5)(probs, target) + crossentropy(logits, labels)
 
 
 LOSSES: dict[str, LossFn] = {

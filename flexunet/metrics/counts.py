@@ -30,13 +30,15 @@ class Counts:
 def confusion_matrix(pred: Tensor, target: Tensor, num_labels: int) -> Tensor:
     """Per-image confusion matrices (N, K, K), rows = true label, columns = predicted label.
 
-    pred, target: label maps (N, H, W) with values in [0, num_labels).
+    pred, target: label maps (N, H, W) with values in [0, num_labels). Target pixels labelled num_labels or more
+    ([mask] ignore_index) are left out: they count for no class.
     """
-    n = pred.shape[0]
-    flat = (target.reshape(n, -1).long() * num_labels + pred.reshape(n, -1).long())
-    offsets = torch.arange(n, device=flat.device).unsqueeze(1) * num_labels * num_labels
-    counts = torch.bincount((flat + offsets).reshape(-1), minlength=n * num_labels * num_labels)
-    return counts.reshape(n, num_labels, num_labels)
+    n, cells = pred.shape[0], num_labels * num_labels
+    target, pred = target.reshape(n, -1).long(), pred.reshape(n, -1).long()
+    flat = torch.where(target < num_labels, target * num_labels + pred, cells)  # ignored pixels -> an extra bin
+    offsets = torch.arange(n, device=flat.device).unsqueeze(1) * (cells + 1)
+    counts = torch.bincount((flat + offsets).reshape(-1), minlength=n * (cells + 1))
+    return counts.reshape(n, cells + 1)[:, :cells].reshape(n, num_labels, num_labels)
 
 
 def confusion_counts(pred: Tensor, target: Tensor, num_labels: int) -> Counts:

@@ -20,6 +20,8 @@ def hd95_per_image(pred: Tensor, target: Tensor, num_labels: int) -> Tensor:
     """
     from monai.metrics import compute_hausdorff_distance
 
+    ignored = target >= num_labels  # [mask] ignore_index: background in both, so no boundary passes through it
+    pred, target = pred.masked_fill(ignored, 0), target.masked_fill(ignored, 0)
     pred_1h = torch.nn.functional.one_hot(pred.long().cpu(), num_labels).permute(0, 3, 1, 2)  # (N, K, H, W)
     target_1h = torch.nn.functional.one_hot(target.long().cpu(), num_labels).permute(0, 3, 1, 2)
     with warnings.catch_warnings():  # MONAI warns on empty masks; they are handled below

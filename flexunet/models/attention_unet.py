@@ -21,6 +21,7 @@ def build_attention_unet(section: ModelSection) -> AttentionUnet:
     from monai.networks.nets import AttentionUnet  # MONAI loads only when this model is built
 
     require_levels(section, "num_layers", section.num_layers, 2)
+    require_levels(section, "base_filters", section.base_filters, 2)  # the attention gates halve the channels
     require_divisible(section, section.num_layers - 1)
     return AttentionUnet(
         spatial_dims=2,

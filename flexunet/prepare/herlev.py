@@ -74,8 +74,8 @@ def frame(image: np.ndarray, canvas: Canvas, fill: np.ndarray, seamless: bool = 
 def _frame_mask(mask: np.ndarray, canvas: Canvas) -> np.ndarray:
     framed = frame(mask, Canvas(canvas.size, canvas.crop), np.zeros(3, np.uint8))
     if canvas.resize and canvas.resize != framed.shape[0]:
-        # nearest: any other interpolation invents colours between classes
-        framed = cv2.resize(framed, (canvas.resize, canvas.resize), interpolation=cv2.INTER_NEAREST)
+        # exact nearest: other modes invent colours; plain INTER_NEAREST shifts masks against their images
+        framed = cv2.resize(framed, (canvas.resize, canvas.resize), interpolation=cv2.INTER_NEAREST_EXACT)
     return framed
 
 

@@ -41,7 +41,7 @@ def _fit_size(image: np.ndarray, max_side: int | None, nearest: bool) -> np.ndar
         return image
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+    return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_AREA)
 
 
 def write_pair(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray | None,

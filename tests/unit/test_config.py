@@ -2,11 +2,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from flexunet.config import config_from_text, config_to_ini, load_config, parse_value
 from flexunet.config.load import Location
+from flexunet.data import decode_mask, mask_decoding
 from flexunet.errors import ConfigError
+from flexunet.losses import build_loss
+from flexunet.models import build_model
+from flexunet.train.device import seed_everything
 from tests.conftest import requires_shared
 
 
@@ -118,6 +126,8 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["pap-smear.config", "mammogram-mastery.config"])
+
+
 def test_seed_configs_load_unmodified(name: str) -> None:
     cfg = load_config(requires_shared("configs", name))
     assert cfg.train.epochs == 100
@@ -152,6 +162,8 @@ def test_class_names_one_per_label_background_first(tmp_path: Path) -> None:
     named = load_config(write(tmp_path, head + 'class_names = ["background", "cytoplasm", "nucleus"]\n'))
     assert named.label_names == ["background", "cytoplasm", "nucleus"]
     assert load_config(write(tmp_path, "[model]\nnum_classes = 1\n")).label_names == ["background", "class_1"]
+
+
 @pytest.mark.parametrize("order", ["valid first", "eval first"])
 def test_seed_eval_data_never_overrides_an_explicit_valid(tmp_path: Path, order: str) -> None:
     valid = '[valid]\nimages_dir = "./v/images"\nmasks_dir = "./v/masks"\n'
@@ -167,3 +179,82 @@ def test_seed_eval_data_agreeing_with_valid_or_overridden_on_the_command_line_is
     path = write(tmp_path, '[eval]\nimage_datapath = "./old/images"\n')
     cfg = load_config(path, ["valid.images_dir=" + str(tmp_path / "new")])  # the command line overrides the file
     assert cfg.valid.images_dir == str(tmp_path / "new")
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("[model]\nnum_layers = 4\ndropout_rate = 0.5\n", "exp.config [model] dropout_rate = 0.5: level i drops"),
+    ("[train]\nseed = 1180591620717411303424\n", "exp.config [train] seed = 1180591620717411303424: Input should be less"),
+    ("[model]\nnum_classes = 3\n[mask]\nrgb_map = {}\n", "exp.config [mask] rgb_map = {}: maps no colour"),
+    ("[model]\nactivation = 'relu6x'\n", "exp.config [model] activation = 'relu6x': unknown activation"),
+])
+
+
+def test_values_that_would_crash_later_are_rejected_at_load(tmp_path: Path, text: str, where: str) -> None:
+    assert where in error_of(write(tmp_path, text))
+
+
+def test_level_dropout_that_fits_is_accepted(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[model]\nnum_layers = 4\ndropout_rate = 0.3\n[train]\nseed = 4294967295\n"))
+    assert cfg.model.dropout_rate == 0.3 and cfg.train.seed == 2**32 - 1
+
+
+TINY_MODEL = {  # always given, so no example falls back to a 512x512, 6-level default
+    "image_width": st.sampled_from(["8", "12", "16"]),
+    "image_height": st.sampled_from(["8", "16", "20"]),
+    "base_filters": st.sampled_from(["1", "2"]),
+    "num_layers": st.sampled_from(["1", "2", "3", "4", "5"]),
+}
+MODEL_VALUES = {
+    "model": st.sampled_from(["'flexunet'", "'sharp_unet'", "'unet3plus'", "'attention_unet'", "'multires_unet'"]),
+    "image_channels": st.sampled_from(["1", "3", "4"]),
+    "num_classes": st.sampled_from(["1", "2", "3"]),
+    "base_kernels": st.sampled_from(["(1, 1)", "(3, 3)", "(5, 2)", "(7, 7)"]),
+    "dilation": st.sampled_from(["(1, 1)", "(2, 2)", "(3, 1)"]),
+    "dropout_rate": st.sampled_from(["0.0", "0.05", "0.3", "0.5", "0.99"]),
+    "normalization": st.sampled_from(["True", "False"]),
+    "activation": st.sampled_from(["'relu'", "'elu'", "'tf.nn.gelu'", "'mish'", "'relux'"]),
+    "loss": st.sampled_from([f"'{name}'" for name in ("bce_iou_loss", "bce_dice_loss", "dice_loss", "iou_loss",
+                             "categorical_crossentropy", "ssim_loss", "basnet_hybrid_loss", "dice_ce_loss", "jacard_loss")]),
+}
+OTHER_VALUES = {
+    ("train", "seed"): st.sampled_from(["0", "137", "-1", "4294967295", "4294967296", "1180591620717411303424"]),
+    ("mask", "rgb_map"): st.sampled_from(["{}", "{(0,0,0):0}", "{(0,0,0):0, (255,255,255):1}", "{(0,0,0):0, (9,9,9):7}"]),
+    ("mask", "ignore_index"): st.sampled_from(["0", "1", "3", "255", "256"]),
+}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries(TINY_MODEL, optional=MODEL_VALUES), st.fixed_dictionaries({}, optional=OTHER_VALUES))
+
+
+def test_a_loaded_config_trains_one_step(model: dict[str, str], other: dict[tuple[str, str], str]) -> None:
+    """Every value the loader accepts works: the model builds (or refuses with a ConfigError naming the key, as the
+    model-specific shape rules do), seeds the RNGs, decodes a mask and runs one forward/backward step."""
+    sections: dict[str, dict[str, str]] = {"model": dict(model)}
+    for (section, key), value in other.items():
+        sections.setdefault(section, {})[key] = value
+    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) for s, entries in sections.items())
+    try:
+        cfg = config_from_text(text, "fuzz.config")
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.config [")
+        event("rejected at load")
+        return
+    try:
+        net = build_model(cfg.model)
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.config [model] ")
+        event("refused by the model builder")
+        return
+    seed_everything(cfg.train.seed)
+    m = cfg.model
+    mask = np.random.default_rng(0).integers(0, 256, (m.image_height, m.image_width, 3), dtype=np.uint8)
+    labels, _ = decode_mask(mask, mask_decoding(cfg))
+    assert labels.shape == (m.image_height, m.image_width)
+    logits = net(torch.rand(2, m.image_channels, m.image_height, m.image_width))
+    assert logits.shape == (2, m.num_classes, m.image_height, m.image_width)
+    y = torch.from_numpy(np.stack([labels, labels])).long() % max(m.num_classes, 2)
+    loss = build_loss(m)(logits, y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    event("trained one step")
