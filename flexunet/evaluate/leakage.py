@@ -79,7 +79,7 @@ def leak_summary(cfg: Config, section: str, eval_dir: Path, doctor_file: Path | 
     """
     from flexunet.data.dataset import pairs_for
 
-    evaluated = [p.image for p in pairs_for(cfg, section)]
+    evaluated = [p.image for p in pairs_for(cfg, section, warn=False)]
     hint = f"run `{doctor_command(cfg, eval_dir)}`"
     if doctor_file is not None:
         try:
