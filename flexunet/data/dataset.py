@@ -14,7 +14,7 @@ from flexunet.data.io import (
     DEFAULT_MAX_PIXELS, ImageTooLarge, check_size, read_image, read_mask, resize_image, resize_labels,
 )
 from flexunet.data.masks import MaskDecoding, decode_mask
-from flexunet.data.pairing import Pair, pair_files
+from flexunet.data.pairing import Pair, expand_dirs, pair_files
 from flexunet.errors import ConfigError, DataError
 from flexunet.prepare.split_file import split_stems
 
@@ -112,6 +112,9 @@ def pairs_for(cfg: Config, section: str, warn: bool = True) -> list[Pair]:
     if not data.images_dir or not data.masks_dir:
         missing = "images_dir" if not data.images_dir else "masks_dir"
         raise ConfigError(f"{data.where(missing)}: required for this step (a folder, or a pattern like train/*/images/)")
+    for key in ("images_dir", "masks_dir"):
+        if not expand_dirs(getattr(data, key)):
+            raise DataError(f"{data.where(key)} = {getattr(data, key)}: no such folder")
     pairs = pair_files(data.images_dir, data.masks_dir, cfg.mask.mask_suffix, cfg.mask.mask_file_format)
     if data.split_file:
         wanted = split_stems(data.split_file, section)

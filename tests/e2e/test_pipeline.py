@@ -90,7 +90,8 @@ def test_user_errors_are_one_line_and_exit_2(trained: Path, monkeypatch: pytest.
     assert run_cli(monkeypatch, "evaluate", str(trained)) == 2
     assert "best.pt: not a readable flexunet checkpoint" in capsys.readouterr().err
     assert run_cli(monkeypatch, "train", str(trained), "--set", f"train.images_dir={root / 'missing'}") == 2
-    assert "missing: no such folder" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: test.config [train] images_dir = {root / 'missing'}: no such folder"]  # names the section and key
     assert (root / "models" / "last.pt").is_file()  # a failed start never touches the finished run
 
 
