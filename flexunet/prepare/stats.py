@@ -206,7 +206,8 @@ def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = 
 
 def format_stats(stats: DatasetStats) -> list[str]:
     """Plain-text lines: one per split with counts and class fractions, then the warnings."""
-    lines = [f"masks read as {'binary (0/1 as labels, else grey > 127)' if stats.rgb_map is None else f'rgb_map {stats.rgb_map}'}"]
+    reading = "binary (0/1 masks as labels, else grey > 127)" if stats.rgb_map is None else f"rgb_map {stats.rgb_map}"
+    lines = [f"masks read as {reading}"]
     for s in stats.splits:
         fractions = " ".join(f"{f:.3f}" for f in s.class_fractions)
         lines.append(f"{s.name}: {len(s.files.pairs)} pairs, {len(s.files.images_without_mask)} images without mask, "
