@@ -242,5 +242,5 @@ def test_epoch_previews_take_the_inputs_infer_takes(tmp_path: Path, tiny_dataset
     notes: list[str] = []
     preview = EpochPreview(cfg, tmp_path / "previews", notes.append)
     assert [stem for stem, _ in preview.images] == stems
-    assert notes == ([] if stems else [f"note: test.config [infer] images_dir {tiny_dataset / pattern}: no such folder "
-                                       "or file; per-epoch previews are off"])
+    missing = f"note: test.config [infer] images_dir {tiny_dataset / pattern}: no such folder or file"
+    assert notes == ([] if stems else [f"{missing}; per-epoch previews are off"])
