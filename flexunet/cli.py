@@ -94,6 +94,9 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
         say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
             f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
             f"hd95 {values['hd95']:.2f} px  (per-image mean dice {values['dice_image_mean']:.4f})")
+    if result.resampling is not None:  # an interval means little without what was drawn: copies of one cell are one
+        r = result.resampling
+        say(f"[low, high]: 95% CI over {r.count} {r.unit} (bootstrap, {r.source})")
     for name, value in result.seed_metrics.items():
         say(f"seed metric {name}: {value:.4f}" + ("  (counts background: not comparable with Dice)" if name == "dice_coef_multiclass" else ""))
     if result.leaks is not None and result.leaks.status != "clean":

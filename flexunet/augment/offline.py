@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from flexunet.augment.augmenter import Augmenter
+from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
 from flexunet.data import colorize_labels, make_dataset, pairs_for, palette
 from flexunet.data.dataset import SegmentationDataset
@@ -48,11 +49,13 @@ def augment_offline(cfg: Config, out_dir: Path, copies: int, seed: int) -> int:
 
     Files are PNG (a JPEG mask would blur its labels). Mask names follow [mask] mask_suffix so the same config
     can read the folder back. Binary masks are 0/255 grey, multi-class masks use the rgb_map colours.
-    An existing non-empty folder is refused: an earlier result is never overwritten.
+    An existing non-empty folder is refused: an earlier result is never overwritten; so is one that is or holds an
+    input folder of `cfg`.
     """
     if copies < 1:
         raise FlexunetError(f"offline augmentation with {copies} copies: ask for at least 1")
     out_dir = Path(out_dir)
+    check_output_folders(cfg, [("augment --offline", out_dir)])
     images_dir, masks_dir = out_dir / "images", out_dir / "masks"
     for folder in (images_dir, masks_dir):
         if folder.is_dir() and any(folder.iterdir()):

@@ -128,7 +128,7 @@ def decode_mask(mask: np.ndarray, decoding: MaskDecoding, source: str = "mask") 
             raise DataError(f"{source}: a grey JPEG mask cannot hold class indices (JPEG changes values); save it as "
                             f"PNG, or give [mask] rgb_map grey colours such as {{(0,0,0):0, (255,255,255):1}}")
         raise DataError(_label_error(mask, decoding, source))
-    return decode_rgb_mask(_colour_levels(mask), decoding.rgb_map or {}, decoding.color_tolerance)
+    return decode_rgb_mask(colour_levels(mask), decoding.rgb_map or {}, decoding.color_tolerance)
 
 
 def decode_binary_mask(grey: np.ndarray, decoding: MaskDecoding, lossy: bool = False) -> np.ndarray:
@@ -142,7 +142,7 @@ def decode_binary_mask(grey: np.ndarray, decoding: MaskDecoding, lossy: bool = F
     if kept.max(initial=0) <= 1 and not lossy:
         labels = kept.astype(np.uint8)  # a 0/1 mask: thresholding it at 127 would make it all background
     else:
-        labels = binarize_mask(_colour_levels(kept), decoding.threshold, decoding.blur_size, decoding.algorithm)
+        labels = binarize_mask(colour_levels(kept), decoding.threshold, decoding.blur_size, decoding.algorithm)
     labels[ignored] = decoding.ignore_index or 0
     return labels
 
@@ -158,7 +158,7 @@ def _is_grey_map(rgb_map: Mapping[RGB, int]) -> bool:
     return bool(rgb_map) and all(r == g == b for r, g, b in rgb_map)
 
 
-def _colour_levels(mask: np.ndarray) -> np.ndarray:
+def colour_levels(mask: np.ndarray) -> np.ndarray:
     """8-bit colour levels of a mask: 16-bit masks with values over 255 are divided by 257 (65535 -> 255)."""
     if mask.dtype == np.uint8:
         return mask

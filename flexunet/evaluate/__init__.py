@@ -46,6 +46,7 @@ class EvalResult:
     per_image: list[dict[str, float | str]]
     files: tuple[Path, ...]
     leaks: LeakSummary | None = None  # what the dataset doctor says about the evaluated split
+    resampling: Resampling | None = None  # what the bootstrap intervals resampled (source groups or images)
 
     @property
     def mean_dice(self) -> float:
@@ -352,4 +353,4 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
                           BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training)
         files += (write_report(eval_dir / "report.html", data),)
-    return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks)
+    return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks, resampling)

@@ -228,7 +228,7 @@ def error_legend() -> str:
 
 def summary_sentence(data: ReportData) -> str:
     """One plain-language sentence from the computed numbers: each class's pooled Dice with its interval, and the
-    weakest image."""
+    weakest image. Numbers on [valid] (no [test] folders) say so: the run chose its best epoch on them."""
     def one(name: str, v: dict[str, float]) -> str:
         if math.isnan(v.get("dice", math.nan)):
             return f"{name} with no Dice (absent from truth and prediction)"
@@ -236,7 +236,9 @@ def summary_sentence(data: ReportData) -> str:
         return f"{name} with a Dice of {fmt(v['dice'], 2)}{ci}"
     classes = [one(name, v) for name, v in data.per_class.items()]
     listed = classes[0] if len(classes) == 1 else ", ".join(classes[:-1]) + " and " + classes[-1]
-    text = f"On {data.images} {data.section} images the model outlines {listed}"
+    where = (f"{data.images} images (on [valid], not held out)" if data.section == "valid"
+             else f"{data.images} {data.section} images")
+    text = f"On {where} the model outlines {listed}"
     if data.worst:
         text += f"; its weakest image is {data.worst[0].name} (Dice {fmt(data.worst[0].score, 2)})"
     return text + "."

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from flexunet.config.aliases import canonical_model_name
 from flexunet.config.schema import Config
+from flexunet.files import atomic_write_bytes, atomic_write_text
 from flexunet.models.registry import build_model
 
 
@@ -120,8 +121,7 @@ def write_summary(summary: ModelSummary, path: Path) -> Path:
     for r in summary.layers:
         lines.append(f"{r.name:<{widths[0]}}  {r.kind:<{widths[1]}}  {r.output_shape!s:<22}  {r.params:,}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(lines) + "\n")  # whole or absent, with the umask's permissions
     return path
 
 
@@ -138,7 +138,7 @@ def write_graph(summary: ModelSummary, path: Path) -> Path | None:
     edges = [f"  n{i} -> n{i + 1};" for i in range(len(summary.layers) - 1)]
     source = "\n".join(["digraph model {", "  node [shape=box, fontsize=10];", *nodes, *edges, "}"])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".") or "png"
-    subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=source, text=True, check=True)
+    rendered = subprocess.run([dot, f"-T{fmt}"], input=source.encode(), capture_output=True, check=True).stdout
+    atomic_write_bytes(path, rendered)  # dot -o would leave a partial file when it fails half-way
     return path

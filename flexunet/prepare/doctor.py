@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from flexunet.config.load import load_config
-from flexunet.config.schema import Config
+from flexunet.config.schema import DEFAULT_MAX_PIXELS, Config
 from flexunet.data.io import read_image
 from flexunet.data.masks import RGB
 from flexunet.errors import ConfigError, DataError
@@ -130,8 +130,9 @@ def _top(counts: Mapping[str, int], n: int = 4) -> str:
     return ", ".join(f"{k} ({v})" for k, v in Counter(counts).most_common(n))
 
 
-def census_images(stats: DatasetStats) -> tuple[ImageCensus, dict[str, tuple[list[Path], list[np.ndarray]]]]:
-    """Decode every image once: problems and size/kind counts, plus the decoded images of each split."""
+def census_images(stats: DatasetStats, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> tuple[ImageCensus, dict[str, tuple[list[Path], list[np.ndarray]]]]:
+    """Decode every image once (up to `max_pixels`): problems and size/kind counts, plus the decoded images."""
     problems, sizes, kinds = [], Counter(), Counter()
     decoded: dict[str, tuple[list[Path], list[np.ndarray]]] = {}
     for s in stats.splits:
@@ -139,7 +140,7 @@ def census_images(stats: DatasetStats) -> tuple[ImageCensus, dict[str, tuple[lis
         paths, images = [], []
         for path in s.files.images:
             try:
-                image = read_image(path)  # (H, W, 3) RGB
+                image = read_image(path, max_pixels=max_pixels)  # (H, W, 3) RGB
             except DataError as exc:
                 problems.append(str(exc))
                 continue
@@ -207,21 +208,23 @@ def doctor(target: Path, threshold: float = DEFAULT_THRESHOLD, rgb_map: Mapping[
 
 def doctor_config(cfg: Config, threshold: float = DEFAULT_THRESHOLD) -> DoctorReport:
     """Examine the files each of [train], [valid] and [test] really uses: their folders or folder patterns, kept to
-    the stems their `split_file` lists, paired as training pairs them; [mask] says how masks are read."""
+    the stems their `split_file` lists, paired as training pairs them; [mask] says how masks are read, [image]
+    max_pixels which files are too large to decode."""
     rgb_map = None if cfg.model.num_classes == 1 else cfg.rgb_map
     return _examine(cfg.source or "<config>", splits_from_config(cfg), threshold, rgb_map, cfg.mask.mask_suffix,
-                    cfg.mask.color_tolerance, cfg.mask.mask_file_format, cfg.notes)
+                    cfg.mask.color_tolerance, cfg.mask.mask_file_format, cfg.notes, cfg.image.pixel_limit())
 
 
 def _examine(target: str, splits: list[SplitDirs], threshold: float, rgb_map: Mapping[RGB, int] | None,
              mask_suffix: str, tolerance: float, mask_extension: str | None = None,
-             notes: tuple[str, ...] = ()) -> DoctorReport:
+             notes: tuple[str, ...] = (), max_pixels: int = DEFAULT_MAX_PIXELS) -> DoctorReport:
     start = time.perf_counter()
-    stats = dataset_stats(Path(target), rgb_map, mask_suffix, tolerance, splits=splits, mask_extension=mask_extension)
+    stats = dataset_stats(Path(target), rgb_map, mask_suffix, tolerance, splits=splits, mask_extension=mask_extension,
+                          max_pixels=max_pixels)
     notes = list(notes)
     if rgb_map is None and stats.rgb_map is not None:
         notes.append(f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
-    census, decoded = census_images(stats)
+    census, decoded = census_images(stats, max_pixels)
     leaks = find_leaks(decoded, threshold) if len(decoded) > 1 else []
     return DoctorReport(target, stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes),
                         tuple(shared_files(stats.splits)))

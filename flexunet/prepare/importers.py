@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from flexunet.data.io import read_image, read_mask, write_image
-from flexunet.data.masks import RGB
+from flexunet.data.masks import RGB, MaskDecoding, decode_mask
 from flexunet.data.pairing import list_images
 from flexunet.errors import DataError
 from flexunet.prepare.split import split_dataset
@@ -105,10 +105,9 @@ def finish_import(out_dir: Path, written: int, unlabelled: int, skipped: list[st
     return ImportResult(out_dir, written, unlabelled, tuple(skipped), config, dict(rgb_map) if rgb_map else None)
 
 
-def _binary(mask: np.ndarray) -> np.ndarray:
-    """Foreground 255 where the mask's brightest channel is above mid-grey."""
-    grey = mask if mask.ndim == 2 else mask.max(axis=2)
-    return np.where(grey > 127, 255, 0).astype(np.uint8)
+def _binary(mask: np.ndarray, source: Path) -> np.ndarray:
+    """Foreground 255 where training reads foreground: labels of a 0/1 mask, else brightest channel > 127."""
+    return decode_mask(mask, MaskDecoding(num_classes=1), str(source))[0] * np.uint8(255)
 
 
 def import_pairs(images: list[Path], find_mask: Callable[[Path], Path | None], out_dir: Path,
@@ -128,7 +127,7 @@ def import_pairs(images: list[Path], find_mask: Callable[[Path], Path | None], o
             continue
         try:
             image = read_image(path)
-            mask = None if mask_path is None else _binary(read_mask(mask_path))
+            mask = None if mask_path is None else _binary(read_mask(mask_path), mask_path)
             if mask is not None and colour_of is not None:
                 mask = np.where(mask[..., None] > 0, np.array(colour_of(path), np.uint8), np.uint8(0))
             write_pair(out_dir, path.stem, image, mask, max_side)

@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from flexunet.config.folders import overlap_problems
 from flexunet.data.pairing import Pair, pair_files
-from flexunet.errors import DataError
+from flexunet.errors import DataError, OutputError
 from flexunet.prepare.split_file import write_split_file
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -81,7 +82,8 @@ def split_dataset(images_dir: str | Path, masks_dir: str | Path, out: str | Path
     """Split pairs by source group, write `<out>/split.csv`, and with files="copy"|"link" fill `<out>/<split>/`.
 
     Raises DataError when ratios are not 2 or 3 non-negative numbers summing to 1, or when `out` already holds
-    split folders (a split is never overwritten).
+    split folders (a split is never overwritten); OutputError when files are placed in an `out` that is or holds an
+    input folder.
     """
     if len(ratios) not in (2, 3) or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
         raise DataError(f"ratios {ratios}: need 2 or 3 non-negative fractions (train, valid[, test]) summing to 1")
@@ -93,6 +95,10 @@ def split_dataset(images_dir: str | Path, masks_dir: str | Path, out: str | Path
         raise DataError(f"--group-by {group_by!r}: not a regular expression ({exc})") from None
     out = Path(out)
     names = SPLIT_NAMES[: len(ratios)]
+    inputs = [("IMAGES_DIR", str(images_dir)), ("MASKS_DIR", str(masks_dir))]
+    problems = overlap_problems([(f"split --files {files}: OUT", out)], inputs) if files != "none" else []
+    if problems:
+        raise OutputError("\n".join(problems))
     if files != "none" and any((out / n).exists() for n in names):
         raise DataError(f"{out}: already holds split folders; choose an empty output folder")
     pairs = pair_files(str(images_dir), str(masks_dir), mask_suffix)

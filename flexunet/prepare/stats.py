@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from flexunet.config.schema import DEFAULT_MAX_PIXELS
 from flexunet.data.io import read_mask
-from flexunet.data.masks import RGB, binarize_mask, decode_rgb_mask, to_grey
+from flexunet.data.masks import RGB, MaskDecoding, colour_levels, decode_mask
 from flexunet.errors import DataError
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, scan_split
 
@@ -107,6 +108,7 @@ def exact_duplicates(splits: list[SplitFiles]) -> list[tuple[Path, Path]]:
 
 
 def _colour_counts(mask: np.ndarray) -> Counter[RGB]:
+    mask = colour_levels(mask)  # 16-bit colours on their 8-bit levels, as training reads them
     packed = (mask[..., 0].astype(np.int32) << 16) | (mask[..., 1].astype(np.int32) << 8) | mask[..., 2]
     unique, counts = np.unique(packed, return_counts=True)  # 1-D unique: far faster than unique(axis=0)
     return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c) for u, c in zip(unique, counts)})
@@ -144,23 +146,29 @@ def _worst_unmapped(path: Path, mask: np.ndarray, rgb_map: Mapping[RGB, int], to
     return UnmappedColour(path, colour, nearest, counts[colour] / (mask.shape[0] * mask.shape[1]))
 
 
-def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0) -> SplitStats:
-    """Read every mask of one split once and count its classes."""
+def stats_decoding(rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0) -> MaskDecoding:
+    """Training's decoding for these masks: binary (0/1 masks as labels, others grey > 127) or the rgb_map."""
+    if rgb_map is None:
+        return MaskDecoding(num_classes=1)
+    return MaskDecoding(num_classes=max(max(rgb_map.values()) + 1, 2), rgb_map=rgb_map, color_tolerance=tolerance)
+
+
+def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> SplitStats:
+    """Read every mask of one split once (up to `max_pixels`) and count its classes, decoded as training does."""
     num_labels = 2 if rgb_map is None else max(rgb_map.values()) + 1
+    decoding = stats_decoding(rgb_map, tolerance)
     pixels = np.zeros(num_labels, dtype=np.int64)
     present = np.zeros(num_labels, dtype=np.int64)
     empty, unreadable, unmapped, sizes = [], [], [], {}
     for pair in files.pairs:
         try:
-            mask = read_mask(pair.mask)
-        except DataError as exc:
+            mask = read_mask(pair.mask, max_pixels)
+            sizes[pair.mask] = (mask.shape[1], mask.shape[0])
+            labels, far = decode_mask(mask, decoding, str(pair.mask))
+        except DataError as exc:  # unreadable, or label values training would refuse
             unreadable.append(str(exc))
             continue
-        sizes[pair.mask] = (mask.shape[1], mask.shape[0])
-        if rgb_map is None:
-            labels, far = binarize_mask(to_grey(mask), 127), 0.0
-        else:
-            labels, far = decode_rgb_mask(mask, rgb_map, tolerance)
         counts = np.bincount(labels.ravel(), minlength=num_labels)[:num_labels]
         pixels += counts
         present += counts > 0
@@ -172,13 +180,13 @@ def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance:
                       tuple(empty), tuple(unreadable), tuple(unmapped), sizes)
 
 
-def _sample_masks(splits: list[SplitFiles], limit: int = 64) -> list[np.ndarray]:
+def _sample_masks(splits: list[SplitFiles], max_pixels: int, limit: int = 64) -> list[np.ndarray]:
     pairs = [p for s in splits for p in s.pairs]
     picks = sorted(set(np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).round().astype(int))) if pairs else []
     out = []
     for i in picks:
         try:
-            out.append(read_mask(pairs[i].mask))
+            out.append(read_mask(pairs[i].mask, max_pixels))
         except DataError:
             continue
     return out
@@ -186,18 +194,20 @@ def _sample_masks(splits: list[SplitFiles], limit: int = 64) -> list[np.ndarray]
 
 def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = None, mask_suffix: str = "",
                   tolerance: float = 40.0, splits: list[SplitDirs] | None = None,
-                  mask_extension: str | None = None) -> DatasetStats:
-    """Statistics of a dataset folder (or of given split folders); rgb_map None: inferred from the masks."""
+                  mask_extension: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> DatasetStats:
+    """Statistics of a dataset folder (or of given split folders); rgb_map None: inferred from the masks. Masks
+    over `max_pixels` ([image] max_pixels) are reported as unreadable, never decoded."""
     dirs = splits if splits is not None else find_splits(Path(root))
     files = [scan_split(d, mask_suffix, mask_extension) for d in dirs]
-    chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files))
-    stats = tuple(split_stats(f, chosen, tolerance) for f in files)
+    chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files, max_pixels))
+    stats = tuple(split_stats(f, chosen, tolerance, max_pixels) for f in files)
     return DatasetStats(str(root or dirs[0].images), stats, chosen, tuple(exact_duplicates(files)))
 
 
 def format_stats(stats: DatasetStats) -> list[str]:
     """Plain-text lines: one per split with counts and class fractions, then the warnings."""
-    lines = [f"masks read as {'binary (grey > 127)' if stats.rgb_map is None else f'rgb_map {stats.rgb_map}'}"]
+    reading = "binary (0/1 masks as labels, else grey > 127)" if stats.rgb_map is None else f"rgb_map {stats.rgb_map}"
+    lines = [f"masks read as {reading}"]
     for s in stats.splits:
         fractions = " ".join(f"{f:.3f}" for f in s.class_fractions)
         lines.append(f"{s.name}: {len(s.files.pairs)} pairs, {len(s.files.images_without_mask)} images without mask, "

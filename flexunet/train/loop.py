@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
-from flexunet.errors import ConfigError, TrainingError
+from flexunet.errors import ConfigError, DataError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
@@ -240,11 +240,14 @@ class EpochPreview:
 
         self.cfg, self.folder = cfg, folder
         self.images: list[tuple[str, np.ndarray]] = []
-        if cfg.train.epoch_change_infer and cfg.infer.images_dir and not Path(cfg.infer.images_dir).is_dir():
-            log(f"note: {cfg.infer.where('images_dir')} = {cfg.infer.images_dir}: no such folder; per-epoch previews are off")
-        elif cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
-            files = list_image_files(cfg.infer.images_dir, "[infer] images_dir")[: cfg.train.num_infer_images]
-            self.images = [(f.stem, read_image(f, cfg.model.image_channels, cfg.image.color_order)) for f in files]
+        if cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
+            try:  # a folder, an image file or a glob, as infer takes them
+                files = list_image_files(cfg.infer.images_dir, cfg.infer.where("images_dir"))
+            except DataError as exc:
+                log(f"note: {exc}; per-epoch previews are off")
+                files = []
+            self.images = [(f.stem, read_image(f, cfg.model.image_channels, cfg.image.color_order))
+                           for f in files[: cfg.train.num_infer_images]]
         self.tiled_files: list[Path] = []
         tiled_dir = cfg.tiledinfer.images_dir or cfg.infer.images_dir
         if cfg.train.epoch_change_tiled_infer and tiled_dir and cfg.train.num_infer_images > 0:
@@ -411,7 +414,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
     if resume and run.last.is_file():
         for text in state.restore(device, cfg):
-            log(f"note: {text}")
+            if dist_ctx.is_main:  # even under --quiet: these settings change what the resumed run does
+                note(text)
         log(f"resuming at epoch {state.start_epoch + 1} from {run.last}")
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None

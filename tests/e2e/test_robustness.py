@@ -233,3 +233,16 @@ def test_resume_with_a_changed_learning_rate_and_optimizer_uses_and_records_the_
     assert group["lr"] == 0.001 and group["weight_decay"] == 0.004  # AdamW's default decay, not Adam's 0
     assert "learning_rate = 0.001" in last["config"] and "learning_rate = 0.001" in (
         tmp_path / "models" / "config.resolved.ini").read_text()
+
+
+def test_quiet_resume_still_says_which_learning_rate_is_used(tmp_path: Path, tiny_dataset: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--quiet hides progress and epoch lines, never the note that the resumed run uses another learning rate."""
+    path = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 1, "epoch_change_infer": False}})
+    train_from_config(load_config(path), device="cpu", quiet=True)
+    capsys.readouterr()
+    train_from_config(load_config(path, ["train.epochs=2", "model.learning_rate=0.001"]), device="cpu", quiet=True,
+                      resume=True)
+    out = capsys.readouterr().out
+    assert "test.config [model] learning_rate = 0.001, last.pt was trained with 0.01: resuming with 0.001" in out
+    assert "epoch 2/2" not in out  # the rest stays quiet

@@ -222,6 +222,18 @@ def test_augment_offline_writes_png_pairs_readable_by_the_same_config(tiny_datas
         augment_offline(cfg, out, copies=1, seed=0)
 
 
+
+@pytest.mark.parametrize("where, relation", [(".", "contains"), ("train/images", "is the same folder as")])
+def test_augment_offline_into_an_input_folder_is_refused_before_writing(tiny_dataset: Path, where: str,
+                                                                         relation: str) -> None:
+    out = tiny_dataset / where
+    before = sorted(p for p in tiny_dataset.rglob("*"))
+    with pytest.raises(ConfigError) as info:
+        augment_offline(dataset_config(tiny_dataset), out, copies=1, seed=0)
+    assert str(info.value) == (f"augment --offline {out} {relation} [train] images_dir {tiny_dataset / 'train' / 'images'}: "
+                               "its outputs would overwrite or move the inputs; choose another folder")
+    assert sorted(p for p in tiny_dataset.rglob("*")) == before
+
 def test_half_precision_channels_last_batches_keep_their_dtype_and_layout() -> None:
     labels = block_labels(2, 32, 3)
     images = encode(labels).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)

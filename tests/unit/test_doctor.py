@@ -267,3 +267,18 @@ def test_evaluate_hint_after_set_names_a_doctor_command_for_the_same_folders(
     monkeypatch.chdir(tmp_path)
     assert run_cli(monkeypatch, *words[1:]) == 0
     assert leak_summary(cfg, "test", tmp_path / "eval", run_doctor=False).status == "clean"  # the hint's report counts
+
+
+def test_doctor_config_checks_sizes_with_its_own_max_pixels(tmp_path: Path) -> None:
+    """[image] max_pixels decides which files training skips; the doctor must flag the same ones, not the default's."""
+    from tests.conftest import write_disc_pairs
+
+    for split, n in (("train", 3), ("valid", 1), ("test", 1)):
+        write_disc_pairs(tmp_path / "data" / split, n, seed=len(split))
+    write_disc_pairs(tmp_path / "big", 1, size=40)
+    for kind in ("images", "masks"):
+        (tmp_path / "big" / kind / "img_000.png").rename(tmp_path / "data" / "test" / kind / "big.png")
+    report = doctor(make_config(tmp_path, tmp_path / "data", {"image": {"max_pixels": 1200}}))
+    over = [p for p in report.problems if "over the limit of 1,200 ([image] max_pixels)" in p]
+    assert sorted(Path(p.split(":")[0]).parent.name for p in over) == ["images", "masks"]
+    assert all("big.png: 40x40 pixels" in p for p in over)

@@ -116,3 +116,23 @@ def test_moving_aside_keeps_the_held_lock_in_place(tmp_path: Path) -> None:
         with pytest.raises(OutputError, match="another training"):
             with RunDir(run.model_dir, run.eval_dir, run.preview_dir).locked():
                 pass
+
+
+def test_inspect_summary_is_whole_or_absent_and_honours_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    from flexunet.models.inspect import LayerRow, ModelSummary, write_summary
+
+    summary = ModelSummary("flexunet", (1, 3, 32, 32), (1, 1, 32, 32), 10, 10, 100, (5, 5),
+                           (LayerRow("conv", "Conv2d", (1, 1, 32, 32), 10),))
+    target = tmp_path / "summary.txt"
+    old = os.umask(0o027)
+    try:
+        write_summary(summary, target)
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o640 and "conv   Conv2d" in target.read_text()
+    earlier = target.read_bytes()
+    disk_full_after(monkeypatch, 0)
+    with pytest.raises(OutputError, match=r"summary\.txt: cannot write, the disk is full"):
+        write_summary(summary, target)
+    assert target.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["summary.txt"]

@@ -226,3 +226,21 @@ def test_cpu_inference_runs_channels_last_with_the_same_numbers(checkpointed: Pa
     monkeypatch.setattr(predict_module, "forward_probs", spy)
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q") == 0
     assert layouts and all(layouts)  # `flexunet infer` on the CPU runs the channels_last model
+
+
+@pytest.mark.parametrize("pattern, stems", [("*/images/img_001.png", ["img_001", "img_001", "img_001"]),
+                                            ("test/images/img_002.png", ["img_002"]),
+                                            ("no_such/*.png", [])])
+def test_epoch_previews_take_the_inputs_infer_takes(tmp_path: Path, tiny_dataset: Path, pattern: str,
+                                                     stems: list[str]) -> None:
+    """[infer] images_dir may be a glob or one file (list_image_files); previews read the same, not only folders."""
+    from flexunet.train.loop import EpochPreview
+
+    cfg = load_config(make_config(tmp_path, tiny_dataset, {
+        "train": {"epoch_change_infer": True, "num_infer_images": 5},
+        "infer": {"images_dir": str(tiny_dataset / pattern)}}))
+    notes: list[str] = []
+    preview = EpochPreview(cfg, tmp_path / "previews", notes.append)
+    assert [stem for stem, _ in preview.images] == stems
+    missing = f"note: test.config [infer] images_dir {tiny_dataset / pattern}: no such folder or file"
+    assert notes == ([] if stems else [f"{missing}; per-epoch previews are off"])

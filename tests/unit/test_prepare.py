@@ -128,3 +128,32 @@ def test_generic_colour_masks_kept_and_stats_plot(tmp_path: Path) -> None:
     assert split.images_per_class == (5, 5, 5)
     assert any("(0, 128, 0)" in w and "nearest is (0, 255, 0)" in w for w in stats.warnings)
     assert plot_stats(stats, tmp_path / "chart.png").stat().st_size > 1000
+
+
+def square_mask(value: int, dtype: type = np.uint8, colour: bool = False) -> np.ndarray:
+    """A 32x32 mask with a 10x10 square of `value` (green when `colour`) on 0."""
+    mask = np.zeros((32, 32, 3) if colour else (32, 32), dtype)
+    mask[5:15, 5:15] = (0, value, 0) if colour else value
+    return mask
+
+
+def test_stats_and_import_read_0_1_masks_as_training_does(tmp_path: Path) -> None:
+    """A 0/1 mask holds the labels themselves (data/masks.py): thresholding it at 127 made it empty."""
+    for i in range(3):
+        bgr(tmp_path / "train" / "images" / f"p{i}.png", np.full((32, 32, 3), 40 * i, np.uint8))
+        bgr(tmp_path / "train" / "masks" / f"p{i}.png", square_mask(1))
+    (split,) = dataset_stats(tmp_path).splits
+    assert split.empty_masks == () and split.class_pixels == (3 * (32 * 32 - 100), 3 * 100)
+    result = import_generic(tmp_path / "train" / "images", tmp_path / "train" / "masks", tmp_path / "out", ratios=None)
+    written = read_mask(tmp_path / "out" / "all" / "masks" / "p0.png")
+    assert result.pairs == 3 and (written == 255).sum() == 100 and set(np.unique(written)) == {0, 255}
+
+
+def test_stats_read_16_bit_colour_masks_on_their_8_bit_levels(tmp_path: Path) -> None:
+    for i in range(3):
+        bgr(tmp_path / "train" / "images" / f"p{i}.png", np.full((32, 32, 3), 40 * i, np.uint8))
+        bgr(tmp_path / "train" / "masks" / f"p{i}.png", square_mask(65535, np.uint16, colour=True))
+    assert read_mask(tmp_path / "train" / "masks" / "p0.png").dtype == np.uint16
+    stats = dataset_stats(tmp_path)
+    assert stats.rgb_map == {(0, 0, 0): 0, (0, 255, 0): 1}
+    assert stats.splits[0].class_pixels == (3 * (32 * 32 - 100), 3 * 100) and stats.warnings == []

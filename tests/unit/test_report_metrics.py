@@ -175,3 +175,21 @@ def test_renamed_copies_are_grouped_by_the_doctor_s_fingerprints(tmp_path) -> No
     assert resampling_for(cfg, "test", pairs, fingerprints=False).unit == UNIT_IMAGES
     distinct = resampling_for(cfg, "test", [pairs[list(order).index(3 * k)] for k in range(5)])  # one copy each
     assert (distinct.unit, distinct.count) == (UNIT_IMAGES, 5)
+
+
+def test_cli_evaluate_line_says_what_the_intervals_resampled(tmp_path, monkeypatch, capsys) -> None:
+    """`dice 0.81 [0.75, 0.86]` on the console must say whether 20 cells or 260 of their copies were drawn."""
+    import flexunet.evaluate
+    from flexunet.evaluate import EvalResult
+    from flexunet.evaluate.groups import Resampling
+    from tests.conftest import make_config, run_cli
+
+    values = {"dice": 0.81, "dice_ci_low": 0.75, "dice_ci_high": 0.86, "iou": 0.7, "precision": 0.8, "recall": 0.8,
+              "hd95": 2.0, "dice_image_mean": 0.8}
+    result = EvalResult(0.3, {}, {"nucleus": values}, [], (tmp_path / "metrics.json",),
+                        resampling=Resampling(UNIT_GROUPS, 20, "group column of split.csv", None))
+    monkeypatch.setattr(flexunet.evaluate, "evaluate_from_config", lambda *args, **kwargs: result)
+    assert run_cli(monkeypatch, "evaluate", str(make_config(tmp_path, tmp_path)), "-q", "--no-report") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("nucleus: dice 0.8100 [0.7500, 0.8600]")
+    assert lines[1] == "[low, high]: 95% CI over 20 source groups (bootstrap, group column of split.csv)"

@@ -93,7 +93,8 @@ def test_summary_sentence_comes_from_the_numbers() -> None:
                                       "0.90–0.93) and nucleus with a Dice of 0.81 (95% CI 0.75–0.86); its weakest image "
                                       "is cell_0007.png (Dice 0.41).")
     empty = SimpleNamespace(images=3, section="valid", worst=[], per_class={"lesion": {"dice": float("nan")}})
-    assert summary_sentence(empty) == "On 3 valid images the model outlines lesion with no Dice (absent from truth and prediction)."
+    assert summary_sentence(empty) == ("On 3 images (on [valid], not held out) the model outlines lesion with no Dice "
+                                       "(absent from truth and prediction).")
 def _report_data(cfg, training=None, resampling=None):
     import numpy as np
 

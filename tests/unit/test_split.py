@@ -9,7 +9,7 @@ import pytest
 
 from flexunet.config.load import config_from_dict
 from flexunet.data.dataset import pairs_for
-from flexunet.errors import DataError
+from flexunet.errors import DataError, OutputError
 from flexunet.prepare.split import source_id, split_dataset
 from flexunet.prepare.split_file import read_split_file
 
@@ -68,6 +68,16 @@ def test_group_by_regex_and_copied_folders(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="summing to 1"):
         split_dataset(data / "images", data / "masks", tmp_path / "x", (0.5, 0.6))
 
+
+
+def test_split_files_into_a_folder_holding_the_inputs_is_refused_before_writing(tmp_path: Path) -> None:
+    data = write_augmented(tmp_path / "data", sources=4)
+    with pytest.raises(OutputError) as info:
+        split_dataset(data / "images", data / "masks", data, (0.5, 0.5), files="copy")
+    assert str(info.value) == (f"split --files copy: OUT {data} contains IMAGES_DIR {data / 'images'}: its outputs "
+                               "would overwrite or move the inputs; choose another folder")
+    assert sorted(p.name for p in data.iterdir()) == ["images", "masks"]
+    assert split_dataset(data / "images", data / "masks", data, (0.5, 0.5)).split_file == data / "split.csv"
 
 def test_config_split_file_filters_pairs(tmp_path: Path) -> None:
     data = write_augmented(tmp_path / "data", sources=10)
