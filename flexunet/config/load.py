@@ -218,11 +218,11 @@ def _validate(collector: _Collector, source: str | None) -> Config:
 
 def _cross_problems(cfg: Config, label: str) -> list[str]:
     """Checks that involve several keys or a registry name."""
+    from flexunet.config.aliases import canonical_model_name
     from flexunet.losses import LOSSES, canonical_loss_name
     from flexunet.metrics import SEED_METRICS
     from flexunet.models import MODELS
     from flexunet.models.layers import make_activation
-    from flexunet.config.aliases import canonical_model_name
 
     problems = []
     m = cfg.model

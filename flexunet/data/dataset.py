@@ -11,7 +11,13 @@ from torch.utils.data import Dataset
 from flexunet.config.schema import Config
 from flexunet.console import say
 from flexunet.data.io import (
-    DEFAULT_MAX_PIXELS, ImageTooLarge, check_size, read_image, read_mask, resize_image, resize_labels,
+    DEFAULT_MAX_PIXELS,
+    ImageTooLarge,
+    check_size,
+    read_image,
+    read_mask,
+    resize_image,
+    resize_labels,
 )
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, pair_files

@@ -297,9 +297,8 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
                          quiet: bool = False, tta: bool | None = None, doctor: Path | None = None,
                          examples: int = 4, report: bool = True) -> EvalResult:
     """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]); the API of `flexunet evaluate`."""
-    from flexunet.train import run_dir_for
-
     from flexunet.config.folders import check_output_folders
+    from flexunet.train import run_dir_for
 
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from rich.progress import Progress
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 
 from flexunet.config.schema import Config, TrainSection
@@ -27,11 +27,24 @@ from flexunet.errors import ConfigError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.train.checkpoint import (checkpoint_config, first_nonfinite, kept_checkpoint, load_checkpoint,
-                                       load_weights, save_checkpoint)
+from flexunet.train.checkpoint import (
+    checkpoint_config,
+    first_nonfinite,
+    kept_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from flexunet.train.device import amp_dtype
-from flexunet.train.distributed import (DistContext, all_reduce_sum, any_rank, gather_batch, gather_uneven,
-                                        max_over_ranks, per_rank_batch)
+from flexunet.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    any_rank,
+    gather_batch,
+    gather_uneven,
+    max_over_ranks,
+    per_rank_batch,
+)
 from flexunet.train.history import History
 from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.rundir import RunDir
