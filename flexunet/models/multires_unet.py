@@ -55,7 +55,7 @@ class ResPath(nn.Module):
         self.act = make_activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        for conv, shortcut, norm in zip(self.convs, self.shortcuts, self.norms):
+        for conv, shortcut, norm in zip(self.convs, self.shortcuts, self.norms, strict=True):
             x = norm(self.act(conv(x) + shortcut(x)))
         return x
 
@@ -92,7 +92,7 @@ class MultiResUNet(nn.Module):
             if i < len(self.paths):
                 skips.append(self.paths[i](x))
                 x = self.pool(x)
-        for up, merge in zip(self.up, self.merge):
+        for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)  # logits (N, num_classes, H, W)
 

@@ -88,7 +88,7 @@ class TransUNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = self.vit(skips.pop())
-        for up, merge in zip(self.up, self.merge):
+        for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)  # logits (N, num_classes, H, W)
 
@@ -113,6 +113,7 @@ def build_trans_unet(section: ModelSection) -> TransUNet:
     except ConfigError as exc:
         raise ConfigError(f"{section.where('mlp_activation')}: {exc}") from None
     step = 2 ** (len(filters) - 1)
+    assert isinstance(heads, int)  # a list was reported above
     bottleneck = ViTBottleneck(
         filters[-1], (section.image_height // step, section.image_width // step), section.embed_dim, heads,
         section.num_mlp or 4 * section.embed_dim, section.num_transformer, section.dropout_rate, section.mlp_activation,

@@ -87,7 +87,7 @@ class U2Net(nn.Module):
         dec = [enc[-1]]  # coarsest first
         for i in range(len(enc) - 2, -1, -1):
             dec.insert(0, self.up[i](torch.cat([resize_to(dec[0], enc[i].shape[-2:]), enc[i]], dim=1)))
-        sides = [resize_to(side(d), size) for side, d in zip(self.sides, dec)]
+        sides = [resize_to(side(d), size) for side, d in zip(self.sides, dec, strict=True)]
         return self.fuse(torch.cat(sides, dim=1))  # logits (N, num_classes, H, W)
 
 

@@ -48,7 +48,7 @@ class UNet3Plus(nn.Module):
         for d in range(levels - 2, -1, -1):
             size = enc[d].shape[-2:]
             parts = []
-            for s, squeeze in enumerate(self.squeeze[d]):
+            for s, squeeze in enumerate(self.squeeze[d].children()):  # a ModuleList: its items in order
                 if s < d:
                     parts.append(squeeze(F.max_pool2d(enc[s], 2 ** (d - s))))
                 elif s == d:
