@@ -8,6 +8,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,10 +18,13 @@ from torch import Tensor, nn
 from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError, FlexunetError
 
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
-def _require(module: str) -> object:
+def _require(module: str) -> ModuleType:
     """Import onnx/onnxruntime lazily: they are the optional [onnx] extra, not needed for training."""
     try:
         return __import__(module)
@@ -45,7 +50,7 @@ def _export(model: nn.Module, example: Tensor, path: Path, dynamic_spatial: bool
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset)
 
 
-def _max_diff(model: nn.Module, session: object, x: Tensor) -> float:
+def _max_diff(model: nn.Module, session: InferenceSession, x: Tensor) -> float:
     with torch.no_grad():
         expected = model(x).float().numpy()
     got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]

@@ -86,7 +86,7 @@ def blend(tiles: Sequence[np.ndarray], boxes: Sequence[Box], height: int, width:
           sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
     """Gaussian-weighted mean (C, H, W) of per-tile maps (C, tile, tile) placed at `boxes` (a full tile grid)."""
     acc = BlendAccumulator(tiles[0].shape[0], height, width, boxes, sigma_scale)
-    for tile, box in zip(tiles, boxes):
+    for tile, box in zip(tiles, boxes, strict=True):
         acc.add(tile, box)
     return acc.result()
 
@@ -152,10 +152,11 @@ def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap
         probs = forward_probs(model, to_input(crops, device), tta).cpu().numpy()  # (n, C, tile, tile)
         if acc is None:
             acc = BlendAccumulator(probs.shape[1], padded.shape[0], padded.shape[1], boxes)
-        for box, crop, p in zip(chunk, crops, probs):
+        for box, crop, p in zip(chunk, crops, probs, strict=True):
             acc.add(p, box)
             if on_tile is not None:
                 on_tile(box, crop, p)
+    assert acc is not None  # tile_boxes gives at least one box
     return acc.result()[:, :height, :width]
 
 
