@@ -41,7 +41,8 @@ class History:
         if start_epoch > 0 and self.history_csv.is_file():
             table = _read_rows(self.history_csv)
             header = table[0] if table else []
-            self.rows = [{k: float(v) for k, v in zip(header, r)} for r in table[1:] if float(r[0]) <= start_epoch]
+            self.rows = [{k: float(v) for k, v in zip(header, r, strict=False)}  # as before: short rows kept short
+                         for r in table[1:] if float(r[0]) <= start_epoch]
         self._rewrite()
 
     def _rewrite(self) -> None:
@@ -73,7 +74,7 @@ class History:
             if not columns:
                 continue
             fig, ax = plt.subplots(figsize=(8, 6))
-            for column, colour in zip(columns, ("green", "red")):
+            for column, colour in zip(columns, ("green", "red"), strict=False):  # the seed's plot: first two columns
                 ax.plot(epochs, [r.get(column, math.nan) for r in self.rows], "o--", color=colour, label=column)
             ax.set_title(name)
             ax.set_xlabel("epoch")

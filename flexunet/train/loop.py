@@ -18,7 +18,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, Subset
 
 from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, note, run_eta, say
@@ -153,7 +153,7 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
         bar.update(f"loss {totals['loss'] / batches:.4f}")
     means = torch.tensor([v / max(batches, 1) for v in totals.values()], dtype=torch.float64, device=step.device)
     means = all_reduce_sum(means, dist_ctx) / dist_ctx.world_size  # every process ran the same number of batches
-    return dict(zip(totals, means.tolist()))
+    return dict(zip(totals, means.tolist(), strict=True))
 
 
 def clip_gradients(model: nn.Module, value: float) -> None:
@@ -187,9 +187,11 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
     steps = steps if max_batches is None else min(steps, max_batches)
     shares = iter(loader)
     for _ in range(steps):
-        images, labels = next(shares, (None, None))
-        logits = y = None
-        if images is not None:
+        share = next(shares, None)  # None: this process's shard has no batch left
+        logits: Tensor | None = None
+        y: Tensor | None = None
+        if share is not None:
+            images, labels = share
             x = to_input_batch(images, step)
             y = labels.to(step.device).long()
             with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
@@ -199,6 +201,7 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
             if bar is not None:
                 bar.advance(len(images))
         logits, y = gather_uneven(logits, dist_ctx, step.device), gather_uneven(y, dist_ctx, step.device)
+        assert logits is not None and y is not None  # steps <= the longest shard: some process had a batch
         totals["loss"] += loss_fn(logits, y).item()
         if seed_metrics:
             probs, target = probs_and_targets(logits, y)
@@ -208,12 +211,12 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
     packed = all_reduce_sum(packed, dist_ctx).cpu()
     k = len(totals)
     batches = int(packed[k].item())
-    out = {name: float(v) / max(batches, 1) for name, v in zip(totals, packed[:k])}
+    out = {name: float(v) / max(batches, 1) for name, v in zip(totals, packed[:k], strict=True)}
     tp, fp, fn = packed[k + 1 :].reshape(3, num_labels)
     c = Counts(tp[1:], fp[1:], fn[1:])  # background excluded
     per_dice, per_iou = dice(c), iou(c)
     out["dice"], out["iou"] = float(nanmean(per_dice)), float(nanmean(per_iou))
-    for i, (d, j) in enumerate(zip(per_dice.tolist(), per_iou.tolist()), start=1):
+    for i, (d, j) in enumerate(zip(per_dice.tolist(), per_iou.tolist(), strict=True), start=1):
         out[f"dice_{i}"], out[f"iou_{i}"] = d, j
     return out
 
@@ -228,15 +231,16 @@ def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, de
     """
     workers = (4 if device.type == "cuda" else 0) if num_workers is None else num_workers
     sampler: Sampler | None = None
+    source: Dataset = dataset
     if dist_ctx.enabled and shuffle:
         if num_samples is not None:
             raise ConfigError("[train] steps_per_epoch: not supported under torchrun; leave it out to use every pair")
         sampler = DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed)
     elif dist_ctx.enabled:
-        dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
+        source = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
     elif shuffle:
         sampler = RandomSampler(dataset, num_samples=num_samples, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+    return DataLoader(source, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
 
 
@@ -271,7 +275,7 @@ class EpochPreview:
         model.eval()
         if self.images:
             probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device, channels_last=step.channels_last)
-            for (stem, _), p in zip(self.images, probs):
+            for (stem, _), p in zip(self.images, probs, strict=True):
                 write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
         for path in self.tiled_files:
             labels = tiled_labels(model, read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order), self.cfg, step.device)
@@ -280,6 +284,7 @@ class EpochPreview:
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy MT19937 state (a dict only with legacy=False)
     return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
             "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
 
@@ -416,7 +421,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     """
     t = cfg.train
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
-    model.to(device, memory_format=torch.channels_last if step.channels_last else torch.preserve_format)
+    layout = torch.channels_last if step.channels_last else torch.preserve_format
+    model.to(device, memory_format=layout)  # type: ignore[call-overload]  # documented; the stub omits memory_format
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
@@ -465,6 +471,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                                 num_samples or len(data.train))
                 reduced = t.learning_rate_reducer and reducer.update(monitored)
                 if dist_ctx.is_main:
+                    assert history is not None and preview is not None  # made on the main process
                     history.append(row)  # before last.pt: see the docstring
                     state.save(number, row, improved)
                     preview.write(model, number, step)
