@@ -30,7 +30,7 @@ def mask_decoding(cfg: Config) -> MaskDecoding:
     return MaskDecoding(
         num_classes=cfg.model.num_classes,
         threshold=m.threshold,
-        blur_size=tuple(m.blur_size) if m.blur else None,
+        blur_size=m.blur_size if m.blur else None,
         algorithm=m.algorithm,
         rgb_map=cfg.rgb_map,
         color_tolerance=m.color_tolerance,

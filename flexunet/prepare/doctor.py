@@ -132,7 +132,9 @@ def _top(counts: Mapping[str, int], n: int = 4) -> str:
 
 def census_images(stats: DatasetStats) -> tuple[ImageCensus, dict[str, tuple[list[Path], list[np.ndarray]]]]:
     """Decode every image once: problems and size/kind counts, plus the decoded images of each split."""
-    problems, sizes, kinds = [], Counter(), Counter()
+    problems: list[str] = []
+    sizes: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     decoded: dict[str, tuple[list[Path], list[np.ndarray]]] = {}
     for s in stats.splits:
         masks = {p.image: p.mask for p in s.files.pairs}
@@ -218,9 +220,8 @@ def _examine(target: str, splits: list[SplitDirs], threshold: float, rgb_map: Ma
              notes: tuple[str, ...] = ()) -> DoctorReport:
     start = time.perf_counter()
     stats = dataset_stats(Path(target), rgb_map, mask_suffix, tolerance, splits=splits, mask_extension=mask_extension)
-    notes = list(notes)
     if rgb_map is None and stats.rgb_map is not None:
-        notes.append(f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
+        notes = (*notes, f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
     census, decoded = census_images(stats)
     leaks = find_leaks(decoded, threshold) if len(decoded) > 1 else []
     return DoctorReport(target, stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from flexunet.data.io import read_mask
-from flexunet.data.masks import RGB, binarize_mask, decode_rgb_mask, to_grey
+from flexunet.data.masks import RGB, as_rgb, binarize_mask, decode_rgb_mask, to_grey
 from flexunet.errors import DataError
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, scan_split
 
@@ -109,7 +109,7 @@ def exact_duplicates(splits: list[SplitFiles]) -> list[tuple[Path, Path]]:
 def _colour_counts(mask: np.ndarray) -> Counter[RGB]:
     packed = (mask[..., 0].astype(np.int32) << 16) | (mask[..., 1].astype(np.int32) << 8) | mask[..., 2]
     unique, counts = np.unique(packed, return_counts=True)  # 1-D unique: far faster than unique(axis=0)
-    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c) for u, c in zip(unique, counts)})
+    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c) for u, c in zip(unique, counts, strict=True)})
 
 
 def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
@@ -138,9 +138,9 @@ def _worst_unmapped(path: Path, mask: np.ndarray, rgb_map: Mapping[RGB, int], to
     found = np.array(list(counts), dtype=np.int32)  # (U, 3)
     dist2 = ((found[:, None, :] - colours[None]) ** 2).sum(axis=2)  # (U, K)
     far = np.flatnonzero(dist2.min(axis=1) > tolerance**2)
-    worst = max(far, key=lambda i: counts[tuple(found[i])])
-    colour = tuple(int(v) for v in found[worst])
-    nearest = tuple(int(v) for v in colours[dist2[worst].argmin()])
+    worst = max(far, key=lambda i: counts[as_rgb(found[i])])
+    colour = as_rgb(found[worst])
+    nearest = as_rgb(colours[dist2[worst].argmin()])
     return UnmappedColour(path, colour, nearest, counts[colour] / (mask.shape[0] * mask.shape[1]))
 
 
@@ -161,13 +161,13 @@ def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance:
             labels, far = binarize_mask(to_grey(mask), 127), 0.0
         else:
             labels, far = decode_rgb_mask(mask, rgb_map, tolerance)
+            if far > 0:
+                unmapped.append(_worst_unmapped(pair.mask, mask, rgb_map, tolerance))
         counts = np.bincount(labels.ravel(), minlength=num_labels)[:num_labels]
         pixels += counts
         present += counts > 0
         if counts[1:].sum() == 0:
             empty.append(pair.mask)
-        if far > 0:
-            unmapped.append(_worst_unmapped(pair.mask, mask, rgb_map, tolerance))
     return SplitStats(files.name, files, tuple(int(v) for v in pixels), tuple(int(v) for v in present),
                       tuple(empty), tuple(unreadable), tuple(unmapped), sizes)
 
@@ -188,7 +188,9 @@ def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = 
                   tolerance: float = 40.0, splits: list[SplitDirs] | None = None,
                   mask_extension: str | None = None) -> DatasetStats:
     """Statistics of a dataset folder (or of given split folders); rgb_map None: inferred from the masks."""
-    dirs = splits if splits is not None else find_splits(Path(root))
+    if splits is None and root is None:
+        raise TypeError("dataset_stats: give root or splits")
+    dirs = splits if splits is not None else find_splits(Path(str(root)))
     files = [scan_split(d, mask_suffix, mask_extension) for d in dirs]
     chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files))
     stats = tuple(split_stats(f, chosen, tolerance) for f in files)
