@@ -195,7 +195,7 @@ class _Draw:
 
 
 def _lens(section: RadialDistortionSection) -> Lens:
-    return Lens(section.radius, section.amount, tuple(tuple(c) for c in section.centers))
+    return Lens(section.radius, section.amount, tuple((x, y) for x, y in section.centers))
 
 
 def _elastic_settings(cfg: Config) -> tuple[float, tuple[float, ...]]:

@@ -260,13 +260,17 @@ class GeneratorSection(Section):
     augmentation: bool = True
 
 
+def _default_angles() -> list[float]:
+    return [90, 180, 270]  # ints, as the seed configs write them (the resolved config prints them that way)
+
+
 class AugmentorSection(Section):
     """[augmentor]: which random operations training applies."""
 
     vflip: bool = True
     hflip: bool = True
     rotation: bool = True
-    angles: list[float] = Field(default_factory=lambda: [90, 180, 270])
+    angles: list[float] = Field(default_factory=_default_angles)
     shrinks: list[float] = Field(default_factory=lambda: [0.8])
     shears: list[float] = Field(default_factory=list)
     transformer: bool = False  # S name of `deformation`

@@ -112,7 +112,7 @@ def at_original_size(truths: list[np.ndarray], probs: Tensor, threshold: float) 
     """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
     and thresholded exactly as `flexunet infer` does before it writes a mask."""
     out = []
-    for truth, p in zip(truths, probs.float().cpu().numpy()):
+    for truth, p in zip(truths, probs.float().cpu().numpy(), strict=True):
         labels = probs_to_labels(resize_probs(p, truth.shape[1], truth.shape[0]), threshold)
         out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
     return out
@@ -132,7 +132,8 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     loss_fn = build_loss(cfg.model)
     num_labels = max(cfg.model.num_classes, 2)
     batch = cfg.eval.batch_size
-    losses, seed = [], {name: [] for name in cfg.model.metrics}
+    losses: list[float] = []
+    seed: dict[str, list[float]] = {name: [] for name in cfg.model.metrics}
     counts, names, distances, diagonals = [], [], [], []
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
     worst: list[Example] = []
@@ -166,7 +167,7 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
         if examples:
             scores = nanmean(dice(batch_counts.foreground()), dim=1)
             candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8), p.cpu().numpy().astype(np.uint8))
-                          for n, s, im, lab, p in zip(batch_names, scores.tolist(), images, y, pred) if not math.isnan(s)]
+                          for n, s, im, lab, p in zip(batch_names, scores.tolist(), images, y, pred, strict=True) if not math.isnan(s)]
             worst = _keep_extremes(worst, candidates, examples, worst=True)
             best = _keep_extremes(best, candidates, examples, worst=False)
         if bar is not None:
@@ -193,7 +194,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
     by default the model input's) and CI too. With `groups` (N,) the bootstrap resamples those groups of images."""
     fg = per_image.foreground()
     total = fg.total()
-    per_class = {}
+    per_class: dict[str, dict[str, float]] = {}
     rows = [{"image": n} for n in names]
     for metric, fn in HONEST_METRICS.items():
         dataset_level, image_level = fn(total), fn(fg)  # (K,), (N, K)
@@ -204,7 +205,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             if ci is not None:
                 entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = float(ci.low[k]), float(ci.high[k])
             entry[f"{metric}_image_mean"] = float(nanmean(image_level[:, k]))
-            for row, value in zip(rows, image_level[:, k].tolist()):
+            for row, value in zip(rows, image_level[:, k].tolist(), strict=True):
                 row[f"{metric}_{cls}"] = value
     mean_ci = bootstrap_mean(dice(fg), resamples, seed, groups=groups) if resamples else None  # of the per-image mean
     for k, cls in enumerate(class_names(cfg)):
@@ -225,7 +226,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             if ci is not None:
                 entry["hd95_ci_low"], entry["hd95_ci_high"] = float(ci.low[k]), float(ci.high[k])
             entry["hd95_one_sided"] = int(torch.isinf(hd95[:, k]).sum())  # class in truth or prediction only
-            for row, value in zip(rows, hd95[:, k].tolist()):
+            for row, value in zip(rows, hd95[:, k].tolist(), strict=True):
                 row[f"hd95_{cls}"] = value
     return per_class, rows
 

@@ -370,7 +370,7 @@ def interval_sentence(data: ReportData) -> str:
     r = data.resampling
     unit, count = (r.unit, r.count) if r is not None else ("images", data.images)
     grouped = r is not None and r.unit == UNIT_GROUPS
-    source = f"; groups from the {e(r.source)}" if grouped else ""
+    source = f"; groups from the {e(r.source)}" if grouped and r is not None else ""
     why = ". The flips and rotations of one source are drawn together: they are not independent images"
     why = why if grouped else ""
     return (f'<span id="interval-unit" data-unit="{e(unit)}" data-count="{e(count)}">95% bootstrap interval over '

@@ -71,7 +71,8 @@ def _bce(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def dice_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    return 1 - dice_coef(*reversed(probs_and_targets(logits, labels)))
+    probs, target = probs_and_targets(logits, labels)
+    return 1 - dice_coef(target, probs)
 
 
 def iou_loss(logits: Tensor, labels: Tensor) -> Tensor:
