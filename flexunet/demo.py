@@ -119,7 +119,10 @@ class DemoResult:
 
 def run_demo(root: Path, epochs: int = 30, device: str | None = None, quiet: bool = False, size: int = 64,
              counts: tuple[int, int, int] = (96, 24, 24)) -> DemoResult:
-    """Generate the data and config under `root`, then train, evaluate on [test] and infer; the API of `flexunet demo`."""
+    """Generate the data and config under `root`, then train, evaluate on [test] and infer.
+
+    The API of `flexunet demo`.
+    """
     from flexunet.config import load_config
     from flexunet.evaluate import evaluate_from_config
     from flexunet.infer import infer_from_config

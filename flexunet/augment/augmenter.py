@@ -18,7 +18,10 @@ from flexunet.errors import ConfigError
 
 @dataclass(frozen=True)
 class Lens:
-    """Barrel (amount > 0) or pincushion (amount < 0) distortion: radius as a fraction of W, centres as (x, y) fractions."""
+    """Barrel (amount > 0) or pincushion (amount < 0) distortion.
+
+    The radius is a fraction of W, the centres (x, y) fractions of the image.
+    """
 
     radius: float
     amount: float

@@ -117,7 +117,8 @@ def pairs_for(cfg: Config, section: str, warn: bool = True) -> list[Pair]:
     data = getattr(cfg, section)
     if not data.images_dir or not data.masks_dir:
         missing = "images_dir" if not data.images_dir else "masks_dir"
-        raise ConfigError(f"{data.where(missing)}: required for this step (a folder, or a pattern like train/*/images/)")
+        raise ConfigError(f"{data.where(missing)}: required for this step "
+                          "(a folder, or a pattern like train/*/images/)")
     pairs = pair_files(data.images_dir, data.masks_dir, cfg.mask.mask_suffix, cfg.mask.mask_file_format)
     if data.split_file:
         wanted = split_stems(data.split_file, section)
@@ -161,7 +162,8 @@ def build_datasets(cfg: Config) -> SplitDatasets:
         shuffled = train_pairs[:]
         random.Random(cfg.train.seed).shuffle(shuffled)
         n_valid = max(1, round(len(shuffled) * cfg.train.validation_split))
-        valid_pairs, train_pairs = sorted(shuffled[:n_valid], key=lambda p: p.image), sorted(shuffled[n_valid:], key=lambda p: p.image)
+        valid_pairs = sorted(shuffled[:n_valid], key=lambda p: p.image)
+        train_pairs = sorted(shuffled[n_valid:], key=lambda p: p.image)
         notes.append(f"no [valid] folders: holding out {n_valid} of {len(shuffled)} training pairs "
                      f"(validation_split = {cfg.train.validation_split}, seed {cfg.train.seed})")
     train = make_dataset(cfg, train_pairs, cfg.train.cache)

@@ -175,7 +175,8 @@ def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, 
                    tta: bool = False, tiled: bool = False) -> list[np.ndarray]:
     """Label maps (H0, W0) per image: whole image resized to the model input, or sliding window at native scale."""
     if not tiled:
-        return [probs_to_labels(p, cfg.infer.threshold) for p in predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)]
+        probs = predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)
+        return [probs_to_labels(p, cfg.infer.threshold) for p in probs]
     from flexunet.infer.tiling import tiled_labels
 
     return [tiled_labels(model, image, cfg, device, tta) for image in images]
@@ -190,7 +191,8 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
         shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
         if cfg.segmentation.blursize:
             shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
-        write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, overlay_colours(cfg), cfg.infer.overlay_alpha))
+        merged = overlay(shown, labels, overlay_colours(cfg), cfg.infer.overlay_alpha)
+        write_image(merged_dir / f"{name_prefix}{path.stem}.png", merged)
     return target
 
 
@@ -222,7 +224,8 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                     on_image()
                 continue
             try:
-                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled)))
+                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order,
+                                         cfg.image.pixel_limit(tiled)))
                 chunk.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))

@@ -143,5 +143,6 @@ def build_loss(section: ModelSection) -> LossFn:
     if name not in LOSSES:
         close = difflib.get_close_matches(name, list(LOSSES), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"{section.where('loss')} = {section.loss!r}: unknown loss; {hint}choose one of {', '.join(sorted(LOSSES))}")
+        raise ConfigError(f"{section.where('loss')} = {section.loss!r}: unknown loss; "
+                          f"{hint}choose one of {', '.join(sorted(LOSSES))}")
     return LOSSES[name]

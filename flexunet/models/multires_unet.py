@@ -24,7 +24,8 @@ class MultiResBlock(nn.Module):
         width = ALPHA * filters
         c1, c2, c3 = (max(1, int(width * share)) for share in (1 / 6, 1 / 3, 1 / 2))
         self.out_channels = c1 + c2 + c3
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, self.out_channels, 1, bias=False), nn.BatchNorm2d(self.out_channels))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, self.out_channels, 1, bias=False),
+                                      nn.BatchNorm2d(self.out_channels))
         self.conv3 = ConvNormAct(cin, c1, 3, activation=activation)
         self.conv5 = ConvNormAct(c1, c2, 3, activation=activation)
         self.conv7 = ConvNormAct(c2, c3, 3, activation=activation)

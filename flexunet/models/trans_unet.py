@@ -42,7 +42,8 @@ class ViTBottleneck(nn.Module):
         layer = nn.TransformerEncoderLayer(
             embed_dim, num_heads, num_mlp, dropout, make_activation(mlp_activation), batch_first=True, norm_first=True
         )
-        self.transformer = nn.TransformerEncoder(layer, num_transformer, nn.LayerNorm(embed_dim), enable_nested_tensor=False)
+        self.transformer = nn.TransformerEncoder(layer, num_transformer, nn.LayerNorm(embed_dim),
+                                                 enable_nested_tensor=False)
         self.project = nn.Conv2d(embed_dim, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, h, w)
@@ -120,5 +121,6 @@ def build_trans_unet(section: ModelSection) -> TransUNet:
     )
     return TransUNet(
         section.image_channels, section.num_classes, filters, bottleneck, section.stack_num_down, section.stack_num_up,
-        section.batch_norm, section.pool, section.pool if section.unpool is None else section.unpool, section.activation,
+        section.batch_norm, section.pool, section.pool if section.unpool is None else section.unpool,
+        section.activation,
     )

@@ -19,7 +19,8 @@ class UNet3Plus(nn.Module):
     """Full-scale skip connections; returns logits (N, num_classes, H, W)."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, base_filters: int, num_layers: int, dropout_rate: float, activation: str
+        self, in_channels: int, num_classes: int, base_filters: int, num_layers: int, dropout_rate: float,
+        activation: str,
     ) -> None:
         super().__init__()
         filters = [base_filters * 2**i for i in range(num_layers)]

@@ -83,7 +83,8 @@ class DoctorReport:
             out.append(f"{self.target}: grey and colour images mixed: {_top(self.census.kinds)}")
         for s in self.stats.splits:
             if s.empty_masks:
-                out.append(f"{s.empty_masks[0]}: mask has no foreground (and {len(s.empty_masks) - 1} more in {s.name})")
+                out.append(f"{s.empty_masks[0]}: mask has no foreground "
+                           f"(and {len(s.empty_masks) - 1} more in {s.name})")
         totals = {s.name: len(s.files.images) for s in self.stats.splits}
         for (split, earlier), n in Counter((d.split, d.match_split) for d in self.shared).items():
             out.append(f"{split}: {n} of {totals[split]} images are the same files as in {earlier} "
@@ -241,6 +242,7 @@ def format_report(report: DoctorReport, limit: int = 20) -> list[str]:
         lines.append(f"  ... and {len(problems) - limit} more problems (all in the JSON report)")
     for d in report.near_duplicates[:5]:
         lines.append(f"  copy: {d.image} ~ {d.match} (score {d.score:.3f}, {d.more} more in {d.match_split})")
-    verdict = "LEAK: the same images (or augmented copies) are in two splits" if report.leaks else "no images shared across splits"
+    verdict = ("LEAK: the same images (or augmented copies) are in two splits" if report.leaks
+               else "no images shared across splits")
     lines.append(f"  {'no problems; ' if not problems else ''}{verdict}")
     return lines

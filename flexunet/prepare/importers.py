@@ -51,7 +51,8 @@ def write_pair(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray | N
         write_image(out_dir / "unlabelled" / "images" / f"{stem}.png", _fit_size(image, max_side, False))
         return
     if mask.shape[:2] != image.shape[:2]:
-        raise DataError(f"{stem}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}")
+        raise DataError(f"{stem}: mask is {mask.shape[1]}x{mask.shape[0]} "
+                        f"but the image is {image.shape[1]}x{image.shape[0]}")
     write_image(out_dir / "all" / "images" / f"{stem}.png", _fit_size(image, max_side, False))
     write_image(out_dir / "all" / "masks" / f"{stem}.png", _fit_size(mask, max_side, True))
 
@@ -91,7 +92,8 @@ def finish_import(out_dir: Path, written: int, unlabelled: int, skipped: list[st
                   seed: int) -> ImportResult:
     """Split by source (when asked and there are pairs) and write the starter config next to the data."""
     if written == 0 and unlabelled == 0:
-        raise DataError(f"{out_dir}: nothing imported ({len(skipped)} files skipped; first: {skipped[0] if skipped else 'none found'})")
+        first = skipped[0] if skipped else "none found"
+        raise DataError(f"{out_dir}: nothing imported ({len(skipped)} files skipped; first: {first})")
     split_name = None
     if ratios and written >= 3:
         result = split_dataset(out_dir / "all" / "images", out_dir / "all" / "masks", out_dir, ratios, group_by, seed)
@@ -231,8 +233,8 @@ SIPAKMED_COLOURS: dict[str, RGB] = {
 def _read_polygon(path: Path) -> np.ndarray:
     """SIPaKMeD `.dat` boundary: one `x,y` pair per line (floats)."""
     try:
-        points = [tuple(float(v) for v in re.split(r"[,\s]+", line.strip())[:2]) for line in path.read_text().splitlines()
-                  if line.strip()]
+        points = [tuple(float(v) for v in re.split(r"[,\s]+", line.strip())[:2])
+                  for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a list of x,y boundary points ({exc})") from None
     return np.round(np.array(points)).astype(np.int32)

@@ -109,7 +109,8 @@ def exact_duplicates(splits: list[SplitFiles]) -> list[tuple[Path, Path]]:
 def _colour_counts(mask: np.ndarray) -> Counter[RGB]:
     packed = (mask[..., 0].astype(np.int32) << 16) | (mask[..., 1].astype(np.int32) << 8) | mask[..., 2]
     unique, counts = np.unique(packed, return_counts=True)  # 1-D unique: far faster than unique(axis=0)
-    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c) for u, c in zip(unique, counts, strict=True)})
+    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c)
+                    for u, c in zip(unique, counts, strict=True)})
 
 
 def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
@@ -117,7 +118,8 @@ def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
 
     A colour is a class when it covers a share of at least one mask; anti-aliased edge colours never do.
     """
-    colour = [m for m in masks if m.ndim == 3 and not (np.all(m[..., 0] == m[..., 1]) and np.all(m[..., 1] == m[..., 2]))]
+    colour = [m for m in masks
+              if m.ndim == 3 and not (np.all(m[..., 0] == m[..., 1]) and np.all(m[..., 1] == m[..., 2]))]
     if not colour:
         return None
     total: Counter[RGB] = Counter()

@@ -47,10 +47,12 @@ class History:
 
     def _rewrite(self) -> None:
         """Write all three CSVs from self.rows (atomic, so a crash mid-write never leaves a torn log)."""
-        losses = ["epoch, loss, val_loss"] + [f"{int(r['epoch'])}, {r['loss']:.4f}, {r['val_loss']:.4f}" for r in self.rows]
+        losses = ["epoch, loss, val_loss"]
+        losses += [f"{int(r['epoch'])}, {r['loss']:.4f}, {r['val_loss']:.4f}" for r in self.rows]
         atomic_write_text(self.losses_csv, "\n".join(losses) + "\n")
         metrics = ["epoch," + "".join(f"{c}," for c in self.metric_columns)]
-        metrics += [", ".join([str(int(r["epoch"]))] + [f"{r.get(c, math.nan):.4f}" for c in self.metric_columns]) for r in self.rows]
+        metrics += [", ".join([str(int(r["epoch"]))] + [f"{r.get(c, math.nan):.4f}" for c in self.metric_columns])
+                    for r in self.rows]
         atomic_write_text(self.metrics_csv, "\n".join(metrics) + "\n")
         if self.rows:
             keys = list(self.rows[-1])
