@@ -111,7 +111,8 @@ def step_settings(cfg: Config, device: torch.device, quiet: bool = False) -> Ste
 
 def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim: Optimizer, step: StepSettings,
                     seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
-                    scaler: torch.amp.GradScaler | None, bar: Bar, dist_ctx: DistContext = DistContext()) -> dict[str, float]:
+                    scaler: torch.amp.GradScaler | None, bar: Bar,
+                    dist_ctx: DistContext = DistContext()) -> dict[str, float]:
     """One pass over `loader`; returns the mean loss and the running means of the seed metrics (as Keras reports),
     averaged over all processes."""
     model.train()
@@ -165,7 +166,7 @@ def clip_gradients(model: nn.Module, value: float) -> None:
 
 
 def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
-    """uint8 (N, C, H, W) from the loader -> float in [0, 1] on the device (the conversion runs there, not in workers)."""
+    """uint8 (N, C, H, W) from the loader -> float in [0, 1] on the device (converted there, not in the workers)."""
     x = images.to(step.device, non_blocking=True).float().div_(255)
     return x.contiguous(memory_format=torch.channels_last) if step.channels_last else x
 
@@ -258,7 +259,8 @@ class EpochPreview:
         self.cfg, self.folder = cfg, folder
         self.images: list[tuple[str, np.ndarray]] = []
         if cfg.train.epoch_change_infer and cfg.infer.images_dir and not Path(cfg.infer.images_dir).is_dir():
-            log(f"note: {cfg.infer.where('images_dir')} = {cfg.infer.images_dir}: no such folder; per-epoch previews are off")
+            log(f"note: {cfg.infer.where('images_dir')} = {cfg.infer.images_dir}: "
+                "no such folder; per-epoch previews are off")
         elif cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
             files = list_image_files(cfg.infer.images_dir, "[infer] images_dir")[: cfg.train.num_infer_images]
             self.images = [(f.stem, read_image(f, cfg.model.image_channels, cfg.image.color_order)) for f in files]
@@ -274,18 +276,23 @@ class EpochPreview:
 
         model.eval()
         if self.images:
-            probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device, channels_last=step.channels_last)
+            probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device,
+                                   channels_last=step.channels_last)
             for (stem, _), p in zip(self.images, probs, strict=True):
-                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
+                labels = probs_to_labels(p, self.cfg.infer.threshold)
+                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(labels, self.cfg))
         for path in self.tiled_files:
-            labels = tiled_labels(model, read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order), self.cfg, step.device)
-            write_image(Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png", mask_image(labels, self.cfg))
+            image = read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order)
+            labels = tiled_labels(model, image, self.cfg, step.device)
+            target = Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png"
+            write_image(target, mask_image(labels, self.cfg))
 
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
     assert isinstance(np_state, tuple)  # the legacy MT19937 state (a dict only with legacy=False)
-    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    return {"torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
             "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
 
 
@@ -298,8 +305,10 @@ def _set_rng_state(state: dict) -> None:
 
 def seed_metric_names(cfg: Config) -> tuple[list[str], list[str]]:
     """Seed metrics to compute every batch, and the two train_metrics.csv columns ([train] metrics or derived)."""
-    columns = list(cfg.train.metrics) or ([cfg.model.metrics[0], f"val_{cfg.model.metrics[0]}"] if cfg.model.metrics else [])
-    names = list(dict.fromkeys([*cfg.model.metrics, *(c.removeprefix("val_") for c in columns if c.removeprefix("val_") != "loss")]))
+    first = cfg.model.metrics[0] if cfg.model.metrics else None
+    columns = list(cfg.train.metrics) or ([first, f"val_{first}"] if first is not None else [])
+    bases = [c.removeprefix("val_") for c in columns]
+    names = list(dict.fromkeys([*cfg.model.metrics, *(b for b in bases if b != "loss")]))
     return names, columns
 
 
@@ -310,7 +319,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -423,7 +432,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
     layout = torch.channels_last if step.channels_last else torch.preserve_format
     model.to(device, memory_format=layout)  # type: ignore[call-overload]  # documented; the stub omits memory_format
-    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
+    device_ids = [device.index] if device.type == "cuda" else None
+    train_model = DistributedDataParallel(model, device_ids=device_ids) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
@@ -450,7 +460,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
         try:
             for epoch in range(state.start_epoch, t.epochs):  # 0-based index; files and messages say `number`
                 number = epoch + 1
-                generator.manual_seed(t.seed + epoch)  # shuffling depends on (seed, epoch) only: resume repeats it exactly
+                # shuffling depends on (seed, epoch) only: resume repeats it exactly
+                generator.manual_seed(t.seed + epoch)
                 aug_generator.manual_seed(t.seed + 1 + epoch)
                 if isinstance(train_loader.sampler, DistributedSampler):
                     train_loader.sampler.set_epoch(epoch)
@@ -484,20 +495,22 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 run_bar.update(f"best epoch {state.best_epoch}", eta)
                 log(f"epoch {number}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
-                    + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
+                    + ("  [best]" if improved else "")
+                    + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
                     + (f"  {eta}" if number < t.epochs and not stop else ""))
                 if stop:
                     stopped_early = True
                     log(f"early stopping after epoch {number}: no improvement of {t.monitor} for {t.patience} epochs; "
                         f"best epoch {state.best_epoch}")
                     break
-                if any_rank(Path("break_training").exists() or (run.model_dir / "break_training").exists(), dist_ctx, device):
+                asked = Path("break_training").exists() or (run.model_dir / "break_training").exists()
+                if any_rank(asked, dist_ctx, device):
                     log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
                     break
         except KeyboardInterrupt:
             if dist_ctx.is_main:
-                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch + 1)}; last.pt holds "
-                    "the last finished epoch (continue with --resume)")
+                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch + 1)}; "
+                    "last.pt holds the last finished epoch (continue with --resume)")
             raise
     board.close()
     run_bar.close()
