@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, NOTE_ONLY_KEYS
-from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, Section
+from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section
 from flexunet.errors import ConfigError
 
 ORIGIN_FILE = "file"
@@ -217,6 +217,16 @@ def _validate(collector: _Collector, source: str | None) -> Config:
     return cfg
 
 
+def _deepest_level(m: ModelSection) -> tuple[int, str]:
+    """Index of the deepest level (its dropout is dropout_rate * index), and what sets it, for the message."""
+    from flexunet.config.aliases import canonical_model_name
+
+    if canonical_model_name(m.model) == "sharp_unet":  # its filters (4 by default) plus a bottleneck, not num_layers
+        deepest = len(m.filters) if m.filters else 4
+        return deepest, f"{deepest + 1} levels ([model] filters)"
+    return m.num_layers - 1, f"num_layers = {m.num_layers}"
+
+
 def _cross_problems(cfg: Config, label: str) -> list[str]:
     """Checks that involve several keys or a registry name."""
     from flexunet.config.aliases import canonical_model_name
@@ -261,10 +271,11 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
     if ignore is not None and ignore < max(m.num_classes, 2):
         problems.append(f"{Location(label, 'mask', 'ignore_index')} = {ignore}: must not be a class label; "
                         f"use a value >= {max(m.num_classes, 2)}, e.g. 255")
-    if canonical_model_name(m.model) in LEVEL_DROPOUT_MODELS and m.dropout_rate * (m.num_layers - 1) >= 1:
+    deepest, levels = _deepest_level(cfg.model)
+    if canonical_model_name(m.model) in LEVEL_DROPOUT_MODELS and m.dropout_rate * deepest >= 1:
         problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: "
                         f"level i drops dropout_rate * i, "
-                        f"so with num_layers = {m.num_layers} it must be < {1 / (m.num_layers - 1):.4g}")
+                        f"so with {levels} it must be < {1 / deepest:.4g}")
     return problems
 
 
