@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,7 +60,8 @@ def write_pair(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray | N
 
 def model_size(width: int, height: int) -> tuple[int, int]:
     """A network input size near the data's: at most 512, a multiple of 32 (five poolings), at least 64."""
-    return tuple(max(64, min(512, side) // 32 * 32) for side in (width, height))  # type: ignore[return-value]
+    w, h = (max(64, min(512, side) // 32 * 32) for side in (width, height))
+    return w, h
 
 
 def starter_config(image_size: tuple[int, int], rgb_map: Mapping[RGB, int] | None, split_file: str | None) -> str:
@@ -188,13 +190,13 @@ def import_generic(images_dir: Path, masks_dir: Path, out_dir: Path, mask_suffix
     return finish_import(out_dir, written, unlabelled, skipped, rgb_map, size, ratios, group_by, seed)
 
 
-def import_isic(raw_dir: Path, out_dir: Path, max_side: int | None = 1024, **options: object) -> ImportResult:
+def import_isic(raw_dir: Path, out_dir: Path, max_side: int | None = 1024, **options: Any) -> ImportResult:
     """ISIC 2017 Task 1: `ISIC_*.jpg` with `ISIC_*_segmentation.png` (in the same or a sibling masks folder)."""
     raw_dir = Path(raw_dir)
     images_dir = raw_dir / "images" if (raw_dir / "images").is_dir() else raw_dir
     masks_dir = next((d for d in (raw_dir / "masks", raw_dir / "ground_truth", raw_dir) if d.is_dir()
                       and any(p.stem.endswith("_segmentation") for p in list_images(d))), raw_dir)
-    return import_generic(images_dir, masks_dir, out_dir, "_segmentation", max_side, **options)  # type: ignore[arg-type]
+    return import_generic(images_dir, masks_dir, out_dir, "_segmentation", max_side, **options)
 
 
 # UCSB breast-cancer cells: colours of the seed's mini_test (benign green, malignant red).
