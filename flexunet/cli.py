@@ -38,7 +38,8 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 ConfigArg = Annotated[Path, typer.Argument(help="The train_eval_infer.config (INI) file.", show_default=False)]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable), e.g. train.images_dir=./data/train/images"),
+    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable), "
+                                     "e.g. train.images_dir=./data/train/images"),
 ]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or auto (default: auto).")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed ([train] seed).")]
@@ -80,11 +81,13 @@ def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed
 def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, checkpoint: CheckpointOpt = None,
              tta: TtaOpt = None,
              doctor: Annotated[Optional[Path], typer.Option(
-                 help="Doctor JSON for the leakage check (default: eval_dir/doctor*.json, or run on small datasets).")] = None,
-             examples: Annotated[int, typer.Option(min=0, help="How many worst and best images report.html shows.")] = 4,
+                 help="Doctor JSON for the leakage check "
+                      "(default: eval_dir/doctor*.json, or run on small datasets).")] = None,
+             examples: Annotated[int, typer.Option(
+                 min=0, help="How many worst and best images report.html shows.")] = 4,
              report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
              quiet: QuietOpt = False) -> None:
-    """Evaluate the trained model on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
+    """Evaluate on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
     from flexunet.evaluate import evaluate_from_config
 
     cfg = _load(config, set_, quiet=quiet)
@@ -98,7 +101,8 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
         r = result.resampling
         say(f"[low, high]: 95% CI over {r.count} {r.unit} (bootstrap, {r.source})")
     for name, value in result.seed_metrics.items():
-        say(f"seed metric {name}: {value:.4f}" + ("  (counts background: not comparable with Dice)" if name == "dice_coef_multiclass" else ""))
+        caveat = "  (counts background: not comparable with Dice)" if name == "dice_coef_multiclass" else ""
+        say(f"seed metric {name}: {value:.4f}{caveat}")
     if result.leaks is not None and result.leaks.status != "clean":
         for line in result.leaks.lines:
             say(f"{'LEAK' if result.leaks.status == 'leak' else 'leakage'}: {line}")
@@ -112,14 +116,20 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
               help="A folder, an image file, or a quoted glob of files or folders ('scans/*.tif', 'slides/*/images') "
                    "(default: [infer] or [tiledinfer] images_dir).")] = None,
           output: Annotated[Optional[Path], typer.Option(
-              help="Mask folder (default: [infer] or [tiledinfer] output_dir); overlays then go to OUTPUT_merged.")] = None,
-          merged: Annotated[Optional[Path], typer.Option(help="Overlay folder (default: [infer] or [tiledinfer] merged_dir).")] = None,
+              help="Mask folder (default: [infer] or [tiledinfer] output_dir); "
+                   "overlays then go to OUTPUT_merged.")] = None,
+          merged: Annotated[Optional[Path], typer.Option(
+              help="Overlay folder (default: [infer] or [tiledinfer] merged_dir).")] = None,
           tta: TtaOpt = None,
-          tiled: Annotated[bool, typer.Option("--tiled", help="Sliding-window inference at native scale with [tiledinfer] settings.")] = False,
-          onnx: Annotated[Optional[Path], typer.Option(help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
-          resume: Annotated[bool, typer.Option("--resume", help="Keep masks already written after the checkpoint (or ONNX file).")] = False,
+          tiled: Annotated[bool, typer.Option(
+              "--tiled", help="Sliding-window inference at native scale with [tiledinfer] settings.")] = False,
+          onnx: Annotated[Optional[Path], typer.Option(
+              help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
+          resume: Annotated[bool, typer.Option(
+              "--resume", help="Keep masks already written after the checkpoint (or ONNX file).")] = False,
           compile_model: Annotated[Optional[bool], typer.Option(
-              "--compile/--no-compile", help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
+              "--compile/--no-compile",
+              help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
           quiet: QuietOpt = False) -> None:
     """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir."""
     from flexunet.infer import infer_folders, infer_from_config
@@ -157,7 +167,8 @@ def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = N
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, config and results.")] = Path("flexunet-demo"),
+def demo(out: Annotated[Path, typer.Option(
+             help="Folder for the synthetic data, config and results.")] = Path("flexunet-demo"),
          epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
          device: DeviceOpt = None, quiet: QuietOpt = False) -> None:
     """Generate a synthetic 3-class cell dataset, then train -> evaluate -> infer on it (a few minutes on a CPU)."""
@@ -174,12 +185,14 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data, 
 
 @app.command()
 def augment(config: ConfigArg, set_: SetOpt = None, seed: SeedOpt = None,
-            preview: Annotated[Optional[int], typer.Option(help="Write one PNG grid of N augmented [train] samples.")] = None,
+            preview: Annotated[Optional[int], typer.Option(
+                help="Write one PNG grid of N augmented [train] samples.")] = None,
             out: Annotated[Path, typer.Option(help="The PNG file of --preview.")] = Path("augment_preview.png"),
-            offline: Annotated[Optional[Path], typer.Option(help="Write augmented [train] pairs to OUT_DIR/images and OUT_DIR/masks.")] = None,
+            offline: Annotated[Optional[Path], typer.Option(
+                help="Write augmented [train] pairs to OUT_DIR/images and OUT_DIR/masks.")] = None,
             copies: Annotated[int, typer.Option(help="Augmented copies of each pair with --offline.")] = 1,
             quiet: QuietOpt = False) -> None:
-    """Show what [augmentor] does to [train] samples (--preview N), or write an augmented dataset (--offline OUT_DIR)."""
+    """Show what [augmentor] does to [train] samples (--preview N), or write an augmented set (--offline OUT_DIR)."""
     from flexunet.augment import augment_offline, preview_grid
 
     if preview is None and offline is None:
@@ -195,7 +208,8 @@ def augment(config: ConfigArg, set_: SetOpt = None, seed: SeedOpt = None,
 @app.command()
 def inspect(config: ConfigArg, set_: SetOpt = None,
             out: Annotated[Optional[Path], typer.Option(help="Summary text file (default: [inspect] summary).")] = None,
-            graph: Annotated[Optional[Path], typer.Option(help="Graph image (default: [inspect] model_graph); needs graphviz dot.")] = None,
+            graph: Annotated[Optional[Path], typer.Option(
+                help="Graph image (default: [inspect] model_graph); needs graphviz dot.")] = None,
             quiet: QuietOpt = False) -> None:
     """Show [model]: parameters, FLOPs per image at the config size, receptive field, and a layer table file."""
     from flexunet.models.inspect import inspect_model, write_graph, write_summary
@@ -209,15 +223,18 @@ def inspect(config: ConfigArg, set_: SetOpt = None,
     say(f"graph: {drawn}" if drawn else "graph: skipped (graphviz `dot` not found)")
 
 
-prepare_app = typer.Typer(no_args_is_help=True, help="Import a public dataset into <out>/all/{images,masks} with a split list and a starter config.")
+prepare_app = typer.Typer(no_args_is_help=True, help="Import a public dataset into <out>/all/{images,masks} "
+                                                     "with a split list and a starter config.")
 app.add_typer(prepare_app, name="prepare")
 RawArg = Annotated[Path, typer.Argument(help="The dataset as downloaded.", show_default=False)]
-OutArg = Annotated[Path, typer.Argument(help="Output folder (all/, split.csv, train_eval_infer.config).", show_default=False)]
+OutArg = Annotated[Path, typer.Argument(help="Output folder (all/, split.csv, train_eval_infer.config).",
+                                        show_default=False)]
 SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the train/valid/test split.")]
 
 
 def _say_import(result) -> None:
-    say(f"imported {result.pairs} pairs into {result.out_dir / 'all'}" + (f", {result.unlabelled} unlabelled images" if result.unlabelled else "")
+    say(f"imported {result.pairs} pairs into {result.out_dir / 'all'}"
+        + (f", {result.unlabelled} unlabelled images" if result.unlabelled else "")
         + (f"; config {result.config}" if result.config else ""))
     for line in result.skipped[:10]:
         note(line)
@@ -230,8 +247,10 @@ def prepare_herlev(raw_dir: RawArg, out_dir: OutArg,
                    canvas: Annotated[int, typer.Option(help="Square canvas side the cell is pasted on.")] = 312,
                    crop: Annotated[int, typer.Option(help="Centre crop side (0: none).")] = 128,
                    size: Annotated[int, typer.Option(help="Resize the crop to this side (0: keep).")] = 0,
-                   seamless: Annotated[bool, typer.Option(help="Blend the cell into the canvas (cv2.seamlessClone).")] = False,
-                   keep_unlabelled: Annotated[bool, typer.Option(help="Frame images without mask into unlabelled/images.")] = False,
+                   seamless: Annotated[bool, typer.Option(
+                       help="Blend the cell into the canvas (cv2.seamlessClone).")] = False,
+                   keep_unlabelled: Annotated[bool, typer.Option(
+                       help="Frame images without mask into unlabelled/images.")] = False,
                    seed: SplitSeedOpt = 137) -> None:
     """Herlev/DTU smear2005: <category>/X.BMP images with X-d.bmp masks (nucleus = pure blue)."""
     from flexunet.prepare.herlev import Canvas, herlev
@@ -249,7 +268,8 @@ def prepare_sipakmed(raw_dir: RawArg, out_dir: OutArg, seed: SplitSeedOpt = 137)
 
 
 @prepare_app.command("isic")
-def prepare_isic(raw_dir: RawArg, out_dir: OutArg, max_side: Annotated[int, typer.Option(help="Shrink larger images to this side.")] = 1024,
+def prepare_isic(raw_dir: RawArg, out_dir: OutArg,
+                 max_side: Annotated[int, typer.Option(help="Shrink larger images to this side.")] = 1024,
                  seed: SplitSeedOpt = 137) -> None:
     """ISIC 2017 Task 1: ISIC_*.jpg with ISIC_*_segmentation.png."""
     from flexunet.prepare.importers import import_isic
@@ -276,12 +296,16 @@ def prepare_generic(raw_dir: RawArg, out_dir: OutArg,
 
 
 @app.command()
-def split(images_dir: Annotated[Path, typer.Argument(show_default=False)], masks_dir: Annotated[Path, typer.Argument(show_default=False)],
-          out: Annotated[Path, typer.Argument(help="Folder for split.csv (and split folders with --files).", show_default=False)],
+def split(images_dir: Annotated[Path, typer.Argument(show_default=False)],
+          masks_dir: Annotated[Path, typer.Argument(show_default=False)],
+          out: Annotated[Path, typer.Argument(
+              help="Folder for split.csv (and split folders with --files).", show_default=False)],
           ratios: Annotated[str, typer.Option(help="train,valid[,test] fractions.")] = "0.8,0.1,0.1",
-          group_by: Annotated[Optional[str], typer.Option(help="Regex whose first group is the source id (default: strip seed augmentation prefixes).")] = None,
+          group_by: Annotated[Optional[str], typer.Option(
+              help="Regex whose first group is the source id (default: strip seed augmentation prefixes).")] = None,
           seed: SplitSeedOpt = 137,
-          files: Annotated[str, typer.Option(help="none, copy or link files into OUT/<split>/{images,masks}.")] = "none",
+          files: Annotated[str, typer.Option(
+              help="none, copy or link files into OUT/<split>/{images,masks}.")] = "none",
           mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "") -> None:
     """Split pairs into train/valid/test so that no source (with its augmented copies) crosses two splits."""
     from flexunet.prepare.split import split_dataset
@@ -296,8 +320,10 @@ def split(images_dir: Annotated[Path, typer.Argument(show_default=False)], masks
 
 
 @app.command()
-def stats(dataset: Annotated[Path, typer.Argument(help="Folder with <split>/images and <split>/masks.", show_default=False)],
-          plot: Annotated[Optional[Path], typer.Option(help="Bar-chart PNG (default: <name>_Statistics.png here).")] = None,
+def stats(dataset: Annotated[Path, typer.Argument(
+              help="Folder with <split>/images and <split>/masks.", show_default=False)],
+          plot: Annotated[Optional[Path], typer.Option(
+              help="Bar-chart PNG (default: <name>_Statistics.png here).")] = None,
           mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "") -> None:
     """Pairs per split, class pixel fractions, unpaired files, unmapped colours and files shared by two splits."""
     from flexunet.prepare.stats import dataset_stats, format_stats, plot_stats
@@ -312,7 +338,8 @@ def stats(dataset: Annotated[Path, typer.Argument(help="Folder with <split>/imag
 
 @app.command()
 def doctor(target: Annotated[Path, typer.Argument(help="A dataset folder or a config file.", show_default=False)],
-           json_out: Annotated[Optional[Path], typer.Option("--json", help="Report file (default: doctor-<name>.json here).")] = None,
+           json_out: Annotated[Optional[Path], typer.Option(
+               "--json", help="Report file (default: doctor-<name>.json here).")] = None,
            threshold: Annotated[Optional[float], typer.Option(help="Near-duplicate score threshold (0-1).")] = None,
            strict: Annotated[bool, typer.Option(help="Exit non-zero when any image is shared across splits.")] = False,
            set_: SetOpt = None) -> None:
@@ -351,7 +378,10 @@ def _usage_error(exc: Exception) -> int | None:
 
 
 def main() -> None:
-    """Entry point: user and usage errors print one line per problem on stderr and exit 2; --debug shows the traceback."""
+    """Entry point: user and usage errors print one line per problem on stderr and exit 2.
+
+    --debug shows the traceback.
+    """
     debug = "--debug" in sys.argv or os.environ.get("FLEXUNET_DEBUG") == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
@@ -366,7 +396,8 @@ def main() -> None:
             error(line)
         sys.exit(2)
     except KeyboardInterrupt:
-        error_console.print("interrupted: the last completed epoch's checkpoint is kept (resume with --resume)", markup=False)
+        error_console.print("interrupted: the last completed epoch's checkpoint is kept (resume with --resume)",
+                            markup=False)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -3,9 +3,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=True)
@@ -20,16 +29,17 @@ class Bar:
         self._task = progress.add_task(description, total=total, info="") if progress is not None else None
 
     def advance(self, steps: int = 1) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, steps)
 
     def update(self, text: str, eta: str | None = None) -> None:
         """Show `text` beside the bar; `eta` replaces rich's own time-remaining estimate (a run-level ETA)."""
-        if self._progress is not None:
-            self._progress.update(self._task, info=text, **({"eta": eta} if eta is not None else {}))
+        if self._progress is not None and self._task is not None:
+            fields: dict[str, Any] = {"info": text} if eta is None else {"info": text, "eta": eta}
+            self._progress.update(self._task, **fields)
 
     def close(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.remove_task(self._task)
 
 

@@ -92,7 +92,7 @@ def make_demo_dataset(root: Path, size: int = 64, counts: tuple[int, int, int] =
     """Write data/{train,valid,test}/{images,masks} under `root` (PNG images, RGB colour masks); returns data/."""
     rng = np.random.default_rng(seed)
     colours = np.array([c for c, _ in sorted(DEMO_RGB_MAP.items(), key=lambda kv: kv[1])], np.uint8)
-    for split, n in zip(("train", "valid", "test"), counts):
+    for split, n in zip(("train", "valid", "test"), counts, strict=True):
         for i in range(n):
             image, labels = draw_cell_image(rng, size)
             write_image(root / "data" / split / "images" / f"cell_{i:04d}.png", image)
@@ -119,7 +119,10 @@ class DemoResult:
 
 def run_demo(root: Path, epochs: int = 30, device: str | None = None, quiet: bool = False, size: int = 64,
              counts: tuple[int, int, int] = (96, 24, 24)) -> DemoResult:
-    """Generate the data and config under `root`, then train, evaluate on [test] and infer; the API of `flexunet demo`."""
+    """Generate the data and config under `root`, then train, evaluate on [test] and infer.
+
+    The API of `flexunet demo`.
+    """
     from flexunet.config import load_config
     from flexunet.evaluate import evaluate_from_config
     from flexunet.infer import infer_from_config

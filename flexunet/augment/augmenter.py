@@ -18,7 +18,10 @@ from flexunet.errors import ConfigError
 
 @dataclass(frozen=True)
 class Lens:
-    """Barrel (amount > 0) or pincushion (amount < 0) distortion: radius as a fraction of W, centres as (x, y) fractions."""
+    """Barrel (amount > 0) or pincushion (amount < 0) distortion.
+
+    The radius is a fraction of W, the centres (x, y) fractions of the image.
+    """
 
     radius: float
     amount: float
@@ -195,7 +198,7 @@ class _Draw:
 
 
 def _lens(section: RadialDistortionSection) -> Lens:
-    return Lens(section.radius, section.amount, tuple(tuple(c) for c in section.centers))
+    return Lens(section.radius, section.amount, tuple((x, y) for x, y in section.centers))
 
 
 def _elastic_settings(cfg: Config) -> tuple[float, tuple[float, ...]]:

@@ -36,7 +36,7 @@ def preview_grid(cfg: Config, n: int, out_path: Path, seed: int) -> Path:
     tiles = []
     for images, labels in _batches(dataset, indices):
         images, labels = augmenter(images, labels, generator)
-        for image, label in zip(_to_rgb(images, cfg), _colour_masks(labels, cfg)):
+        for image, label in zip(_to_rgb(images, cfg), _colour_masks(labels, cfg), strict=True):
             gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
             tiles.append(np.concatenate([image, gap, label], axis=1))
     out_path = Path(out_path).with_suffix(".png")
@@ -69,7 +69,7 @@ def augment_offline(cfg: Config, out_dir: Path, copies: int, seed: int) -> int:
             indices = list(range(start, min(start + _BATCH, len(dataset))))
             images, labels = next(_batches(dataset, indices))
             images, labels = augmenter(images, labels, generator)
-            for i, image, mask in zip(indices, _to_rgb(images, cfg), _masks_to_write(labels, cfg)):
+            for i, image, mask in zip(indices, _to_rgb(images, cfg), _masks_to_write(labels, cfg), strict=True):
                 stem = f"{dataset.pairs[i].image.stem}_aug{copy + 1}"
                 write_image(images_dir / f"{stem}.png", image)
                 write_image(masks_dir / f"{stem}{cfg.mask.mask_suffix}.png", mask)

@@ -3,6 +3,6 @@ from flexunet.config.load import Location, config_from_dict, config_from_text, c
 from flexunet.config.schema import Config, ModelSection, TrainSection
 
 __all__ = [
-    "Config", "Location", "ModelSection", "TrainSection", "config_from_dict", "config_from_text", "config_to_ini", "load_config",
-    "parse_value",
+    "Config", "Location", "ModelSection", "TrainSection", "config_from_dict", "config_from_text", "config_to_ini",
+    "load_config", "parse_value",
 ]

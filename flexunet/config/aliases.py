@@ -30,6 +30,8 @@ KEY_ALIASES: dict[tuple[str, str], str] = {
 # (either silently winning could validate on the wrong set).
 EVAL_DATA_KEYS = ("images_dir", "masks_dir", "image_datapath", "mask_datapath")
 
+_ALL_TRAINED = "encoders start from [model] pretrained_weights or random weights and are all trained"
+
 # Keys the seed reads but that change nothing here, with the reason shown to the user.
 NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
     ("model", "show_history"): "history is always written to eval_dir/history.csv",
@@ -40,8 +42,8 @@ NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
     ("model", "show_summary"): "use `flexunet inspect CONFIG` for the layer table, parameters and FLOPs",
     ("model", "shift_window"): "SwinUNETR shifts windows in every other block",
     ("model", "weights"): "nothing is downloaded; give a local file in [model] pretrained_weights",
-    ("model", "freeze_backbone"): "encoders start from [model] pretrained_weights or random weights and are all trained",
-    ("model", "freeze_batch_norm"): "encoders start from [model] pretrained_weights or random weights and are all trained",
+    ("model", "freeze_backbone"): _ALL_TRAINED,
+    ("model", "freeze_batch_norm"): _ALL_TRAINED,
     ("generator", "base_dir"): "dataset generation is `flexunet prepare herlev RAW_DIR OUT_DIR`",
     ("generator", "output_dir"): "dataset generation is `flexunet prepare herlev RAW_DIR OUT_DIR`",
     ("generator", "resize"): "dataset generation is `flexunet prepare herlev RAW_DIR OUT_DIR --canvas N`",
@@ -50,7 +52,8 @@ NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
     ("model", "input_normalize"): "inputs are always scaled to [0, 1] (the seed fed raw 0-255 values when False)",
     ("dataset", "class_name"): "one dataset class reads binary and colour-mapped masks",
     ("dataset", "datasetclass"): "one dataset class reads binary and colour-mapped masks",
-    ("dataset", "resize_interpolation"): "images are resized bilinearly and masks with nearest, in training and inference",
+    ("dataset", "resize_interpolation"):
+        "images are resized bilinearly and masks with nearest, in training and inference",
     ("datasetclass", "datasetclass"): "one dataset class reads binary and colour-mapped masks",
     ("train", "save_weights_only"): "checkpoints always hold weights plus the config, loaded with weights_only",
     ("train", "seedreset_callback"): "dropout is seeded once per run with --seed",

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, NOTE_ONLY_KEYS
-from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, Section
+from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section
 from flexunet.errors import ConfigError
 
 ORIGIN_FILE = "file"
@@ -112,7 +112,8 @@ class _Collector:
             self.notes.append(f"{where}: seed-era key, read as [{section}] {key}")
             where = Location(self.file_label, section, key)
         if section not in SECTIONS:
-            self.problems.append(f"{Location(self.file_label, section)}: unknown section{_suggest(section, list(SECTIONS))}")
+            place = Location(self.file_label, section)
+            self.problems.append(f"{place}: unknown section{_suggest(section, list(SECTIONS))}")
             return
         if (section, key) in NOTE_ONLY_KEYS:
             self.notes.append(f"{where}: accepted, no effect here: {NOTE_ONLY_KEYS[(section, key)]}")
@@ -216,27 +217,41 @@ def _validate(collector: _Collector, source: str | None) -> Config:
     return cfg
 
 
+def _deepest_level(m: ModelSection) -> tuple[int, str]:
+    """Index of the deepest level (its dropout is dropout_rate * index), and what sets it, for the message."""
+    from flexunet.config.aliases import canonical_model_name
+
+    if canonical_model_name(m.model) == "sharp_unet":  # its filters (4 by default) plus a bottleneck, not num_layers
+        deepest = len(m.filters) if m.filters else 4
+        return deepest, f"{deepest + 1} levels ([model] filters)"
+    return m.num_layers - 1, f"num_layers = {m.num_layers}"
+
+
 def _cross_problems(cfg: Config, label: str) -> list[str]:
     """Checks that involve several keys or a registry name."""
+    from flexunet.config.aliases import canonical_model_name
     from flexunet.losses import LOSSES, canonical_loss_name
     from flexunet.metrics import SEED_METRICS
     from flexunet.models import MODELS
     from flexunet.models.layers import make_activation
-    from flexunet.config.aliases import canonical_model_name
 
     problems = []
     m = cfg.model
     if canonical_model_name(m.model) not in MODELS:
-        problems.append(f"{Location(label, 'model', 'model')} = {m.model!r}: unknown model{_suggest(m.model, list(MODELS))}")
+        problems.append(f"{Location(label, 'model', 'model')} = {m.model!r}: "
+                        f"unknown model{_suggest(m.model, list(MODELS))}")
     if m.loss is not None and canonical_loss_name(m.loss) not in LOSSES:
-        problems.append(f"{Location(label, 'model', 'loss')} = {m.loss!r}: unknown loss; choose one of {', '.join(sorted(LOSSES))}")
+        problems.append(f"{Location(label, 'model', 'loss')} = {m.loss!r}: "
+                        f"unknown loss; choose one of {', '.join(sorted(LOSSES))}")
     for name in m.metrics:
         if name not in SEED_METRICS:
-            problems.append(f"{Location(label, 'model', 'metrics')} = {name!r}: unknown metric{_suggest(name, list(SEED_METRICS))}")
+            problems.append(f"{Location(label, 'model', 'metrics')} = {name!r}: "
+                            f"unknown metric{_suggest(name, list(SEED_METRICS))}")
     for name in cfg.train.metrics:
         base = name.removeprefix("val_")
         if base not in SEED_METRICS and base != "loss":
-            problems.append(f"{Location(label, 'train', 'metrics')} = {name!r}: unknown metric{_suggest(base, list(SEED_METRICS))}")
+            problems.append(f"{Location(label, 'train', 'metrics')} = {name!r}: "
+                            f"unknown metric{_suggest(base, list(SEED_METRICS))}")
     try:
         make_activation(m.activation)
     except ConfigError as exc:
@@ -250,14 +265,17 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
             )
     names, labels = cfg.mask.class_names, max(m.num_classes, 2)
     if names is not None and len(names) != labels:
-        problems.append(f"{Location(label, 'mask', 'class_names')} = {names!r}: {len(names)} names for {labels} labels; "
+        problems.append(f"{Location(label, 'mask', 'class_names')} = {names!r}: "
+                        f"{len(names)} names for {labels} labels; "
                         f"give one per label, background first ([model] num_classes = {m.num_classes})")
     if ignore is not None and ignore < max(m.num_classes, 2):
         problems.append(f"{Location(label, 'mask', 'ignore_index')} = {ignore}: must not be a class label; "
                         f"use a value >= {max(m.num_classes, 2)}, e.g. 255")
-    if canonical_model_name(m.model) in LEVEL_DROPOUT_MODELS and m.dropout_rate * (m.num_layers - 1) >= 1:
-        problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: level i drops dropout_rate * i, "
-                        f"so with num_layers = {m.num_layers} it must be < {1 / (m.num_layers - 1):.4g}")
+    deepest, levels = _deepest_level(cfg.model)
+    if canonical_model_name(m.model) in LEVEL_DROPOUT_MODELS and m.dropout_rate * deepest >= 1:
+        problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: "
+                        f"level i drops dropout_rate * i, "
+                        f"so with {levels} it must be < {1 / deepest:.4g}")
     return problems
 
 

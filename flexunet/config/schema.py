@@ -1,7 +1,7 @@
 """One pydantic model per INI section: the only place where keys, types, defaults and meanings live."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
@@ -134,9 +134,11 @@ class TrainSection(Section):
     num_workers: Optional[int] = Field(None, ge=0)  # None -> 0 on CPU, 4 on CUDA
     cache: bool = False  # keep decoded pairs in RAM after the first epoch
     amp: bool = True  # mixed precision on CUDA (bf16 where supported); on CPU only with cpu_bf16
-    cpu_bf16: bool = False  # bf16 autocast on CPUs with bf16 instructions (avx512_bf16 / AMX); fp32 with a note elsewhere
+    # bf16 autocast on CPUs with bf16 instructions (avx512_bf16 / AMX); fp32 with a note elsewhere
+    cpu_bf16: bool = False
     channels_last: Optional[bool] = None  # None -> on for CUDA, off for CPU
-    tensorboard: bool = False  # also log history, lr and previews to eval_dir/tensorboard (needs the tensorboard package)
+    # also log history, lr and previews to eval_dir/tensorboard (needs the tensorboard package)
+    tensorboard: bool = False
 
 
 class DataDirsSection(Section):
@@ -204,7 +206,9 @@ class MaskSection(Section):
     threshold: int = Field(127, ge=0, le=255)  # grey level separating foreground (binary masks)
     blur: bool = False  # smooth the mask before thresholding (the seed blurred after, dilating by 1 px)
     blur_size: tuple[int, int] = (3, 3)
-    algorithm: Optional[Literal["cv2.THRESH_OTSU", "cv2.THRESH_TRIANGLE", "cv2.THRESH_BINARY", "cv2.THRESH_TRUNC"]] = None
+    algorithm: Optional[
+        Literal["cv2.THRESH_OTSU", "cv2.THRESH_TRIANGLE", "cv2.THRESH_BINARY", "cv2.THRESH_TRUNC"]
+    ] = None
     mask_file_format: Optional[str] = None  # e.g. ".png": only masks with this extension are read
     mask_suffix: str = ""  # mask stem = image stem + suffix, e.g. "_segmentation" (ISIC)
     rgb_map: Optional[dict[RGB, int]] = None  # colour -> class index; None -> seed default for num_classes > 1
@@ -220,7 +224,8 @@ class MaskSection(Section):
             return value
         for name in value:
             if not name.strip() or any(c in name for c in ',"\n\r'):
-                raise ValueError(f"name {name!r} must be non-empty, without commas, quotes or line breaks (it heads CSV columns)")
+                raise ValueError(f"name {name!r} must be non-empty, without commas, quotes or line breaks "
+                                 "(it heads CSV columns)")
         if len(set(value)) != len(value):
             raise ValueError("names must be different from each other")
         return value
@@ -260,13 +265,17 @@ class GeneratorSection(Section):
     augmentation: bool = True
 
 
+def _default_angles() -> list[float]:
+    return [90, 180, 270]  # ints, as the seed configs write them (the resolved config prints them that way)
+
+
 class AugmentorSection(Section):
     """[augmentor]: which random operations training applies."""
 
     vflip: bool = True
     hflip: bool = True
     rotation: bool = True
-    angles: list[float] = Field(default_factory=lambda: [90, 180, 270])
+    angles: list[float] = Field(default_factory=_default_angles)
     shrinks: list[float] = Field(default_factory=lambda: [0.8])
     shears: list[float] = Field(default_factory=list)
     transformer: bool = False  # S name of `deformation`
@@ -411,8 +420,3 @@ class Config(BaseModel):
         if self.mask.class_names is not None:
             return list(self.mask.class_names)
         return ["background"] + [f"class_{i}" for i in range(1, max(self.model.num_classes, 2))]
-
-
-def section_fields(name: str) -> dict[str, Any]:
-    """Field name -> pydantic FieldInfo of one section (used for suggestions and the resolved config)."""
-    return dict(SECTIONS[name].model_fields)

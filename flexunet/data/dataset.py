@@ -11,7 +11,13 @@ from torch.utils.data import Dataset
 from flexunet.config.schema import Config
 from flexunet.console import say
 from flexunet.data.io import (
-    DEFAULT_MAX_PIXELS, ImageTooLarge, check_size, read_image, read_mask, resize_image, resize_labels,
+    DEFAULT_MAX_PIXELS,
+    ImageTooLarge,
+    check_size,
+    read_image,
+    read_mask,
+    resize_image,
+    resize_labels,
 )
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, expand_dirs, pair_files
@@ -24,7 +30,7 @@ def mask_decoding(cfg: Config) -> MaskDecoding:
     return MaskDecoding(
         num_classes=cfg.model.num_classes,
         threshold=m.threshold,
-        blur_size=tuple(m.blur_size) if m.blur else None,
+        blur_size=m.blur_size if m.blur else None,
         algorithm=m.algorithm,
         rgb_map=cfg.rgb_map,
         color_tolerance=m.color_tolerance,
@@ -111,7 +117,8 @@ def pairs_for(cfg: Config, section: str, warn: bool = True) -> list[Pair]:
     data = getattr(cfg, section)
     if not data.images_dir or not data.masks_dir:
         missing = "images_dir" if not data.images_dir else "masks_dir"
-        raise ConfigError(f"{data.where(missing)}: required for this step (a folder, or a pattern like train/*/images/)")
+        raise ConfigError(f"{data.where(missing)}: required for this step "
+                          "(a folder, or a pattern like train/*/images/)")
     for key in ("images_dir", "masks_dir"):
         if not expand_dirs(getattr(data, key)):
             raise DataError(f"{data.where(key)} = {getattr(data, key)}: no such folder")
@@ -158,7 +165,8 @@ def build_datasets(cfg: Config) -> SplitDatasets:
         shuffled = train_pairs[:]
         random.Random(cfg.train.seed).shuffle(shuffled)
         n_valid = max(1, round(len(shuffled) * cfg.train.validation_split))
-        valid_pairs, train_pairs = sorted(shuffled[:n_valid], key=lambda p: p.image), sorted(shuffled[n_valid:], key=lambda p: p.image)
+        valid_pairs = sorted(shuffled[:n_valid], key=lambda p: p.image)
+        train_pairs = sorted(shuffled[n_valid:], key=lambda p: p.image)
         notes.append(f"no [valid] folders: holding out {n_valid} of {len(shuffled)} training pairs "
                      f"(validation_split = {cfg.train.validation_split}, seed {cfg.train.seed})")
     train = make_dataset(cfg, train_pairs, cfg.train.cache)

@@ -11,6 +11,12 @@ from flexunet.errors import DataError
 
 RGB = tuple[int, int, int]
 
+
+def as_rgb(values: np.ndarray) -> RGB:
+    """A colour (3,) array as a hashable (r, g, b) of Python ints."""
+    r, g, b = (int(v) for v in values)
+    return (r, g, b)
+
 _THRESHOLD_ALGORITHMS = {
     "cv2.THRESH_OTSU": cv2.THRESH_BINARY | cv2.THRESH_OTSU,
     "cv2.THRESH_TRIANGLE": cv2.THRESH_BINARY | cv2.THRESH_TRIANGLE,
@@ -107,8 +113,8 @@ def unmapped_colours(mask_rgb: np.ndarray, rgb_map: Mapping[RGB, int], tolerance
     order = np.argsort(-counts[far])[:limit]
     out = []
     for i in order:
-        colour = tuple(int(v) for v in unique[far][i])
-        nearest = tuple(int(v) for v in colours[dist2[far][i].argmin()])
+        colour = as_rgb(unique[far][i])
+        nearest = as_rgb(colours[dist2[far][i].argmin()])
         out.append((colour, nearest, float(counts[far][i] / len(flat))))
     return out
 

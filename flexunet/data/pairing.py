@@ -130,7 +130,8 @@ def pair_files(
     found = match_pairs(image_dirs, mask_dirs, mask_suffix, mask_extension)
     if found.duplicates:
         raise DataError(found.duplicates[0])
-    unpaired = [f"{path}: no mask with stem '{path.stem}{mask_suffix}' in {masks_dir}" for path in found.images_without_mask]
+    unpaired = [f"{path}: no mask with stem '{path.stem}{mask_suffix}' in {masks_dir}"
+                for path in found.images_without_mask]
     unpaired += [f"{m}: no image with stem '{stem}' in {images_dir}" for stem, m in found.masks_without_image]
     if unpaired:
         more = f" (and {len(unpaired) - 1} more unpaired files)" if len(unpaired) > 1 else ""

@@ -31,7 +31,7 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
 __all__ = [
-    "EvalResult", "Evaluation", "Example", "evaluate_details", "evaluate_from_config", "evaluate_model", "evaluate_run",
+    "EvalResult", "Evaluation", "Example", "evaluate_details", "evaluate_from_config", "evaluate_run",
     "load_trained_model",
 ]
 
@@ -90,7 +90,7 @@ class Example:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Everything one pass over a split measured; `evaluate_model` returns its first four fields."""
+    """Everything one pass over a split measured."""
 
     loss: float
     seed_metrics: dict[str, float]
@@ -113,7 +113,7 @@ def at_original_size(truths: list[np.ndarray], probs: Tensor, threshold: float) 
     """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
     and thresholded exactly as `flexunet infer` does before it writes a mask."""
     out = []
-    for truth, p in zip(truths, probs.float().cpu().numpy()):
+    for truth, p in zip(truths, probs.float().cpu().numpy(), strict=True):
         labels = probs_to_labels(resize_probs(p, truth.shape[1], truth.shape[0]), threshold)
         out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
     return out
@@ -133,13 +133,15 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     loss_fn = build_loss(cfg.model)
     num_labels = max(cfg.model.num_classes, 2)
     batch = cfg.eval.batch_size
-    losses, seed = [], {name: [] for name in cfg.model.metrics}
+    losses: list[float] = []
+    seed: dict[str, list[float]] = {name: [] for name in cfg.model.metrics}
     counts, names, distances, diagonals = [], [], [], []
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
     worst: list[Example] = []
     best: list[Example] = []
     for start in range(0, len(dataset), batch):
-        loaded = [dataset.load_original(i) for i in range(start, min(start + batch, len(dataset)))]  # each file read once
+        # each file read once
+        loaded = [dataset.load_original(i) for i in range(start, min(start + batch, len(dataset)))]
         truths = [labels for _, labels, _ in loaded]
         resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
         images = [image for image, _ in resized]
@@ -166,8 +168,10 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
             diagonals += [math.hypot(*t.shape[-2:]) for _, t in originals]
         if examples:
             scores = nanmean(dice(batch_counts.foreground()), dim=1)
-            candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8), p.cpu().numpy().astype(np.uint8))
-                          for n, s, im, lab, p in zip(batch_names, scores.tolist(), images, y, pred) if not math.isnan(s)]
+            candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8),
+                                  p.cpu().numpy().astype(np.uint8))
+                          for n, s, im, lab, p in zip(batch_names, scores.tolist(), images, y, pred, strict=True)
+                          if not math.isnan(s)]
             worst = _keep_extremes(worst, candidates, examples, worst=True)
             best = _keep_extremes(best, candidates, examples, worst=False)
         if bar is not None:
@@ -176,13 +180,6 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     return Evaluation(float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names,
                       confusion, torch.cat(distances) if distances else None, worst, best,
                       torch.tensor(diagonals, dtype=torch.float64) if diagonals else None)
-
-
-def evaluate_model(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
-                   tta: bool = False, bar: Bar | None = None) -> tuple[float, dict[str, float], Counts, list[str]]:
-    """Loss, seed metrics (batch means, as Keras' evaluate), per-image counts (N, K) and image names."""
-    result = evaluate_details(model, cfg, section, device, tta, bar, hd95=False)
-    return result.loss, result.seed_metrics, result.counts, result.names
 
 
 def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
@@ -194,7 +191,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
     by default the model input's) and CI too. With `groups` (N,) the bootstrap resamples those groups of images."""
     fg = per_image.foreground()
     total = fg.total()
-    per_class = {}
+    per_class: dict[str, dict[str, float]] = {}
     rows = [{"image": n} for n in names]
     for metric, fn in HONEST_METRICS.items():
         dataset_level, image_level = fn(total), fn(fg)  # (K,), (N, K)
@@ -205,7 +202,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             if ci is not None:
                 entry[f"{metric}_ci_low"], entry[f"{metric}_ci_high"] = float(ci.low[k]), float(ci.high[k])
             entry[f"{metric}_image_mean"] = float(nanmean(image_level[:, k]))
-            for row, value in zip(rows, image_level[:, k].tolist()):
+            for row, value in zip(rows, image_level[:, k].tolist(), strict=True):
                 row[f"{metric}_{cls}"] = value
     mean_ci = bootstrap_mean(dice(fg), resamples, seed, groups=groups) if resamples else None  # of the per-image mean
     for k, cls in enumerate(class_names(cfg)):
@@ -226,7 +223,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             if ci is not None:
                 entry["hd95_ci_low"], entry["hd95_ci_high"] = float(ci.low[k]), float(ci.high[k])
             entry["hd95_one_sided"] = int(torch.isinf(hd95[:, k]).sum())  # class in truth or prediction only
-            for row, value in zip(rows, hd95[:, k].tolist()):
+            for row, value in zip(rows, hd95[:, k].tolist(), strict=True):
                 row[f"hd95_{cls}"] = value
     return per_class, rows
 
@@ -254,7 +251,7 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     result_dir.mkdir(parents=True, exist_ok=True)
     name = loss_name(cfg)
     seed_lines = [f"{name},{loss:.4f}"] + [f"{metric},{value:.4f}" for metric, value in list(seed.items())[:1]]
-    files = [result_dir / "evaluation.csv", result_dir / "per_image.csv", result_dir / "per_class.csv", result_dir / "metrics.json"]
+    files = [result_dir / name for name in ("evaluation.csv", "per_image.csv", "per_class.csv", "metrics.json")]
     atomic_write_text(files[0], "\n".join(seed_lines) + "\n")
     keys = list(rows[0]) if rows else ["image"]
     atomic_write_text(files[1], "\n".join([",".join(keys)] + [",".join(_fmt(r[k]) for k in keys) for r in rows]) + "\n")
@@ -262,13 +259,16 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     added = [f"{m}_ci_{end}" for m in ("dice", "iou", "precision", "recall") for end in ("low", "high")]
     added += ["hd95", "hd95_ci_low", "hd95_ci_high", "hd95_one_sided"]
     added += ["dice_image_mean_ci_low", "dice_image_mean_ci_high"]
-    columns += [c for c in added if per_class and c in next(iter(per_class.values()))]  # appended: old readers keep working
+    # appended: old readers keep working
+    columns += [c for c in added if per_class and c in next(iter(per_class.values()))]
     unit = f"{resampling.count} {resampling.unit}" if resampling else "images"
-    lines = ["class," + ",".join(columns)] + [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
+    lines = ["class," + ",".join(columns)]
+    lines += [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
     atomic_write_text(files[2], "\n".join(lines) + "\n")
     atomic_write_text(files[3], json.dumps(_json_safe({
         "loss": {name: loss}, "per_class": per_class,
-        "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background", **seed},
+        "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background",
+                         **seed},
         "images": len(rows),
         "notes": {
             "ci": f"95% percentile bootstrap over {unit} ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}) "
@@ -297,10 +297,12 @@ def _json_safe(value: object) -> object:
 def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None,
                          quiet: bool = False, tta: bool | None = None, doctor: Path | None = None,
                          examples: int = 4, report: bool = True) -> EvalResult:
-    """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]); the API of `flexunet evaluate`."""
-    from flexunet.train import run_dir_for
+    """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]).
 
+    The API of `flexunet evaluate`.
+    """
     from flexunet.config.folders import check_output_folders
+    from flexunet.train import run_dir_for
 
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
@@ -349,7 +351,8 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         data = ReportData(cfg, section, checkpoint, len(ev.names), loss_name(cfg), ev.loss, per_class,
                           dice(ev.counts.foreground()).numpy(), ev.seed_metrics,
                           ev.confusion if cfg.model.num_classes > 1 else None, ev.worst,
-                          [x for x in ev.best if x.name not in {w.name for w in ev.worst}], leaks,  # small splits: no repeats
+                          [x for x in ev.best if x.name not in {w.name for w in ev.worst}],  # small splits: no repeats
+                          leaks,
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
                           BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training)
         files += (write_report(eval_dir / "report.html", data),)

@@ -41,8 +41,8 @@ def summarise_doctor(report: dict, section: str, source: str) -> LeakSummary:
         lines.append(f"the doctor report has no '{section}' split; its splits: {', '.join(splits) or 'none'}")
     shared = [d for d in report.get("shared_files", []) if d.get("split") == section]
     if shared:
-        earlier = " and ".join(sorted({d["match_split"] for d in shared}))
-        lines.append(f"{len({d['image'] for d in shared})} {section} images are the same files as images in {earlier}")
+        sources = " and ".join(sorted({d["match_split"] for d in shared}))
+        lines.append(f"{len({d['image'] for d in shared})} {section} images are the same files as images in {sources}")
     lines += [p for p in report.get("problems", []) if "near-copies" in p and not p.startswith(f"{section}:")]
     exact = report.get("exact_duplicates", [])
     if exact:

@@ -48,7 +48,8 @@ SEED_CAVEATS = {
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto; max-width: 1100px;
        color: #1d2330; padding: 0 16px; }
-h1 { font-size: 1.5em; margin-bottom: 4px; } h2 { font-size: 1.15em; margin-top: 28px; border-bottom: 1px solid #d5d9e0; }
+h1 { font-size: 1.5em; margin-bottom: 4px; }
+h2 { font-size: 1.15em; margin-top: 28px; border-bottom: 1px solid #d5d9e0; }
 .meta { color: #5a6272; font-size: 0.9em; }
 table { border-collapse: collapse; margin: 8px 0; font-size: 0.92em; }
 th, td { border: 1px solid #d5d9e0; padding: 4px 8px; text-align: right; }
@@ -60,9 +61,11 @@ th { background: #f1f3f6; } td.name, th.name { text-align: left; }
 .seed { background: #f7f7f7; color: #555; }
 .examples img { image-rendering: pixelated; width: 480px; border: 1px solid #d5d9e0; }
 .summary { font-size: 1.08em; margin: 10px 0 4px; }
-.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555; vertical-align: -0.1em; margin: 0 4px 0 12px; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #555; vertical-align: -0.1em;
+          margin: 0 4px 0 12px; }
 .examples td { vertical-align: top; text-align: left; }
-.origin-file { color: #1b6e3a; } .origin-command { color: #a4471b; font-weight: 600; } .origin-default { color: #8a909c; }
+.origin-file { color: #1b6e3a; } .origin-command { color: #a4471b; font-weight: 600; }
+.origin-default { color: #8a909c; }
 details summary { cursor: pointer; color: #2d5fa8; }
 """
 
@@ -214,7 +217,8 @@ def example_png(example, cfg: Config) -> bytes:
     image = image[..., ::-1] if cfg.image.color_order == "BGR" else image  # the network's order -> display RGB
     colours = overlay_colours(cfg)
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    panels = [image, gap, overlay(image, example.labels, colours, 0.45), gap, overlay(image, example.pred, colours, 0.45),
+    panels = [image, gap, overlay(image, example.labels, colours, 0.45),
+              gap, overlay(image, example.pred, colours, 0.45),
               gap, error_panel(np.ascontiguousarray(image), example.labels, example.pred)]
     return encode_png(np.ascontiguousarray(np.concatenate(panels, axis=1)))
 
@@ -260,17 +264,22 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
         cells = [f'<td class="name">{e(name)}</td>', f'<td>{e(v.get("images_with_class", ""))}</td>']
         cells += [f'<td data-metric="{m}" data-value="{e(fmt(v.get(m, math.nan)))}">{_with_ci(v, m)}</td>'
                   for m in ("dice", "iou", "precision", "recall")]
-        cells.append(f'<td data-metric="hd95" data-value="{e(fmt(v.get("hd95", math.nan), 2))}">{_with_ci(v, "hd95", 2)}</td>')
+        cells.append(f'<td data-metric="hd95" data-value="{e(fmt(v.get("hd95", math.nan), 2))}">'
+                     f'{_with_ci(v, "hd95", 2)}</td>')
         cells.append(f'<td>{e(v.get("hd95_one_sided", "n/a"))}</td>')
         cells.append(f'<td data-metric="dice_image_mean">{_with_ci(v, "dice_image_mean")}</td>')
         rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
     return f'<table id="per-class">{head}{"".join(rows)}</table>'
 
 
+_SEED_CAVEAT = "the seed formula; not comparable with the table above"
+
+
 def seed_table(seed_metrics: dict[str, float], loss_name: str, loss: float) -> str:
-    rows = [f'<tr><td class="name">{e(loss_name)} (loss)</td><td>{e(fmt(loss))}</td><td class="name">the configured loss</td></tr>']
+    rows = [f'<tr><td class="name">{e(loss_name)} (loss)</td><td>{e(fmt(loss))}</td>'
+            '<td class="name">the configured loss</td></tr>']
     rows += [f'<tr><td class="name">{e(name)}</td><td>{e(fmt(value))}</td>'
-             f'<td class="name">{e(SEED_CAVEATS.get(name, "the seed formula; not comparable with the table above"))}</td></tr>'
+             f'<td class="name">{e(SEED_CAVEATS.get(name, _SEED_CAVEAT))}</td></tr>'
              for name, value in seed_metrics.items()]
     return ('<table id="seed-metrics" class="seed"><tr><th class="name">seed metric</th><th>value</th>'
             f'<th class="name">how the seed computed it</th></tr>{"".join(rows)}</table>')
@@ -281,7 +290,8 @@ def confusion_table(confusion: Tensor, names: Sequence[str]) -> str:
     counts = confusion.double().numpy()
     shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     k = counts.shape[0]
-    head = "<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{e(names[i])}</th>" for i in range(k)) + "</tr>"
+    head = ("<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{e(names[i])}</th>" for i in range(k))
+            + "</tr>")
     rows = []
     for i in range(k):
         cells = [f'<td class="name">{e(i)}: {e(names[i])}</td>']
@@ -297,7 +307,8 @@ def examples_table(examples: Sequence, cfg: Config, table_id: str) -> str:
     if not examples:
         return "<p>No image with a foreground class in its truth or prediction.</p>"
     rows = [f'<tr><td>{e(x.name)}<br>Dice {e(fmt(x.score))}</td>'
-            f'<td><img alt="{e(x.name)}: image, truth, prediction, errors" src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
+            f'<td><img alt="{e(x.name)}: image, truth, prediction, errors" '
+            f'src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
             for x in examples]
     return (f'<table class="examples" id="{e(table_id)}"><tr><th class="name">image</th>'
             f'<th class="name">image | truth | prediction | errors</th></tr>{"".join(rows)}</table>')
@@ -323,7 +334,8 @@ def config_tables(cfg: Config, origins_recorded: bool = True) -> str:
                          f'{"".join(rows[True])}</table>{defaults}')
         elif rows[False]:
             parts.append(f"<details><summary>[{e(name)}]: all {e(len(rows[False]))} keys at their defaults</summary>"
-                         f'<table class="config" data-section="{e(name)}">{head}{"".join(rows[False])}</table></details>')
+                         f'<table class="config" data-section="{e(name)}">{head}{"".join(rows[False])}</table>'
+                         "</details>")
     return "".join(parts)
 
 
@@ -372,7 +384,7 @@ def interval_sentence(data: ReportData) -> str:
     r = data.resampling
     unit, count = (r.unit, r.count) if r is not None else ("images", data.images)
     grouped = r is not None and r.unit == UNIT_GROUPS
-    source = f"; groups from the {e(r.source)}" if grouped else ""
+    source = f"; groups from the {e(r.source)}" if grouped and r is not None else ""
     why = ". The flips and rotations of one source are drawn together: they are not independent images"
     why = why if grouped else ""
     return (f'<span id="interval-unit" data-unit="{e(unit)}" data-count="{e(count)}">95% bootstrap interval over '
@@ -385,7 +397,8 @@ def leak_banner(leaks: LeakSummary, section: str) -> str:
              "clean": f"no {section} image was found in another split"}.get(leaks.status, "leakage not checked")
     lines = "".join(f"<li>{e(line)}</li>" for line in leaks.lines)
     source = f'<div class="meta">source: {e(leaks.source)}</div>' if leaks.source else ""
-    return f'<div id="leakage" class="banner {css}" data-status="{e(leaks.status)}"><strong>{e(title)}</strong><ul>{lines}</ul>{source}</div>'
+    return (f'<div id="leakage" class="banner {css}" data-status="{e(leaks.status)}"><strong>{e(title)}</strong>'
+            f"<ul>{lines}</ul>{source}</div>")
 
 
 def render_report(data: ReportData) -> str:
@@ -396,7 +409,8 @@ def render_report(data: ReportData) -> str:
     if data.history:
         curves = f'<img alt="training curves" src="{png_data_uri(curves_png(data.history))}">'
     elif data.curve_pngs:
-        curves = "".join(f'<img alt="training curves" src="{png_data_uri(p)}" style="width: 48%">' for p in data.curve_pngs)
+        curves = "".join(f'<img alt="training curves" src="{png_data_uri(p)}" style="width: 48%">'
+                         for p in data.curve_pngs)
     else:
         curves = "<p>No history.csv or training plots in the run folder.</p>"
     confusion = (f"<h2>Confusion matrix (pixels, row-normalised)</h2>{confusion_table(data.confusion, cfg.label_names)}"
@@ -408,11 +422,13 @@ def render_report(data: ReportData) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>Evaluation of {e(cfg.model.model)} on [{e(data.section)}]</h1>",
         f'<p id="summary" class="summary">{e(summary_sentence(data))}</p>',
-        f'<div class="meta">{e(data.images)} images · checkpoint {e(data.checkpoint)} · config {e(cfg.source or "built in code")}'
+        f'<div class="meta">{e(data.images)} images · checkpoint {e(data.checkpoint)}'
+        f' · config {e(cfg.source or "built in code")}'
         f' · {e(datetime.now().strftime("%Y-%m-%d %H:%M"))}</div>',
         leak_banner(data.leaks, data.section),
         "<h2>Per-class metrics (background excluded)</h2>",
-        f"<p>Every metric here is scored at each image's original size, on the masks <code>flexunet infer</code> writes "
+        f"<p>Every metric here is scored at each image's original size, "
+        f"on the masks <code>flexunet infer</code> writes "
         f"(probabilities resized, then thresholded). Dice, IoU, precision and recall are pooled over all pixels of the "
         f"split (true/false positives and false negatives summed over images). In brackets: {interval_sentence(data)}. "
         f"HD95 is the 95th-percentile symmetric boundary "

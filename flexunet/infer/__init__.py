@@ -25,8 +25,8 @@ from flexunet.infer.tiling import tile_boxes, tiled_predict
 from flexunet.train.device import choose_device
 
 __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
-           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images", "probs_to_labels", "tile_boxes",
-           "tiled_predict"]
+           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images", "probs_to_labels",
+           "tile_boxes", "tiled_predict"]
 
 
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
@@ -61,8 +61,8 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
-    so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model` (default [infer] compile) runs
-    the checkpoint under torch.compile (flexunet/infer/compiled.py).
+    so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model`
+    (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py).
     """
     from flexunet.evaluate import load_trained_model
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,15 +18,19 @@ from torch import Tensor, nn
 from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError, FlexunetError
 
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
-def _require(module: str) -> object:
+def _require(module: str) -> ModuleType:
     """Import onnx/onnxruntime lazily: they are the optional [onnx] extra, not needed for training."""
     try:
         return __import__(module)
     except ImportError:
-        raise FlexunetError(f"{module} is not installed; install the optional extra: pip install 'flexunet[onnx]'") from None
+        raise FlexunetError(f"{module} is not installed; "
+                            "install the optional extra: pip install 'flexunet[onnx]'") from None
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,12 @@ def _export(model: nn.Module, example: Tensor, path: Path, dynamic_spatial: bool
     with warnings.catch_warnings():  # the TorchScript exporter warns about traced Python bools and its own deprecation
         warnings.simplefilter("ignore")
         # dynamo=False: the torch.export-based exporter needs onnxscript, which the [onnx] extra does not pull in
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset)
+        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                          opset_version=opset)
 
 
-def _max_diff(model: nn.Module, session: object, x: Tensor) -> float:
+def _max_diff(model: nn.Module, session: InferenceSession, x: Tensor) -> float:
     with torch.no_grad():
         expected = model(x).float().numpy()
     got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
@@ -88,7 +95,8 @@ class OnnxModel(nn.Module):
         super().__init__()
         ort = _require("onnxruntime")
         if not Path(path).is_file():
-            raise CheckpointError(f"{path}: ONNX file not found (write one with `flexunet export CONFIG --onnx {path}`)")
+            raise CheckpointError(f"{path}: ONNX file not found "
+                                  f"(write one with `flexunet export CONFIG --onnx {path}`)")
         providers = ["CPUExecutionProvider"]
         if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -23,14 +23,15 @@ def forward_probs(model: nn.Module, batch: Tensor, tta: bool = False) -> Tensor:
 
     With tta, the mean over the identity, horizontal and vertical flips (each flipped back first).
     """
-    views = [(), (3,), (2,)] if tta else [()]
-    total = None
+    views: list[tuple[int, ...]] = [(), (3,), (2,)] if tta else [()]
+    total: Tensor | None = None
     for dims in views:
         x = batch.flip(dims) if dims else batch
         logits = model(x).float()
         probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
         probs = probs.flip(dims) if dims else probs
         total = probs if total is None else total + probs
+    assert total is not None  # views is never empty
     return total / len(views)
 
 
@@ -40,7 +41,9 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     (seed Pap-Smear UNet; benchmarks/run.py measures both, the old layout as `contiguous_inference`). Same numbers,
     other memory layout."""
     model.eval()
-    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+    if device.type != "cpu":
+        return model
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; the stub omits it
 
 
 def to_input(images_hwc: Sequence[np.ndarray], device: torch.device, channels_last: bool = False) -> Tensor:
@@ -72,7 +75,7 @@ def predict_images(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, 
         chunk = images[start : start + batch_size]
         resized = [resize_image(im, m.image_width, m.image_height) for im in chunk]
         probs = forward_probs(model, to_input(resized, device, channels_last), tta).cpu().numpy()
-        out += [resize_probs(p, im.shape[1], im.shape[0]) for p, im in zip(probs, chunk)]
+        out += [resize_probs(p, im.shape[1], im.shape[0]) for p, im in zip(probs, chunk, strict=True)]
     return out
 
 
@@ -172,7 +175,8 @@ def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, 
                    tta: bool = False, tiled: bool = False) -> list[np.ndarray]:
     """Label maps (H0, W0) per image: whole image resized to the model input, or sliding window at native scale."""
     if not tiled:
-        return [probs_to_labels(p, cfg.infer.threshold) for p in predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)]
+        probs = predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)
+        return [probs_to_labels(p, cfg.infer.threshold) for p in probs]
     from flexunet.infer.tiling import tiled_labels
 
     return [tiled_labels(model, image, cfg, device, tta) for image in images]
@@ -187,7 +191,8 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
         shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
         if cfg.segmentation.blursize:
             shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
-        write_image(merged_dir / f"{name_prefix}{path.stem}.png", overlay(shown, labels, overlay_colours(cfg), cfg.infer.overlay_alpha))
+        merged = overlay(shown, labels, overlay_colours(cfg), cfg.infer.overlay_alpha)
+        write_image(merged_dir / f"{name_prefix}{path.stem}.png", merged)
     return target
 
 
@@ -211,7 +216,7 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
     batch_size = 1 if tiled else cfg.infer.batch_size
     for start in range(0, len(files), batch_size):
         chunk, images = [], []
-        for path, name in zip(files[start : start + batch_size], names[start : start + batch_size]):
+        for path, name in zip(files[start : start + batch_size], names[start : start + batch_size], strict=True):
             targets = [output_dir / name] + ([merged_dir / name] if merged_dir is not None else [])
             if is_done(targets, resume_after):
                 result.resumed.append(output_dir / name)
@@ -219,14 +224,15 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                     on_image()
                 continue
             try:
-                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled)))
+                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order,
+                                         cfg.image.pixel_limit(tiled)))
                 chunk.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))
                 if on_image is not None:
                     on_image()
         labels = predict_labels(model, images, cfg, device, tta, tiled) if images else []
-        for path, image, lab in zip(chunk, images, labels):
+        for path, image, lab in zip(chunk, images, labels, strict=True):
             try:
                 result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
             except OutputError as exc:

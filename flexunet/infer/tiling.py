@@ -52,11 +52,15 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 def tile_boxes(height: int, width: int, tile: int, overlap: int) -> list[Box]:
     """Row-major tiles of side `tile` that cover a (height, width) image (both >= tile) with >= `overlap` px overlap."""
-    return [Box(top, left, tile) for top in tile_starts(height, tile, overlap) for left in tile_starts(width, tile, overlap)]
+    tops, lefts = tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)
+    return [Box(top, left, tile) for top in tops for left in lefts]
 
 
 def gaussian_weights_1d(tile: int, sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
-    """(tile,) Gaussian centred on the tile (1 at the centre), floored at MIN_WEIGHT; the 2-D weight is its outer product."""
+    """(tile,) Gaussian centred on the tile (1 at the centre), floored at MIN_WEIGHT.
+
+    The 2-D weight is its outer product.
+    """
     x = np.arange(tile, dtype=np.float64) - (tile - 1) / 2
     return np.maximum(np.exp(-0.5 * (x / (sigma_scale * tile)) ** 2), MIN_WEIGHT).astype(np.float32)
 
@@ -86,7 +90,7 @@ def blend(tiles: Sequence[np.ndarray], boxes: Sequence[Box], height: int, width:
           sigma_scale: float = SIGMA_SCALE) -> np.ndarray:
     """Gaussian-weighted mean (C, H, W) of per-tile maps (C, tile, tile) placed at `boxes` (a full tile grid)."""
     acc = BlendAccumulator(tiles[0].shape[0], height, width, boxes, sigma_scale)
-    for tile, box in zip(tiles, boxes):
+    for tile, box in zip(tiles, boxes, strict=True):
         acc.add(tile, box)
     return acc.result()
 
@@ -94,7 +98,8 @@ def blend(tiles: Sequence[np.ndarray], boxes: Sequence[Box], height: int, width:
 class BlendAccumulator:
     """Sums weighted tiles into a float32 (C, H, W) CPU map, then divides by the separable weight sum once."""
 
-    def __init__(self, channels: int, height: int, width: int, boxes: Sequence[Box], sigma_scale: float = SIGMA_SCALE) -> None:
+    def __init__(self, channels: int, height: int, width: int, boxes: Sequence[Box],
+                 sigma_scale: float = SIGMA_SCALE) -> None:
         tile = boxes[0].size
         self.weight_1d = gaussian_weights_1d(tile, sigma_scale)
         self.weight = np.outer(self.weight_1d, self.weight_1d)
@@ -152,10 +157,11 @@ def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap
         probs = forward_probs(model, to_input(crops, device), tta).cpu().numpy()  # (n, C, tile, tile)
         if acc is None:
             acc = BlendAccumulator(probs.shape[1], padded.shape[0], padded.shape[1], boxes)
-        for box, crop, p in zip(chunk, crops, probs):
+        for box, crop, p in zip(chunk, crops, probs, strict=True):
             acc.add(p, box)
             if on_tile is not None:
                 on_tile(box, crop, p)
+    assert acc is not None  # tile_boxes gives at least one box
     return acc.result()[:, :height, :width]
 
 
@@ -169,7 +175,10 @@ def tiled_predict(model: nn.Module, image: np.ndarray, cfg: Config, device: torc
 
 def tiled_labels(model: nn.Module, image: np.ndarray, cfg: Config, device: torch.device, tta: bool = False,
                  on_tile: TileHook | None = None) -> np.ndarray:
-    """Label map (H, W) of a tiled prediction, ANDed with the whole-image prediction when [tiledinfer] bitwise_blending."""
+    """Label map (H, W) of a tiled prediction.
+
+    ANDed with the whole-image prediction when [tiledinfer] bitwise_blending.
+    """
     labels = probs_to_labels(tiled_predict(model, image, cfg, device, tta, on_tile), cfg.infer.threshold)
     if cfg.tiledinfer.bitwise_blending:
         whole = probs_to_labels(predict_images(model, [image], cfg, device, tta)[0], cfg.infer.threshold)

@@ -71,7 +71,8 @@ def _bce(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def dice_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    return 1 - dice_coef(*reversed(probs_and_targets(logits, labels)))
+    probs, target = probs_and_targets(logits, labels)
+    return 1 - dice_coef(target, probs)
 
 
 def iou_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -142,5 +143,6 @@ def build_loss(section: ModelSection) -> LossFn:
     if name not in LOSSES:
         close = difflib.get_close_matches(name, list(LOSSES), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"{section.where('loss')} = {section.loss!r}: unknown loss; {hint}choose one of {', '.join(sorted(LOSSES))}")
+        raise ConfigError(f"{section.where('loss')} = {section.loss!r}: unknown loss; "
+                          f"{hint}choose one of {', '.join(sorted(LOSSES))}")
     return LOSSES[name]

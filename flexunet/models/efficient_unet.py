@@ -51,5 +51,6 @@ def build_efficientnet_unet(section: ModelSection, variant: str) -> FlexibleUNet
 def build_efficient_unet(section: ModelSection) -> FlexibleUNet:
     variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
     if variant not in VARIANTS:
-        raise ConfigError(f"{section.where('efficientnet')} = {section.efficientnet!r}: choose one of {', '.join(VARIANTS)}")
+        raise ConfigError(f"{section.where('efficientnet')} = {section.efficientnet!r}: "
+                          f"choose one of {', '.join(VARIANTS)}")
     return build_efficientnet_unet(section, variant)

@@ -44,6 +44,7 @@ class ConvPair(nn.Module):
         for i, c in enumerate((cin, cout)):
             conv = nn.Conv2d(c, cout, kernel, padding="same", dilation=dilation)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # Keras he_normal
+            assert conv.bias is not None  # bias=True
             nn.init.zeros_(conv.bias)
             layers += [conv, make_activation(activation)]
             if batch_norm:
@@ -73,8 +74,8 @@ class FlexUNet(nn.Module):
     ) -> None:
         super().__init__()
         filters = [base_filters * 2**i for i in range(num_layers)]
-        kernels = level_kernels(tuple(base_kernels), num_layers)
-        dilations = level_dilations(tuple(dilation), num_layers)
+        kernels = level_kernels((base_kernels[0], base_kernels[1]), num_layers)  # a list works too
+        dilations = level_dilations((dilation[0], dilation[1]), num_layers)
         self.down = nn.ModuleList()
         cin = in_channels
         for i, f in enumerate(filters):
@@ -86,6 +87,7 @@ class FlexUNet(nn.Module):
         for f in range(num_layers - 2, -1, -1):
             upconv = nn.ConvTranspose2d(filters[f + 1], filters[f], 2, stride=2)
             nn.init.xavier_uniform_(upconv.weight)  # Keras glorot_uniform
+            assert upconv.bias is not None  # bias=True
             nn.init.zeros_(upconv.bias)
             self.up.append(upconv)
             self.merge.append(
@@ -100,7 +102,7 @@ class FlexUNet(nn.Module):
             if i < len(self.down) - 1:
                 skips.append(x)
                 x = self.pool(x)
-        for upconv, merge in zip(self.up, self.merge):
+        for upconv, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([upconv(x), skips.pop()], dim=1))
         return self.head(x)  # logits (N, num_classes, H, W)
 

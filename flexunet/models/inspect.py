@@ -35,7 +35,7 @@ class ModelSummary:
     """Size and cost of the model a config describes, for one image at the config's size."""
 
     model: str
-    input_shape: tuple[int, int, int, int]  # (1, C, H, W)
+    input_shape: tuple[int, ...]  # (1, C, H, W)
     output_shape: tuple[int, ...]
     params: int
     trainable_params: int
@@ -107,6 +107,7 @@ def receptive_field(model: nn.Module, x: Tensor) -> tuple[int, int]:
     x = x.clone().requires_grad_(True)
     y = model(x)
     y[..., y.shape[-2] // 2, y.shape[-1] // 2].sum().backward()
+    assert x.grad is not None  # x requires grad and y depends on it
     seen = x.grad.abs().sum(dim=(0, 1)) > 0  # (H, W)
     rows, cols = seen.any(dim=1).nonzero(), seen.any(dim=0).nonzero()
     if len(rows) == 0:

@@ -18,7 +18,9 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def make_activation(name: str, section: ModelSection | None = None) -> nn.Module:
     """An activation module by its Keras/PyTorch name (`relu`, `elu`, `mish`, `tf.nn.relu`, `ReLU`, ...)."""
-    key = name.strip().lower().removeprefix("tf.nn.").removeprefix("tf.keras.activations.").removeprefix("keras.activations.")
+    key = name.strip().lower()
+    for prefix in ("tf.nn.", "tf.keras.activations.", "keras.activations."):
+        key = key.removeprefix(prefix)
     if key not in _ACTIVATIONS:
         where = section.where("activation") if section is not None else "activation"
         raise ConfigError(f"{where} = {name!r}: unknown activation; choose one of {', '.join(sorted(_ACTIVATIONS))}")
@@ -47,7 +49,8 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p in (0.0, 1.0) or x.device.type != "cpu" or self.inplace or not x.is_floating_point():
+        if (not self.training or self.p in (0.0, 1.0) or x.device.type != "cpu" or self.inplace
+                or not x.is_floating_point()):
             return super().forward(x)
         n = x.numel()
         words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64)

@@ -24,7 +24,8 @@ class MultiResBlock(nn.Module):
         width = ALPHA * filters
         c1, c2, c3 = (max(1, int(width * share)) for share in (1 / 6, 1 / 3, 1 / 2))
         self.out_channels = c1 + c2 + c3
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, self.out_channels, 1, bias=False), nn.BatchNorm2d(self.out_channels))
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, self.out_channels, 1, bias=False),
+                                      nn.BatchNorm2d(self.out_channels))
         self.conv3 = ConvNormAct(cin, c1, 3, activation=activation)
         self.conv5 = ConvNormAct(c1, c2, 3, activation=activation)
         self.conv7 = ConvNormAct(c2, c3, 3, activation=activation)
@@ -55,7 +56,7 @@ class ResPath(nn.Module):
         self.act = make_activation(activation)
 
     def forward(self, x: Tensor) -> Tensor:
-        for conv, shortcut, norm in zip(self.convs, self.shortcuts, self.norms):
+        for conv, shortcut, norm in zip(self.convs, self.shortcuts, self.norms, strict=True):
             x = norm(self.act(conv(x) + shortcut(x)))
         return x
 
@@ -92,7 +93,7 @@ class MultiResUNet(nn.Module):
             if i < len(self.paths):
                 skips.append(self.paths[i](x))
                 x = self.pool(x)
-        for up, merge in zip(self.up, self.merge):
+        for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)  # logits (N, num_classes, H, W)
 

@@ -68,7 +68,8 @@ class PretrainedReport:
 
     def __str__(self) -> str:
         parts = [f"{self.path}: loaded {self.loaded} tensors"]
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("shape differs", self.mismatched)):
+        kinds = (("missing", self.missing), ("unexpected", self.unexpected), ("shape differs", self.mismatched))
+        for label, keys in kinds:
             if keys:
                 shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
@@ -86,7 +87,8 @@ def load_pretrained(model: nn.Module, path: Path) -> PretrainedReport:
         raise CheckpointError(f"{path}: pretrained weights not found (nothing is downloaded; give a local .pt file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as exc:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable state_dict ({first[:200]})") from None
     if isinstance(state, dict):

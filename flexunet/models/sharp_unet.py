@@ -22,6 +22,8 @@ SHARPEN = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, 9.0, -1.0], [-1.0, -1.0, -1.0
 class Sharpen(nn.Module):
     """The same fixed 3x3 sharpening kernel on every channel (a depthwise conv)."""
 
+    kernel: Tensor  # (C, 1, 3, 3) buffer
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("kernel", SHARPEN.expand(channels, 1, 3, 3).clone())

@@ -42,10 +42,12 @@ def build_swin_unet(section: ModelSection) -> SwinUNETR:
     if section.depth != STAGES:
         problems.append(f"{section.where('depth')} = {section.depth}: SwinUNETR has exactly {STAGES} stages; set 4")
     if tuple(section.patch_size) != (2, 2):
-        problems.append(f"{section.where('patch_size')} = {section.patch_size}: SwinUNETR embeds 2x2 patches; set (2, 2)")
+        problems.append(f"{section.where('patch_size')} = {section.patch_size}: "
+                        "SwinUNETR embeds 2x2 patches; set (2, 2)")
     if feature % 12:
         problems.append(
-            f"{section.where('filter_num_begin')} = {feature}: must be divisible by 12; try {max(12, feature // 12 * 12)}"
+            f"{section.where('filter_num_begin')} = {feature}: "
+            f"must be divisible by 12; try {max(12, feature // 12 * 12)}"
         )
     if len(heads) != STAGES or any((feature * 2**i) % h for i, h in enumerate(heads)):
         problems.append(

@@ -42,7 +42,8 @@ class ViTBottleneck(nn.Module):
         layer = nn.TransformerEncoderLayer(
             embed_dim, num_heads, num_mlp, dropout, make_activation(mlp_activation), batch_first=True, norm_first=True
         )
-        self.transformer = nn.TransformerEncoder(layer, num_transformer, nn.LayerNorm(embed_dim), enable_nested_tensor=False)
+        self.transformer = nn.TransformerEncoder(layer, num_transformer, nn.LayerNorm(embed_dim),
+                                                 enable_nested_tensor=False)
         self.project = nn.Conv2d(embed_dim, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C, h, w)
@@ -88,7 +89,7 @@ class TransUNet(nn.Module):
             x = block(x)
             skips.append(x)
         x = self.vit(skips.pop())
-        for up, merge in zip(self.up, self.merge):
+        for up, merge in zip(self.up, self.merge, strict=True):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)  # logits (N, num_classes, H, W)
 
@@ -113,11 +114,13 @@ def build_trans_unet(section: ModelSection) -> TransUNet:
     except ConfigError as exc:
         raise ConfigError(f"{section.where('mlp_activation')}: {exc}") from None
     step = 2 ** (len(filters) - 1)
+    assert isinstance(heads, int)  # a list was reported above
     bottleneck = ViTBottleneck(
         filters[-1], (section.image_height // step, section.image_width // step), section.embed_dim, heads,
         section.num_mlp or 4 * section.embed_dim, section.num_transformer, section.dropout_rate, section.mlp_activation,
     )
     return TransUNet(
         section.image_channels, section.num_classes, filters, bottleneck, section.stack_num_down, section.stack_num_up,
-        section.batch_norm, section.pool, section.pool if section.unpool is None else section.unpool, section.activation,
+        section.batch_norm, section.pool, section.pool if section.unpool is None else section.unpool,
+        section.activation,
     )

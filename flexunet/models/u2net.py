@@ -74,7 +74,8 @@ class U2Net(nn.Module):
         self.up = nn.ModuleList()
         for i in range(num_layers - 1):
             height, dilated = level_block(i)
-            self.up.append(RSU(height, filters[i + 1] + filters[i], max(1, filters[i] // 2), filters[i], dilated, activation))
+            self.up.append(RSU(height, filters[i + 1] + filters[i], max(1, filters[i] // 2), filters[i], dilated,
+                               activation))
         self.sides = nn.ModuleList(nn.Conv2d(f, num_classes, 3, padding=1) for f in filters)
         self.fuse = nn.Conv2d(num_layers * num_classes, num_classes, 1)
 
@@ -87,7 +88,7 @@ class U2Net(nn.Module):
         dec = [enc[-1]]  # coarsest first
         for i in range(len(enc) - 2, -1, -1):
             dec.insert(0, self.up[i](torch.cat([resize_to(dec[0], enc[i].shape[-2:]), enc[i]], dim=1)))
-        sides = [resize_to(side(d), size) for side, d in zip(self.sides, dec)]
+        sides = [resize_to(side(d), size) for side, d in zip(self.sides, dec, strict=True)]
         return self.fuse(torch.cat(sides, dim=1))  # logits (N, num_classes, H, W)
 
 
@@ -95,4 +96,5 @@ class U2Net(nn.Module):
 def build_u2net(section: ModelSection) -> U2Net:
     require_levels(section, "num_layers", section.num_layers, 2)
     make_activation(section.activation, section)  # fail early with the config location
-    return U2Net(section.image_channels, section.num_classes, section.base_filters, section.num_layers, section.activation)
+    return U2Net(section.image_channels, section.num_classes, section.base_filters, section.num_layers,
+                 section.activation)

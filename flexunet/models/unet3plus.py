@@ -19,7 +19,8 @@ class UNet3Plus(nn.Module):
     """Full-scale skip connections; returns logits (N, num_classes, H, W)."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, base_filters: int, num_layers: int, dropout_rate: float, activation: str
+        self, in_channels: int, num_classes: int, base_filters: int, num_layers: int, dropout_rate: float,
+        activation: str,
     ) -> None:
         super().__init__()
         filters = [base_filters * 2**i for i in range(num_layers)]
@@ -48,7 +49,7 @@ class UNet3Plus(nn.Module):
         for d in range(levels - 2, -1, -1):
             size = enc[d].shape[-2:]
             parts = []
-            for s, squeeze in enumerate(self.squeeze[d]):
+            for s, squeeze in enumerate(self.squeeze[d].children()):  # a ModuleList: its items in order
                 if s < d:
                     parts.append(squeeze(F.max_pool2d(enc[s], 2 ** (d - s))))
                 elif s == d:

@@ -83,7 +83,8 @@ class DoctorReport:
             out.append(f"{self.target}: grey and colour images mixed: {_top(self.census.kinds)}")
         for s in self.stats.splits:
             if s.empty_masks:
-                out.append(f"{s.empty_masks[0]}: mask has no foreground (and {len(s.empty_masks) - 1} more in {s.name})")
+                out.append(f"{s.empty_masks[0]}: mask has no foreground "
+                           f"(and {len(s.empty_masks) - 1} more in {s.name})")
         totals = {s.name: len(s.files.images) for s in self.stats.splits}
         for (split, earlier), n in Counter((d.split, d.match_split) for d in self.shared).items():
             out.append(f"{split}: {n} of {totals[split]} images are the same files as in {earlier} "
@@ -133,7 +134,9 @@ def _top(counts: Mapping[str, int], n: int = 4) -> str:
 def census_images(stats: DatasetStats, max_pixels: int = DEFAULT_MAX_PIXELS
                   ) -> tuple[ImageCensus, dict[str, tuple[list[Path], list[np.ndarray]]]]:
     """Decode every image once (up to `max_pixels`): problems and size/kind counts, plus the decoded images."""
-    problems, sizes, kinds = [], Counter(), Counter()
+    problems: list[str] = []
+    sizes: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     decoded: dict[str, tuple[list[Path], list[np.ndarray]]] = {}
     for s in stats.splits:
         masks = {p.image: p.mask for p in s.files.pairs}
@@ -221,9 +224,8 @@ def _examine(target: str, splits: list[SplitDirs], threshold: float, rgb_map: Ma
     start = time.perf_counter()
     stats = dataset_stats(Path(target), rgb_map, mask_suffix, tolerance, splits=splits, mask_extension=mask_extension,
                           max_pixels=max_pixels)
-    notes = list(notes)
     if rgb_map is None and stats.rgb_map is not None:
-        notes.append(f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
+        notes = (*notes, f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
     census, decoded = census_images(stats, max_pixels)
     leaks = find_leaks(decoded, threshold) if len(decoded) > 1 else []
     return DoctorReport(target, stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes),
@@ -243,6 +245,7 @@ def format_report(report: DoctorReport, limit: int = 20) -> list[str]:
         lines.append(f"  ... and {len(problems) - limit} more problems (all in the JSON report)")
     for d in report.near_duplicates[:5]:
         lines.append(f"  copy: {d.image} ~ {d.match} (score {d.score:.3f}, {d.more} more in {d.match_split})")
-    verdict = "LEAK: the same images (or augmented copies) are in two splits" if report.leaks else "no images shared across splits"
+    verdict = ("LEAK: the same images (or augmented copies) are in two splits" if report.leaks
+               else "no images shared across splits")
     lines.append(f"  {'no problems; ' if not problems else ''}{verdict}")
     return lines

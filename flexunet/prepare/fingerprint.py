@@ -74,7 +74,8 @@ def polar_samples(image: np.ndarray) -> np.ndarray:
             polar = cv2.warpPolar(plane, (_RINGS, _ANGLES), centre, _SIZE / 2 * fraction, cv2.WARP_POLAR_LINEAR)
             polar = polar.T  # (R, A): rings by angle
             # the scale makes (sum of products over both parts) / (_ROWS * _ANGLES) the weighted mean correlation
-            out[s, part * _RINGS:(part + 1) * _RINGS] = (polar - polar.mean()) / (polar.std() + 1e-6) * np.sqrt(2 * weight)
+            normalised = (polar - polar.mean()) / (polar.std() + 1e-6)
+            out[s, part * _RINGS:(part + 1) * _RINGS] = normalised * np.sqrt(2 * weight)
     return out
 
 

@@ -67,7 +67,8 @@ def frame(image: np.ndarray, canvas: Canvas, fill: np.ndarray, seamless: bool = 
         out = out[start:start + canvas.crop, start:start + canvas.crop]
     if canvas.resize and canvas.resize != out.shape[0]:
         shrink = canvas.resize < out.shape[0]
-        out = cv2.resize(out, (canvas.resize, canvas.resize), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        out = cv2.resize(out, (canvas.resize, canvas.resize),
+                         interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out
 
 
@@ -100,7 +101,8 @@ def herlev(raw_dir: Path, out_dir: Path, canvas: Canvas = Canvas(), categories: 
     skipped: list[str] = []
     for folder in folders:
         colour = colours.get(folder.name, colours["severe_dysplastic"])
-        segmentations = {p.stem.lower().removesuffix("-d"): p for p in list_images(folder) if p.stem.lower().endswith("-d")}
+        segmentations = {p.stem.lower().removesuffix("-d"): p for p in list_images(folder)
+                         if p.stem.lower().endswith("-d")}
         for path in list_images(folder):
             if path.stem.lower().endswith("-d"):
                 continue

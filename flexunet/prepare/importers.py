@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,14 +52,16 @@ def write_pair(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray | N
         write_image(out_dir / "unlabelled" / "images" / f"{stem}.png", _fit_size(image, max_side, False))
         return
     if mask.shape[:2] != image.shape[:2]:
-        raise DataError(f"{stem}: mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[1]}x{image.shape[0]}")
+        raise DataError(f"{stem}: mask is {mask.shape[1]}x{mask.shape[0]} "
+                        f"but the image is {image.shape[1]}x{image.shape[0]}")
     write_image(out_dir / "all" / "images" / f"{stem}.png", _fit_size(image, max_side, False))
     write_image(out_dir / "all" / "masks" / f"{stem}.png", _fit_size(mask, max_side, True))
 
 
 def model_size(width: int, height: int) -> tuple[int, int]:
     """A network input size near the data's: at most 512, a multiple of 32 (five poolings), at least 64."""
-    return tuple(max(64, min(512, side) // 32 * 32) for side in (width, height))  # type: ignore[return-value]
+    w, h = (max(64, min(512, side) // 32 * 32) for side in (width, height))
+    return w, h
 
 
 def starter_config(image_size: tuple[int, int], rgb_map: Mapping[RGB, int] | None, split_file: str | None) -> str:
@@ -91,7 +94,8 @@ def finish_import(out_dir: Path, written: int, unlabelled: int, skipped: list[st
                   seed: int) -> ImportResult:
     """Split by source (when asked and there are pairs) and write the starter config next to the data."""
     if written == 0 and unlabelled == 0:
-        raise DataError(f"{out_dir}: nothing imported ({len(skipped)} files skipped; first: {skipped[0] if skipped else 'none found'})")
+        first = skipped[0] if skipped else "none found"
+        raise DataError(f"{out_dir}: nothing imported ({len(skipped)} files skipped; first: {first})")
     split_name = None
     if ratios and written >= 3:
         result = split_dataset(out_dir / "all" / "images", out_dir / "all" / "masks", out_dir, ratios, group_by, seed)
@@ -185,13 +189,13 @@ def import_generic(images_dir: Path, masks_dir: Path, out_dir: Path, mask_suffix
     return finish_import(out_dir, written, unlabelled, skipped, rgb_map, size, ratios, group_by, seed)
 
 
-def import_isic(raw_dir: Path, out_dir: Path, max_side: int | None = 1024, **options: object) -> ImportResult:
+def import_isic(raw_dir: Path, out_dir: Path, max_side: int | None = 1024, **options: Any) -> ImportResult:
     """ISIC 2017 Task 1: `ISIC_*.jpg` with `ISIC_*_segmentation.png` (in the same or a sibling masks folder)."""
     raw_dir = Path(raw_dir)
     images_dir = raw_dir / "images" if (raw_dir / "images").is_dir() else raw_dir
     masks_dir = next((d for d in (raw_dir / "masks", raw_dir / "ground_truth", raw_dir) if d.is_dir()
                       and any(p.stem.endswith("_segmentation") for p in list_images(d))), raw_dir)
-    return import_generic(images_dir, masks_dir, out_dir, "_segmentation", max_side, **options)  # type: ignore[arg-type]
+    return import_generic(images_dir, masks_dir, out_dir, "_segmentation", max_side, **options)
 
 
 # UCSB breast-cancer cells: colours of the seed's mini_test (benign green, malignant red).
@@ -230,8 +234,8 @@ SIPAKMED_COLOURS: dict[str, RGB] = {
 def _read_polygon(path: Path) -> np.ndarray:
     """SIPaKMeD `.dat` boundary: one `x,y` pair per line (floats)."""
     try:
-        points = [tuple(float(v) for v in re.split(r"[,\s]+", line.strip())[:2]) for line in path.read_text().splitlines()
-                  if line.strip()]
+        points = [tuple(float(v) for v in re.split(r"[,\s]+", line.strip())[:2])
+                  for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not a list of x,y boundary points ({exc})") from None
     return np.round(np.array(points)).astype(np.int32)

@@ -58,7 +58,8 @@ def find_splits(root: Path) -> list[SplitDirs]:
     if (root / "images").is_dir():
         found.append(SplitDirs("all", str(root / "images"), str(root / "masks")))
     if not found:
-        raise DataError(f"{root}: no images/ folder in it or in its sub-folders (expected <split>/images, <split>/masks)")
+        raise DataError(f"{root}: no images/ folder in it or in its sub-folders "
+                        "(expected <split>/images, <split>/masks)")
     return sorted(found, key=lambda s: _split_rank(s.name))
 
 

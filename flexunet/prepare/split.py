@@ -61,7 +61,7 @@ def assign_groups(sizes: dict[str, int], ratios: tuple[float, ...], seed: int) -
     first = [i for i, ratio in enumerate(ratios) if ratio > 0] if len(order) >= len(ratios) else []
     out = {}
     for n, group in enumerate(order):
-        deficits = [ratio * total - have for ratio, have in zip(ratios, filled)]
+        deficits = [ratio * total - have for ratio, have in zip(ratios, filled, strict=True)]
         index = first[n] if n < len(first) else max(range(len(ratios)), key=lambda i: (deficits[i], -i))
         out[group] = index
         filled[index] += sizes[group]

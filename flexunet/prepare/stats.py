@@ -15,7 +15,7 @@ import numpy as np
 
 from flexunet.config.schema import DEFAULT_MAX_PIXELS
 from flexunet.data.io import read_mask
-from flexunet.data.masks import RGB, MaskDecoding, colour_levels, decode_mask
+from flexunet.data.masks import RGB, MaskDecoding, as_rgb, colour_levels, decode_mask
 from flexunet.errors import DataError
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, scan_split
 
@@ -111,7 +111,8 @@ def _colour_counts(mask: np.ndarray) -> Counter[RGB]:
     mask = colour_levels(mask)  # 16-bit colours on their 8-bit levels, as training reads them
     packed = (mask[..., 0].astype(np.int32) << 16) | (mask[..., 1].astype(np.int32) << 8) | mask[..., 2]
     unique, counts = np.unique(packed, return_counts=True)  # 1-D unique: far faster than unique(axis=0)
-    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c) for u, c in zip(unique, counts)})
+    return Counter({(int(u) >> 16, (int(u) >> 8) & 255, int(u) & 255): int(c)
+                    for u, c in zip(unique, counts, strict=True)})
 
 
 def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
@@ -119,7 +120,8 @@ def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
 
     A colour is a class when it covers a share of at least one mask; anti-aliased edge colours never do.
     """
-    colour = [m for m in masks if m.ndim == 3 and not (np.all(m[..., 0] == m[..., 1]) and np.all(m[..., 1] == m[..., 2]))]
+    colour = [m for m in masks
+              if m.ndim == 3 and not (np.all(m[..., 0] == m[..., 1]) and np.all(m[..., 1] == m[..., 2]))]
     if not colour:
         return None
     total: Counter[RGB] = Counter()
@@ -140,9 +142,9 @@ def _worst_unmapped(path: Path, mask: np.ndarray, rgb_map: Mapping[RGB, int], to
     found = np.array(list(counts), dtype=np.int32)  # (U, 3)
     dist2 = ((found[:, None, :] - colours[None]) ** 2).sum(axis=2)  # (U, K)
     far = np.flatnonzero(dist2.min(axis=1) > tolerance**2)
-    worst = max(far, key=lambda i: counts[tuple(found[i])])
-    colour = tuple(int(v) for v in found[worst])
-    nearest = tuple(int(v) for v in colours[dist2[worst].argmin()])
+    worst = max(far, key=lambda i: counts[as_rgb(found[i])])
+    colour = as_rgb(found[worst])
+    nearest = as_rgb(colours[dist2[worst].argmin()])
     return UnmappedColour(path, colour, nearest, counts[colour] / (mask.shape[0] * mask.shape[1]))
 
 
@@ -174,7 +176,7 @@ def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance:
         present += counts > 0
         if counts[1:].sum() == 0:
             empty.append(pair.mask)
-        if far > 0:
+        if far > 0 and rgb_map is not None:
             unmapped.append(_worst_unmapped(pair.mask, mask, rgb_map, tolerance))
     return SplitStats(files.name, files, tuple(int(v) for v in pixels), tuple(int(v) for v in present),
                       tuple(empty), tuple(unreadable), tuple(unmapped), sizes)
@@ -197,7 +199,9 @@ def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = 
                   mask_extension: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> DatasetStats:
     """Statistics of a dataset folder (or of given split folders); rgb_map None: inferred from the masks. Masks
     over `max_pixels` ([image] max_pixels) are reported as unreadable, never decoded."""
-    dirs = splits if splits is not None else find_splits(Path(root))
+    if splits is None and root is None:
+        raise TypeError("dataset_stats: give root or splits")
+    dirs = splits if splits is not None else find_splits(Path(str(root)))
     files = [scan_split(d, mask_suffix, mask_extension) for d in dirs]
     chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files, max_pixels))
     stats = tuple(split_stats(f, chosen, tolerance, max_pixels) for f in files)

@@ -75,8 +75,9 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
                     atomic_write_bytes(run.model_dir / Path(cfg.source).name, Path(cfg.source).read_bytes())
             barrier(dist_ctx)
             processes = f" x {dist_ctx.world_size} processes" if dist_ctx.enabled else ""
-            log(f"training {cfg.model.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {torch_device}"
-                f"{processes}: {len(data.train)} training and {len(data.valid)} validation pairs")
+            params = sum(p.numel() for p in model.parameters())
+            log(f"training {cfg.model.model} ({params:,} parameters) on {torch_device}{processes}"
+                f": {len(data.train)} training and {len(data.valid)} validation pairs")
             with progress_bars(quiet) as progress:
                 try:
                     result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,

@@ -75,7 +75,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: checkpoint not found (train first, or pass --checkpoint)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # arbitrary bytes fail in arbitrary ways (struct.error, KeyError, ...): all mean "not ours"
+    # arbitrary bytes fail in arbitrary ways (struct.error, KeyError, ...): all mean "not ours"
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable flexunet checkpoint ({first[:200]})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
@@ -93,7 +94,10 @@ def numbered_from_one(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
-    """Load the checkpoint's weights into `model`; a shape or key mismatch names the checkpoint and the first problem."""
+    """Load the checkpoint's weights into `model`.
+
+    A shape or key mismatch names the checkpoint and the first problem.
+    """
     weights = state["model"]
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: weights are not a state dict")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -68,15 +69,16 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 class _GatherBatch(torch.autograd.Function):
     """Every process's share of the batch, concatenated in rank order; the gradient goes back to each share."""
 
+    # ctx is Any: autograd contexts carry attributes set in forward (rows), which FunctionCtx does not declare
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, share: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, share: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(share) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, share.contiguous())
         ctx.rows = slice(dist.get_rank() * share.shape[0], (dist.get_rank() + 1) * share.shape[0])
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)  # every process's loss depends on every share: sum their gradients, keep this one's rows
         return grad[ctx.rows]
@@ -110,7 +112,7 @@ def gather_uneven(share: torch.Tensor | None, ctx: DistContext, device: torch.de
         padded[: share.shape[0]] = share
     parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
     dist.all_gather(parts, padded)
-    return torch.cat([part[: s[0][0]] for part, s in zip(parts, shapes) if s is not None])
+    return torch.cat([part[: s[0][0]] for part, s in zip(parts, shapes, strict=True) if s is not None])
 
 
 def max_over_ranks(value: int, ctx: DistContext, device: torch.device) -> int:

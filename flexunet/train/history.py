@@ -41,15 +41,18 @@ class History:
         if start_epoch > 0 and self.history_csv.is_file():
             table = _read_rows(self.history_csv)
             header = table[0] if table else []
-            self.rows = [{k: float(v) for k, v in zip(header, r)} for r in table[1:] if float(r[0]) <= start_epoch]
+            self.rows = [{k: float(v) for k, v in zip(header, r, strict=False)}  # as before: short rows kept short
+                         for r in table[1:] if float(r[0]) <= start_epoch]
         self._rewrite()
 
     def _rewrite(self) -> None:
         """Write all three CSVs from self.rows (atomic, so a crash mid-write never leaves a torn log)."""
-        losses = ["epoch, loss, val_loss"] + [f"{int(r['epoch'])}, {r['loss']:.4f}, {r['val_loss']:.4f}" for r in self.rows]
+        losses = ["epoch, loss, val_loss"]
+        losses += [f"{int(r['epoch'])}, {r['loss']:.4f}, {r['val_loss']:.4f}" for r in self.rows]
         atomic_write_text(self.losses_csv, "\n".join(losses) + "\n")
         metrics = ["epoch," + "".join(f"{c}," for c in self.metric_columns)]
-        metrics += [", ".join([str(int(r["epoch"]))] + [f"{r.get(c, math.nan):.4f}" for c in self.metric_columns]) for r in self.rows]
+        metrics += [", ".join([str(int(r["epoch"]))] + [f"{r.get(c, math.nan):.4f}" for c in self.metric_columns])
+                    for r in self.rows]
         atomic_write_text(self.metrics_csv, "\n".join(metrics) + "\n")
         if self.rows:
             keys = list(self.rows[-1])
@@ -73,7 +76,7 @@ class History:
             if not columns:
                 continue
             fig, ax = plt.subplots(figsize=(8, 6))
-            for column, colour in zip(columns, ("green", "red")):
+            for column, colour in zip(columns, ("green", "red"), strict=False):  # the seed's plot: first two columns
                 ax.plot(epochs, [r.get(column, math.nan) for r in self.rows], "o--", color=colour, label=column)
             ax.set_title(name)
             ax.set_xlabel("epoch")

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from rich.progress import Progress
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, Subset
 
 from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, note, run_eta, say
@@ -27,11 +27,24 @@ from flexunet.errors import ConfigError, DataError, TrainingError
 from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.train.checkpoint import (checkpoint_config, first_nonfinite, kept_checkpoint, load_checkpoint,
-                                       load_weights, save_checkpoint)
+from flexunet.train.checkpoint import (
+    checkpoint_config,
+    first_nonfinite,
+    kept_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from flexunet.train.device import amp_dtype
-from flexunet.train.distributed import (DistContext, all_reduce_sum, any_rank, gather_batch, gather_uneven,
-                                        max_over_ranks, per_rank_batch)
+from flexunet.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    any_rank,
+    gather_batch,
+    gather_uneven,
+    max_over_ranks,
+    per_rank_batch,
+)
 from flexunet.train.history import History
 from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.rundir import RunDir
@@ -98,7 +111,8 @@ def step_settings(cfg: Config, device: torch.device, quiet: bool = False) -> Ste
 
 def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim: Optimizer, step: StepSettings,
                     seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
-                    scaler: torch.amp.GradScaler | None, bar: Bar, dist_ctx: DistContext = DistContext()) -> dict[str, float]:
+                    scaler: torch.amp.GradScaler | None, bar: Bar,
+                    dist_ctx: DistContext = DistContext()) -> dict[str, float]:
     """One pass over `loader`; returns the mean loss and the running means of the seed metrics (as Keras reports),
     averaged over all processes."""
     model.train()
@@ -140,7 +154,7 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
         bar.update(f"loss {totals['loss'] / batches:.4f}")
     means = torch.tensor([v / max(batches, 1) for v in totals.values()], dtype=torch.float64, device=step.device)
     means = all_reduce_sum(means, dist_ctx) / dist_ctx.world_size  # every process ran the same number of batches
-    return dict(zip(totals, means.tolist()))
+    return dict(zip(totals, means.tolist(), strict=True))
 
 
 def clip_gradients(model: nn.Module, value: float) -> None:
@@ -152,7 +166,7 @@ def clip_gradients(model: nn.Module, value: float) -> None:
 
 
 def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
-    """uint8 (N, C, H, W) from the loader -> float in [0, 1] on the device (the conversion runs there, not in workers)."""
+    """uint8 (N, C, H, W) from the loader -> float in [0, 1] on the device (converted there, not in the workers)."""
     x = images.to(step.device, non_blocking=True).float().div_(255)
     return x.contiguous(memory_format=torch.channels_last) if step.channels_last else x
 
@@ -174,9 +188,11 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
     steps = steps if max_batches is None else min(steps, max_batches)
     shares = iter(loader)
     for _ in range(steps):
-        images, labels = next(shares, (None, None))
-        logits = y = None
-        if images is not None:
+        share = next(shares, None)  # None: this process's shard has no batch left
+        logits: Tensor | None = None
+        y: Tensor | None = None
+        if share is not None:
+            images, labels = share
             x = to_input_batch(images, step)
             y = labels.to(step.device).long()
             with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
@@ -186,6 +202,7 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
             if bar is not None:
                 bar.advance(len(images))
         logits, y = gather_uneven(logits, dist_ctx, step.device), gather_uneven(y, dist_ctx, step.device)
+        assert logits is not None and y is not None  # steps <= the longest shard: some process had a batch
         totals["loss"] += loss_fn(logits, y).item()
         if seed_metrics:
             probs, target = probs_and_targets(logits, y)
@@ -195,12 +212,12 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
     packed = all_reduce_sum(packed, dist_ctx).cpu()
     k = len(totals)
     batches = int(packed[k].item())
-    out = {name: float(v) / max(batches, 1) for name, v in zip(totals, packed[:k])}
+    out = {name: float(v) / max(batches, 1) for name, v in zip(totals, packed[:k], strict=True)}
     tp, fp, fn = packed[k + 1 :].reshape(3, num_labels)
     c = Counts(tp[1:], fp[1:], fn[1:])  # background excluded
     per_dice, per_iou = dice(c), iou(c)
     out["dice"], out["iou"] = float(nanmean(per_dice)), float(nanmean(per_iou))
-    for i, (d, j) in enumerate(zip(per_dice.tolist(), per_iou.tolist()), start=1):
+    for i, (d, j) in enumerate(zip(per_dice.tolist(), per_iou.tolist(), strict=True), start=1):
         out[f"dice_{i}"], out[f"iou_{i}"] = d, j
     return out
 
@@ -215,15 +232,16 @@ def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, de
     """
     workers = (4 if device.type == "cuda" else 0) if num_workers is None else num_workers
     sampler: Sampler | None = None
+    source: Dataset = dataset
     if dist_ctx.enabled and shuffle:
         if num_samples is not None:
             raise ConfigError("[train] steps_per_epoch: not supported under torchrun; leave it out to use every pair")
         sampler = DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed)
     elif dist_ctx.enabled:
-        dataset = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
+        source = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
     elif shuffle:
         sampler = RandomSampler(dataset, num_samples=num_samples, generator=generator)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+    return DataLoader(source, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
 
 
@@ -260,17 +278,23 @@ class EpochPreview:
 
         model.eval()
         if self.images:
-            probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device, channels_last=step.channels_last)
-            for (stem, _), p in zip(self.images, probs):
-                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(probs_to_labels(p, self.cfg.infer.threshold), self.cfg))
+            probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device,
+                                   channels_last=step.channels_last)
+            for (stem, _), p in zip(self.images, probs, strict=True):
+                labels = probs_to_labels(p, self.cfg.infer.threshold)
+                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(labels, self.cfg))
         for path in self.tiled_files:
-            labels = tiled_labels(model, read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order), self.cfg, step.device)
-            write_image(Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png", mask_image(labels, self.cfg))
+            image = read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order)
+            labels = tiled_labels(model, image, self.cfg, step.device)
+            target = Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png"
+            write_image(target, mask_image(labels, self.cfg))
 
 
 def _rng_state() -> dict:
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    assert isinstance(np_state, tuple)  # the legacy MT19937 state (a dict only with legacy=False)
+    return {"torch": torch.get_rng_state(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
             "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
 
 
@@ -283,8 +307,10 @@ def _set_rng_state(state: dict) -> None:
 
 def seed_metric_names(cfg: Config) -> tuple[list[str], list[str]]:
     """Seed metrics to compute every batch, and the two train_metrics.csv columns ([train] metrics or derived)."""
-    columns = list(cfg.train.metrics) or ([cfg.model.metrics[0], f"val_{cfg.model.metrics[0]}"] if cfg.model.metrics else [])
-    names = list(dict.fromkeys([*cfg.model.metrics, *(c.removeprefix("val_") for c in columns if c.removeprefix("val_") != "loss")]))
+    first = cfg.model.metrics[0] if cfg.model.metrics else None
+    columns = list(cfg.train.metrics) or ([first, f"val_{first}"] if first is not None else [])
+    bases = [c.removeprefix("val_") for c in columns]
+    names = list(dict.fromkeys([*cfg.model.metrics, *(b for b in bases if b != "loss")]))
     return names, columns
 
 
@@ -295,7 +321,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -406,8 +432,10 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     """
     t = cfg.train
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
-    model.to(device, memory_format=torch.channels_last if step.channels_last else torch.preserve_format)
-    train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if dist_ctx.enabled else model
+    layout = torch.channels_last if step.channels_last else torch.preserve_format
+    model.to(device, memory_format=layout)  # type: ignore[call-overload]  # documented; the stub omits memory_format
+    device_ids = [device.index] if device.type == "cuda" else None
+    train_model = DistributedDataParallel(model, device_ids=device_ids) if dist_ctx.enabled else model
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
@@ -435,7 +463,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
         try:
             for epoch in range(state.start_epoch, t.epochs):  # 0-based index; files and messages say `number`
                 number = epoch + 1
-                generator.manual_seed(t.seed + epoch)  # shuffling depends on (seed, epoch) only: resume repeats it exactly
+                # shuffling depends on (seed, epoch) only: resume repeats it exactly
+                generator.manual_seed(t.seed + epoch)
                 aug_generator.manual_seed(t.seed + 1 + epoch)
                 if isinstance(train_loader.sampler, DistributedSampler):
                     train_loader.sampler.set_epoch(epoch)
@@ -456,6 +485,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                                 num_samples or len(data.train))
                 reduced = t.learning_rate_reducer and reducer.update(monitored)
                 if dist_ctx.is_main:
+                    assert history is not None and preview is not None  # made on the main process
                     history.append(row)  # before last.pt: see the docstring
                     state.save(number, row, improved)
                     preview.write(model, number, step)
@@ -468,20 +498,22 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 run_bar.update(f"best epoch {state.best_epoch}", eta)
                 log(f"epoch {number}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
                     f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
-                    + ("  [best]" if improved else "") + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
+                    + ("  [best]" if improved else "")
+                    + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
                     + (f"  {eta}" if number < t.epochs and not stop else ""))
                 if stop:
                     stopped_early = True
                     log(f"early stopping after epoch {number}: no improvement of {t.monitor} for {t.patience} epochs; "
                         f"best epoch {state.best_epoch}")
                     break
-                if any_rank(Path("break_training").exists() or (run.model_dir / "break_training").exists(), dist_ctx, device):
+                asked = Path("break_training").exists() or (run.model_dir / "break_training").exists()
+                if any_rank(asked, dist_ctx, device):
                     log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
                     break
         except KeyboardInterrupt:
             if dist_ctx.is_main:
-                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch + 1)}; last.pt holds "
-                    "the last finished epoch (continue with --resume)")
+                log(f"interrupted in epoch {epoch + 1}: weights saved to {state.save_interrupted(epoch + 1)}; "
+                    "last.pt holds the last finished epoch (continue with --resume)")
             raise
     board.close()
     run_bar.close()

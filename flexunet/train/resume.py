@@ -67,7 +67,7 @@ def apply_to_optimizer(changes: list[Change], optim: Optimizer, fresh_groups: li
     param-group settings the optimizer was built with from the new config.
     """
     keys = {c.key for c in changes}
-    for group, fresh in zip(optim.param_groups, fresh_groups):
+    for group, fresh in zip(optim.param_groups, fresh_groups, strict=True):
         if keys & {"optimizer", "weight_decay"}:
             group.update({k: v for k, v in fresh.items() if k not in ("lr", "params")})
         if "learning_rate" in keys:

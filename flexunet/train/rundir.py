@@ -3,15 +3,16 @@ folders an earlier run made (with a MARKER file) are moved; one training at a ti
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-try:
+if sys.platform != "win32":
     import fcntl
-except ImportError:  # Windows: no flock, so trainings into one model_dir are not kept apart there
+else:  # Windows: no flock, so trainings into one model_dir are not kept apart there
     fcntl = None
 
 from flexunet.errors import OutputError

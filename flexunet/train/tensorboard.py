@@ -23,7 +23,7 @@ class EpochBoard:
             self.writer = SummaryWriter(log_dir=str(folder))
 
     def log_epoch(self, epoch: int, row: dict[str, float], preview_dir: Path) -> None:
-        """Scalars of `row` (loss, val_*, lr, seconds...) at step `epoch` (numbered from 1), and this epoch's previews."""
+        """Scalars of `row` (loss, val_*, lr, seconds...) at step `epoch` (numbered from 1), and its previews."""
         if self.writer is None:
             return
         step = epoch  # the same epoch number as the console, history.csv and the preview file names

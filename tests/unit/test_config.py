@@ -183,6 +183,9 @@ def test_seed_eval_data_agreeing_with_valid_or_overridden_on_the_command_line_is
 
 @pytest.mark.parametrize(("text", "where"), [
     ("[model]\nnum_layers = 4\ndropout_rate = 0.5\n", "exp.config [model] dropout_rate = 0.5: level i drops"),
+    # sharp_unet's depth comes from [model] filters (4 and a bottleneck by default), not num_layers
+    ("[model]\nmodel = 'sharp_unet'\nnum_layers = 1\ndropout_rate = 0.3\n",
+     "exp.config [model] dropout_rate = 0.3: level i drops dropout_rate * i, so with 5 levels ([model] filters)"),
     ("[train]\nseed = 1180591620717411303424\n", "exp.config [train] seed = 1180591620717411303424: Input should be less"),
     ("[model]\nnum_classes = 3\n[mask]\nrgb_map = {}\n", "exp.config [mask] rgb_map = {}: maps no colour"),
     ("[model]\nactivation = 'relu6x'\n", "exp.config [model] activation = 'relu6x': unknown activation"),
