@@ -23,6 +23,16 @@ KEY_ALIASES: dict[tuple[str, str], str] = {
     ("tiledinfer", "overlappging"): "overlapping",
     ("infer", "mages_dir"): "images_dir",
     ("train", "mages_dir"): "images_dir",
+    ("model", "batchnorm"): "batch_norm",
+}
+
+# [model] keys that mean the same thing in two seed models, each spelled its own way (UNet normalization, TransUNet
+# batch_norm; UNet base_kernels, SharpUNet base_ksize; SharpUNet filters, TransUNet filter_num). Each stays its own
+# key; setting one the chosen model does not read gets a note naming the spelling it does read.
+MODEL_KEY_SYNONYMS: dict[str, str] = {
+    "normalization": "batch_norm", "batch_norm": "normalization",
+    "base_kernels": "base_ksize", "base_ksize": "base_kernels",
+    "filters": "filter_num", "filter_num": "filters",
 }
 
 # In the seed, [eval] holds the validation data (P/S) or the evaluation batch size and log folder (F).

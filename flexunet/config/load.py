@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, NOTE_ONLY_KEYS
+from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, MODEL_KEY_SYNONYMS, NOTE_ONLY_KEYS
 from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section
 from flexunet.errors import ConfigError
 
@@ -83,6 +83,15 @@ def _accepts_str(section: type[Section], key: str) -> bool:
     return annotation is str or str in typing.get_args(annotation)
 
 
+def _is_text_field(section: type[Section], key: str) -> bool:
+    """A field holding a string (a path, a name) and nothing else: str or Optional[str]."""
+    if key not in section.model_fields:
+        return False
+    annotation = section.model_fields[key].annotation
+    args = set(typing.get_args(annotation))
+    return annotation is str or (str in args and args <= {str, type(None)})
+
+
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices))}"
@@ -132,6 +141,9 @@ class _Collector:
             else:
                 self.problems.append(str(exc))
                 return
+        if origin == ORIGIN_CLI and _is_text_field(schema, key) and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            value = raw.strip()  # `--set infer.output_dir=2024` names a folder, not the number 2024
         if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
             value = os.path.normpath(base_dir / os.path.expanduser(value))
         elif key in PATH_KEYS and isinstance(value, str):
@@ -208,6 +220,8 @@ def _validate(collector: _Collector, source: str | None) -> Config:
                 collector.problems.append(f"{Location(collector.file_label, name, key)} = {shown!r}: {msg}")
             continue
         built[name] = section
+    if "model" in built:
+        collector.notes.extend(_unread_model_keys(built["model"], collector.origins, collector.file_label))
     cfg = Config(**built, source=source, notes=tuple(collector.notes), origins=collector.origins)
     collector.problems.extend(_cross_problems(cfg, collector.file_label))
     if collector.problems:
@@ -215,6 +229,25 @@ def _validate(collector: _Collector, source: str | None) -> Config:
     for section in (getattr(cfg, name) for name in SECTIONS):
         section._source = collector.file_label
     return cfg
+
+
+def _unread_model_keys(section: Section, origins: Mapping[str, str], label: str) -> list[str]:
+    """A note for each [model] key the user set that the chosen model never reads (it would change nothing)."""
+    from flexunet.config.aliases import canonical_model_name
+    from flexunet.models import COMMON_MODEL_KEYS, MODEL_KEYS
+
+    assert isinstance(section, ModelSection)
+    name = canonical_model_name(section.model)
+    if name not in MODEL_KEYS:  # an unknown model is reported as a problem
+        return []
+    reads = COMMON_MODEL_KEYS | MODEL_KEYS[name]
+    notes = []
+    for key in (k.removeprefix("model.") for k in origins if k.startswith("model.")):
+        if key not in reads:
+            synonym = MODEL_KEY_SYNONYMS.get(key)
+            hint = f"; it reads {synonym}" if synonym in reads else ""
+            notes.append(f"{Location(label, 'model', key)}: set, but model '{name}' does not read it{hint}")
+    return notes
 
 
 def _deepest_level(m: ModelSection) -> tuple[int, str]:

@@ -13,6 +13,8 @@ from flexunet.models import (  # noqa: F401  (each registers its builder under t
     unet3plus,
 )
 from flexunet.models.registry import (
+    COMMON_MODEL_KEYS,
+    MODEL_KEYS,
     MODELS,
     PretrainedReport,
     build_model,
@@ -20,4 +22,6 @@ from flexunet.models.registry import (
     register_model,
 )
 
-__all__ = ["MODELS", "PretrainedReport", "build_model", "load_pretrained", "register_model"]
+__all__ = [
+    "COMMON_MODEL_KEYS", "MODELS", "MODEL_KEYS", "PretrainedReport", "build_model", "load_pretrained", "register_model",
+]

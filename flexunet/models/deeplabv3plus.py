@@ -85,7 +85,11 @@ class DeepLabV3Plus(nn.Module):
         return resize_to(self.head(u), size)  # logits (N, num_classes, H, W)
 
 
-@register_model("deeplabv3plus")
+# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
+DEEPLABV3PLUS_KEYS = frozenset({"base_filters", "activation"})
+
+
+@register_model("deeplabv3plus", DEEPLABV3PLUS_KEYS)
 def build_deeplabv3plus(section: ModelSection) -> DeepLabV3Plus:
     require_divisible(section, 4)
     make_activation(section.activation, section)  # fail early with the config location

@@ -47,7 +47,11 @@ def build_efficientnet_unet(section: ModelSection, variant: str) -> FlexibleUNet
     return model
 
 
-@register_model("efficient_unet")
+# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
+EFFICIENT_UNET_KEYS = frozenset({"base_filters", "dropout_rate", "efficientnet"})
+
+
+@register_model("efficient_unet", EFFICIENT_UNET_KEYS)
 def build_efficient_unet(section: ModelSection) -> FlexibleUNet:
     variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
     if variant not in VARIANTS:

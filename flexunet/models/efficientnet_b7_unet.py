@@ -15,6 +15,10 @@ if TYPE_CHECKING:  # MONAI itself loads only when the model is built
     from monai.networks.nets import FlexibleUNet
 
 
-@register_model("efficientnet_b7_unet")
+# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
+EFFICIENTNET_B7_UNET_KEYS = frozenset({"base_filters", "dropout_rate"})
+
+
+@register_model("efficientnet_b7_unet", EFFICIENTNET_B7_UNET_KEYS)
 def build_efficientnet_b7_unet(section: ModelSection) -> FlexibleUNet:
     return build_efficientnet_unet(section, "B7")

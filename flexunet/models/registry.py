@@ -22,15 +22,25 @@ from flexunet.errors import CheckpointError, ConfigError
 
 ModelBuilder = Callable[[ModelSection], nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
+MODEL_KEYS: dict[str, frozenset[str]] = {}  # registry name -> [model] keys its builder reads, beyond COMMON_MODEL_KEYS
+
+# [model] keys read for every architecture: the name, input and output shape, loss, metrics and optimiser settings.
+COMMON_MODEL_KEYS = frozenset(
+    {
+        "model", "generator", "image_width", "image_height", "image_channels", "num_classes", "loss", "metrics",
+        "optimizer", "learning_rate", "weight_decay", "clipvalue", "pretrained_weights",
+    }
+)
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: make `name` selectable with `[model] model = "name"`."""
+def register_model(name: str, keys: frozenset[str]) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: make `name` selectable with `[model] model = "name"`; `keys` are the [model] keys its builder
+    reads beyond COMMON_MODEL_KEYS (a key the user sets outside both gets a note at load)."""
 
     def add(builder: ModelBuilder) -> ModelBuilder:
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = builder
+        MODELS[name], MODEL_KEYS[name] = builder, keys
         return builder
 
     return add
