@@ -202,15 +202,11 @@ def _lens(section: RadialDistortionSection) -> Lens:
 
 
 def _elastic_settings(cfg: Config) -> tuple[float, tuple[float, ...]]:
-    """(alpha, sigmas) of the elastic deformation.
-
-    F reads [deformation] (its `sigmoids` list wins when non-empty); S switched it on with [augmentor] transformer
-    and read [augmentor] alpah/sigmoid. A `sigmoid` set alone in [deformation] is used rather than the default list.
-    """
-    a, d, origins = cfg.augmentor, cfg.deformation, cfg.origins
-    if a.transformer and not a.deformation and not any(k.startswith("deformation.") for k in origins):
+    """(alpha, sigmas) of the elastic deformation, from the section that config/resolve.py chose."""
+    a, d = cfg.augmentor, cfg.deformation
+    if cfg.resolved.elastic == "augmentor":
         return a.alpha, (a.sigmoid,)
-    if "deformation.sigmoid" in origins and "deformation.sigmoids" not in origins:
+    if cfg.resolved.elastic == "deformation_sigmoid":
         return d.alpha, (d.sigmoid,)
     return d.alpha, tuple(d.sigmoids) or (d.sigmoid,)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, MODEL_KEY_SYNONYMS, NOTE_ONLY_KEYS
+from flexunet.config.resolve import resolve
 from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section
 from flexunet.errors import ConfigError
 
@@ -223,6 +224,8 @@ def _validate(collector: _Collector, source: str | None) -> Config:
     if "model" in built:
         collector.notes.extend(_unread_model_keys(built["model"], collector.origins, collector.file_label))
     cfg = Config(**built, source=source, notes=tuple(collector.notes), origins=collector.origins)
+    cli_keys = tuple(k for k, origin in collector.origins.items() if origin == ORIGIN_CLI)
+    cfg = cfg.model_copy(update={"resolved": resolve(cfg, collector.origins, cli_keys)})
     collector.problems.extend(_cross_problems(cfg, collector.file_label))
     if collector.problems:
         raise ConfigError(collector.problems)

@@ -374,6 +374,25 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
+class Resolved(BaseModel):
+    """Seed-era choices that depend on which keys the user set, made once by config/load.py, so the stages after
+    it read plain values (the defaults are what a Config built in code, with nothing set, means)."""
+
+    model_config = ConfigDict(frozen=True)
+    # The run's eval folder: [eval] eval_dir when it is given and [train] eval_dir is not (the seed's F), else [train].
+    eval_dir_section: Literal["train", "eval"] = "train"
+    # Elastic deformation: [deformation] alpha with its sigmoids; "deformation_sigmoid" when [deformation] sigmoid is
+    # set without sigmoids; "augmentor" when the seed's S switched it on with [augmentor] transformer and no
+    # [deformation] key (its alpha and sigmoid are then read from [augmentor]).
+    elastic: Literal["deformation", "deformation_sigmoid", "augmentor"] = "deformation"
+    # Overlay folder per inference section ("infer", "tiledinfer") whose output_dir came from the command line while
+    # its merged_dir did not: `<output_dir>_merged`, so two passes with two --output never share overlays.
+    merged_dirs: dict[str, str] = Field(default_factory=dict)
+    # "section.key" of every --set option, in order (the `flexunet doctor` command that evaluation suggests repeats
+    # the data ones).
+    command_line_keys: tuple[str, ...] = ()
+
+
 class Config(BaseModel):
     """A whole validated config: one attribute per section, plus where it came from."""
 
@@ -406,6 +425,7 @@ class Config(BaseModel):
     source: Optional[str] = None
     notes: tuple[str, ...] = ()
     origins: dict[str, str] = Field(default_factory=dict)
+    resolved: Resolved = Resolved()
 
     @property
     def rgb_map(self) -> dict[RGB, int]:

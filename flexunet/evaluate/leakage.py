@@ -6,7 +6,6 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from flexunet.config.load import ORIGIN_CLI
 from flexunet.config.schema import Config
 from flexunet.errors import DataError, FlexunetError
 from flexunet.prepare.doctor import images_digest
@@ -54,9 +53,9 @@ def summarise_doctor(report: dict, section: str, source: str) -> LeakSummary:
 def doctor_command(cfg: Config, eval_dir: Path) -> str:
     """The `flexunet doctor` command that examines the folders evaluated: the config with its data `--set` options."""
     sets = []
-    for key, origin in cfg.origins.items():
+    for key in cfg.resolved.command_line_keys:
         section, _, name = key.partition(".")
-        if origin == ORIGIN_CLI and (section in DATA_SECTIONS or key == "model.num_classes"):
+        if section in DATA_SECTIONS or key == "model.num_classes":
             value = getattr(getattr(cfg, section), name)
             text = value if isinstance(value, str) else repr(value)
             sets.append(f"--set {shlex.quote(f'{key}={text}')}")

@@ -39,19 +39,15 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
     """(images_dir, output_dir, merged_dir): [tiledinfer] for tiled inference (images_dir falls back to [infer]'s).
 
     Overlays follow the masks: when output_dir comes from the command line (--output) and merged_dir does not, the
-    config's merged_dir is replaced by `<output_dir>_merged`, so two passes with two --output never share overlays.
+    config's merged_dir is replaced by `<output_dir>_merged` (decided at load, `cfg.resolved.merged_dirs`), so two
+    passes with two --output never share overlays.
     """
-    from flexunet.config.load import ORIGIN_CLI
-
     name = "tiledinfer" if tiled else "infer"
     section = getattr(cfg, name)
     images_dir = section.images_dir or cfg.infer.images_dir
     if not images_dir:
         raise ConfigError(f"{section.where('images_dir')}: required for inference (a folder of images)")
-    merged = section.merged_dir
-    origin = cfg.origins.get
-    if merged and origin(f"{name}.output_dir") == ORIGIN_CLI and origin(f"{name}.merged_dir") != ORIGIN_CLI:
-        merged = f"{Path(section.output_dir)}_merged"
+    merged = cfg.resolved.merged_dirs.get(name, section.merged_dir)
     return images_dir, Path(section.output_dir), Path(merged) if merged else None
 
 

@@ -24,7 +24,7 @@ __all__ = ["FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
 def run_dir_for(cfg: Config) -> RunDir:
     """The run's folders: [train] model_dir, eval_dir ([eval] eval_dir when only that is given), preview dir."""
     eval_dir = cfg.train.eval_dir
-    if "train.eval_dir" not in cfg.origins and cfg.eval.eval_dir:
+    if cfg.resolved.eval_dir_section == "eval" and cfg.eval.eval_dir:
         eval_dir = cfg.eval.eval_dir
     eval_key = "[train] eval_dir" if eval_dir == cfg.train.eval_dir else "[eval] eval_dir"
     tiled = Path(cfg.train.epoch_change_tiled_infer_dir) if cfg.train.epoch_change_tiled_infer else None
