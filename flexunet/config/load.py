@@ -235,7 +235,11 @@ def _validate(collector: _Collector, source: str | None) -> Config:
 
 
 def _unread_model_keys(section: Section, origins: Mapping[str, str], label: str) -> list[str]:
-    """A note for each [model] key the user set that the chosen model never reads (it would change nothing)."""
+    """A note for each [model] key the user set, to other than its default, that the chosen model never reads.
+
+    A key at its default changes nothing whichever model reads it; so config.resolved.ini, which lists every key,
+    loads back without a note per unread key.
+    """
     from flexunet.config.aliases import canonical_model_name
     from flexunet.models import COMMON_MODEL_KEYS, MODEL_KEYS
 
@@ -245,8 +249,9 @@ def _unread_model_keys(section: Section, origins: Mapping[str, str], label: str)
         return []
     reads = COMMON_MODEL_KEYS | MODEL_KEYS[name]
     notes = []
+    fields = ModelSection.model_fields
     for key in (k.removeprefix("model.") for k in origins if k.startswith("model.")):
-        if key not in reads:
+        if key not in reads and getattr(section, key) != fields[key].get_default(call_default_factory=True):
             synonym = MODEL_KEY_SYNONYMS.get(key)
             hint = f"; it reads {synonym}" if synonym in reads else ""
             notes.append(f"{Location(label, 'model', key)}: set, but model '{name}' does not read it{hint}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.config import load_config
+from flexunet.config import config_to_ini, load_config
 from flexunet.config.schema import ModelSection
 from flexunet.models import COMMON_MODEL_KEYS, MODEL_KEYS, MODELS
 from tests.conftest import requires_shared
@@ -44,6 +44,15 @@ def test_keys_the_model_reads_get_no_note(tmp_path: Path) -> None:
     assert unread_notes(load_config(write(tmp_path, text)).notes) == []
     text = '[model]\nmodel = "trans_unet"\nbatch_norm = True\nfilter_num = [8, 16, 32, 64]\n'
     assert unread_notes(load_config(write(tmp_path, text)).notes) == []
+
+
+def test_the_resolved_config_loads_back_without_a_note_per_unread_key(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[model]\nmodel = "flexunet"\nnum_layers = 4\nbatch_norm = True\n'))
+    resolved = tmp_path / "config.resolved.ini"
+    resolved.write_text(config_to_ini(cfg))
+    assert unread_notes(load_config(resolved).notes) == [
+        "config.resolved.ini [model] batch_norm: set, but model 'flexunet' does not read it; it reads normalization"
+    ]
 
 
 def test_seed_batchnorm_spelling_maps_to_batch_norm(tmp_path: Path) -> None:
