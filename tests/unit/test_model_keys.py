@@ -71,6 +71,28 @@ def test_every_registered_model_declares_real_schema_keys() -> None:
     assert read == fields, f"keys no model reads: {sorted(fields - read)}"
 
 
+class SpySection(ModelSection):
+    """A [model] section that records every key a builder reads."""
+
+    def __getattribute__(self, key: str) -> object:
+        if key in ModelSection.model_fields:
+            READ.add(key)
+        return super().__getattribute__(key)
+
+
+READ: set[str] = set()
+SMALL = {"image_width": 64, "image_height": 64, "num_layers": 4, "base_filters": 8, "filter_num_begin": 12,
+         "embed_dim": 48, "num_heads": 4, "num_transformer": 1}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_each_builder_reads_exactly_the_keys_it_declares(name: str) -> None:
+    section = SpySection(**{k: v for k, v in SMALL.items() if k in COMMON_MODEL_KEYS | MODEL_KEYS[name]})
+    READ.clear()
+    MODELS[name](section)
+    assert READ - COMMON_MODEL_KEYS == MODEL_KEYS[name]
+
+
 @pytest.mark.parametrize("name", ["pap-smear.config", "mammogram-mastery.config"])
 def test_seed_configs_load_without_unread_key_notes(name: str) -> None:
     assert unread_notes(load_config(requires_shared("configs", name)).notes) == []
