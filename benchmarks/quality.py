@@ -66,49 +66,36 @@ def flex_config(split: str, work: Path, overrides: tuple[str, ...] = ()):
 
 
 def train_flexunet(split: str, budget_s: float, threads: int, work: Path, overrides: tuple[str, ...] = ()) -> dict:
-    """flexunet's `flexunet train` loop (fit) with a budget: a `break_training` file once the next epoch would overrun.
-    `overrides` (`section.key=value`) change the recipe; [model] generator switches on online augmentation."""
+    """flexunet's `flexunet train` (train_from_config) with a budget: on_epoch_end stops training once the next epoch
+    would overrun. `overrides` (`section.key=value`) change the recipe; [model] generator switches on augmentation."""
     import torch
 
     torch.set_num_threads(threads)
-    from flexunet.augment import build_augmenter
-    from flexunet.data.dataset import build_datasets
-    from flexunet.losses import build_loss
-    from flexunet.models import build_model
-    from flexunet.train import run_dir_for
-    from flexunet.train.device import keep_freed_memory, seed_everything
-    from flexunet.train.loop import fit
+    from flexunet.data import pairs_for
+    from flexunet.train import train_from_config
 
     cfg = flex_config(split, work, overrides)
-    seed_everything(cfg.train.seed)
-    keep_freed_memory()
-    run = run_dir_for(cfg)
-    data = build_datasets(cfg)
-    model, loss_fn = build_model(cfg.model), build_loss(cfg.model)
-    run.prepare(False)
     began = time.perf_counter()
     marks = [began]
 
-    def log(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-        if text.startswith("epoch "):
-            now = time.perf_counter()
-            last = now - marks[-1]
-            marks.append(now)
-            if now - began + last > budget_s:
-                (run.model_dir / "break_training").touch()
+    def within_budget(row: dict[str, float]) -> bool:
+        """True (stop) when one more epoch as long as the last would end past the budget."""
+        print(f"epoch {int(row['epoch'])}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+              f"val_iou {row['val_iou']:.4f}", file=sys.stderr, flush=True)
+        now = time.perf_counter()
+        last = now - marks[-1]
+        marks.append(now)
+        return now - began + last > budget_s
 
-    augment = build_augmenter(cfg)  # as train_from_config does: None unless [model] generator is on
-    result = fit(model, loss_fn, data, cfg, run, torch.device("cpu"), log=log, augment=augment)
-    budget_hit = (run.model_dir / "break_training").is_file()
+    result = train_from_config(cfg, device="cpu", quiet=True, on_epoch_end=within_budget)
+    stopped_by = {"early_stopping": "early stopping", "on_epoch_end": "budget"}.get(result.stopped_by, "epochs")
     return {"side": "flexunet", "split": split, "epochs": result.epochs_run, "steps_per_epoch": STEPS_PER_EPOCH,
             "images_seen": result.epochs_run * STEPS_PER_EPOCH * cfg.train.batch_size,
             "train_seconds": time.perf_counter() - began, "best_epoch": result.best_epoch,
             "best_val_loss": result.best_value, "history": [{k: r[k] for k in ("loss", "val_loss", "val_iou_coef", "seconds")
                                                              if k in r} for r in result.history],
-            "threads": threads, "train_images": len(data.train), "valid_images": len(data.valid),
-            "stopped_by": "early stopping" if result.stopped_early else ("budget" if budget_hit else "epochs"),
-            "overrides": list(overrides), "checkpoint": str(run.best)}
+            "threads": threads, "train_images": len(pairs_for(cfg, "train")), "valid_images": len(pairs_for(cfg, "valid")),
+            "stopped_by": stopped_by, "overrides": list(overrides), "checkpoint": str(result.run.best)}
 
 
 def score(cfg, probs_for_stem) -> dict:

@@ -4,8 +4,9 @@
 
 Each repeat runs one flexunet process (the project's python) and one TF-reference process (benchmarks/.venv-tf, made
 by benchmarks/tf_reference/setup_venv.sh), in alternating order, so each side's peak RSS is its own. Each process
-warms up (excluded), then times training at batch 4 through its own data pipeline (flexunet: the `flexunet train`
-loop, `train_one_epoch`, streaming JPEGs from disk; TF: the seed's in-memory arrays and `model.fit`), then inference
+warms up (excluded), then times training at batch 4 through its own data pipeline (flexunet: `train_from_config`, the
+`flexunet train` path, streaming JPEGs from disk, timed from its history rows; TF: the seed's in-memory arrays and
+`model.fit`), then inference
 at batch 1 and 16 (flexunet: `predict_images`, the `flexunet infer` path; TF: the model under `tf.function`).
 Ratios are flexunet / reference within each repeat; the figure reported is their median (the machine is shared, so
 absolute numbers move with load; the ratio of two runs seconds apart is the robust figure).
@@ -18,13 +19,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,74 +120,65 @@ def count_flops() -> dict:
             "train_gflop_per_image_effective": nominal_train * scale}
 
 
+def timed_training(work: Path, warmup_steps: int, train_steps: int, overrides: tuple[str, ...] = ()) -> dict:
+    """img/s of `flexunet train` (train_from_config) at batch 4 after a warm-up: epochs of `warmup_steps` batches,
+    the first excluded; the others' training seconds (each history row's, validation and saving excluded) timed."""
+    from flexunet.train import train_from_config
+
+    epochs = 1 + math.ceil(train_steps / warmup_steps)
+    folder = Path(tempfile.mkdtemp(dir=work))
+    cfg = flex_config((f"train.epochs={epochs}", f"train.steps_per_epoch={warmup_steps}", "train.validation_steps=1",
+                       f"train.model_dir={folder}/models", f"train.eval_dir={folder}/eval", "train.create_backup=False",
+                       *overrides))
+    result = train_from_config(cfg, device="cpu", quiet=True)
+    timed = result.history[1:]
+    images = len(timed) * warmup_steps * cfg.train.batch_size
+    return {"img_s": images / sum(r["seconds"] for r in timed), "images": images, "checkpoint": result.run.last}
+
+
 def flex_worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
+    from torch.utils.data import DataLoader, RandomSampler
 
     torch.set_num_threads(args.threads)
-    from flexunet.console import Bar
-    from flexunet.data.dataset import build_datasets
+    from flexunet.data import build_datasets, list_image_files
     from flexunet.data.io import read_image
-    from flexunet.data.pairing import list_image_files
+    from flexunet.evaluate import load_trained_model
     from flexunet.infer.compiled import compile_for_inference
     from flexunet.infer.predict import for_inference, predict_images
-    from flexunet.losses import build_loss
-    from flexunet.models import build_model
-    from flexunet.train.device import cpu_has_bf16, keep_freed_memory, seed_everything
-    from flexunet.train.loop import (
-        StepSettings,
-        make_loader,
-        make_optimizer,
-        seed_metric_names,
-        step_settings,
-        train_one_epoch,
-    )
+    from flexunet.train.device import cpu_has_bf16
 
     batch = 4
     cfg = flex_config()
     device = torch.device("cpu")
-    seed_everything(cfg.train.seed)
-    keep_freed_memory()  # as train_from_config does on CPU
-    data = build_datasets(cfg)
-    model, loss_fn = build_model(cfg.model), build_loss(cfg.model)
-    params = sum(p.numel() for p in model.parameters())
-    optim = make_optimizer(model, cfg)
-    step = step_settings(cfg, device)  # as `flexunet train` resolves it: fp32 on this CPU by default
-    seed_names, _ = seed_metric_names(cfg)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-
-    def train(steps: int, settings: StepSettings = step) -> float:
-        loader = make_loader(data.train, batch, True, device, cfg.train.num_workers, generator, steps * batch)
-        t0 = time.perf_counter()
-        train_one_epoch(model, loss_fn, loader, optim, settings, seed_names, None, generator, None, Bar(None, "", None))
-        return steps * batch / (time.perf_counter() - t0)
-
-    train(args.warmup_steps)
-    train_img_s = train(args.train_steps)
+    work = Path(tempfile.mkdtemp(prefix="flexunet-speed-"))
+    trained = timed_training(work, args.warmup_steps, args.train_steps)
     rss_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out: dict = {"side": "flexunet", "parameters": params, "train_img_s": train_img_s,
-                 "train_images_timed": args.train_steps * batch, "peak_rss_mb_train": rss_train}
+    model, _ = load_trained_model(trained["checkpoint"], device, cfg)
+    params = sum(p.numel() for p in model.parameters())
+    out: dict = {"side": "flexunet", "parameters": params, "train_img_s": trained["img_s"],
+                 "train_images_timed": trained["images"], "peak_rss_mb_train": rss_train}
 
-    # the data pipeline alone, same loader settings: must be far faster than training
-    loader = make_loader(data.train, batch, True, device, cfg.train.num_workers, generator, args.train_steps * batch)
+    # the data pipeline alone, as `flexunet train` loads on CPU (no workers): must be far faster than training
+    train_set = build_datasets(cfg).train
+    sampler = RandomSampler(train_set, num_samples=args.train_steps * batch,
+                            generator=torch.Generator().manual_seed(cfg.train.seed))
+    loader = DataLoader(train_set, batch_size=batch, sampler=sampler, num_workers=0)
     t0 = time.perf_counter()
     for images, _ in loader:
         images.float().div_(255)
     out["loader_img_s"] = args.train_steps * batch / (time.perf_counter() - t0)
 
-    # before/after of each CPU training optimisation, interleaved step by step in this process
-    if args.ablation_steps:
-        out["ablation_train_img_s"] = ablate_training(model, train, args.ablation_steps)
     if args.ablation_steps and cpu_has_bf16():  # [train] cpu_bf16 = True: opt-in, only on CPUs with native bf16
-        bf16 = step_settings(flex_config(("train.cpu_bf16=True",)), device)
         timings: dict[str, list[float]] = {"bf16": [], "fp32": []}
-        for i in range(args.ablation_steps):
+        for i in range(args.ablation_steps):  # one timed step per run, after one warm-up step
             for name in ("bf16", "fp32") if i % 2 == 0 else ("fp32", "bf16"):  # alternate which goes first
-                timings[name].append(train(1, bf16 if name == "bf16" else step))
+                timings[name].append(timed_training(work, 1, 1, (f"train.cpu_bf16={name == 'bf16'}",))["img_s"])
         out["cpu_bf16_train_img_s"] = {k: statistics.median(v) for k, v in timings.items()}
         out["cpu_bf16_train_img_s"]["speedup"] = statistics.median(a / b for a, b in zip(timings["bf16"], timings["fp32"]))
+    shutil.rmtree(work, ignore_errors=True)
 
-    model.eval()
     files = list_image_files(str(DATA / "test" / "images"), "test")
     need = max(args.b1_images, 16 * args.b16_batches)
     images = [read_image(f, 3, cfg.image.color_order) for f in (files * (need // len(files) + 1))[:need]]
@@ -211,37 +206,6 @@ def flex_worker(args: argparse.Namespace) -> dict:
                        "flexunet": _flexunet_version()}
     out["threads"] = args.threads
     return out
-
-
-def ablate_training(model, train, steps: int) -> dict[str, dict[str, float]]:
-    """img/s with and without each CPU training optimisation: one training step per variant, interleaved."""
-    import torch
-
-    from flexunet.models.layers import Dropout
-    from flexunet.train import loop
-
-    drops = [m for m in model.modules() if isinstance(m, Dropout)]
-    ours = loop.clip_gradients
-
-    def set_dropout(on: bool) -> None:
-        for m in drops:
-            m.__class__ = Dropout if on else torch.nn.Dropout
-
-    def set_clip(on: bool) -> None:
-        loop.clip_gradients = ours if on else (lambda net, value: torch.nn.utils.clip_grad_value_(net.parameters(), value))
-
-    switches = {"cpu_dropout": set_dropout, "clip_one_pass": set_clip}
-    result = {}
-    for name, switch in switches.items():
-        timings: dict[str, list[float]] = {"with": [], "without": []}
-        for i in range(steps):
-            for variant in ("with", "without") if i % 2 == 0 else ("without", "with"):  # alternate which goes first
-                switch(variant == "with")
-                timings[variant].append(train(1))
-        switch(True)
-        result[name] = {"with": statistics.median(timings["with"]), "without": statistics.median(timings["without"]),
-                        "speedup": statistics.median(a / b for a, b in zip(timings["with"], timings["without"]))}
-    return result
 
 
 def _flexunet_version() -> str:
@@ -435,6 +399,9 @@ def optimisations(ablation: list[dict]) -> dict:
                           "train_img_s_without": statistics.median(r["without"] for r in rows),
                           "speedup": statistics.median(r["speedup"] for r in rows),
                           "method": "one training step per variant, interleaved, in each flexunet worker"}
+    if not ablation:
+        out["note"] = ("not measured since issue 17: toggling these needs swapping flexunet internals, which the "
+                       "benchmarks no longer do (they train through train_from_config only)")
     out["removed"] = {"small_conv_gemm": "3x3 convs on <= 16-pixel maps as unfold + GEMM: 0.98-0.99x on this "
                                          "AVX-512 CPU in two sessions (oneDNN's direct kernels are as fast), removed"}
     return out

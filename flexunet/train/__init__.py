@@ -15,10 +15,10 @@ from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.train.device import choose_device, keep_freed_memory, seed_everything
 from flexunet.train.distributed import barrier, init_distributed, shutdown
-from flexunet.train.loop import FitResult, fit
+from flexunet.train.loop import EpochCallback, FitResult, fit
 from flexunet.train.rundir import RunDir, atomic_write_bytes, atomic_write_text
 
-__all__ = ["FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
+__all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
 
 
 def run_dir_for(cfg: Config) -> RunDir:
@@ -37,8 +37,12 @@ def _where(cfg: Config, label: str) -> str:
     return getattr(cfg, section).where(key)
 
 
-def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False) -> FitResult:
+def train_from_config(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False,
+                      on_epoch_end: EpochCallback | None = None) -> FitResult:
     """Build data, model and loss from `cfg` and train. The documented Python API behind `flexunet train`.
+
+    `on_epoch_end(row)` gets each epoch's history.csv row once that epoch is saved; returning True stops training
+    there, cleanly, as early stopping does (`FitResult.stopped_by == "on_epoch_end"`).
 
     Under torchrun (WORLD_SIZE > 1) each process trains a DistributedDataParallel replica on its share of every
     batch; rank 0 alone prepares the folders, writes files and prints.
@@ -81,7 +85,8 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
             with progress_bars(quiet) as progress:
                 try:
                     result = fit(model, loss_fn, data, cfg, run, torch_device, resume=resume, augment=augment,
-                                 progress=progress, log=log, dist_ctx=dist_ctx)
+                                 progress=progress, log=log, dist_ctx=dist_ctx,
+                                 on_epoch_end=on_epoch_end)
                 except OutputError as exc:  # e.g. a full disk: say how to go on once there is space again
                     hint = " with --resume (last.pt holds the last saved epoch)" if run.last.is_file() else ""
                     raise OutputError(f"{exc}{hint}") from None

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class FitResult:
     best_value: float
     stopped_early: bool
     history: list[dict[str, float]]
+    stopped_by: str = "epochs"  # or "early_stopping", "on_epoch_end", "break_training"
 
 
 def label_maps(logits: Tensor) -> Tensor:
@@ -422,67 +423,156 @@ def monitored_value(t: TrainSection, val_stats: dict[str, float]) -> float:
     return math.inf if math.isnan(value) else value
 
 
+EpochCallback = Callable[[dict[str, float]], bool | None]  # gets the history row; True stops training
+
+
+@dataclass
+class EpochRunner:
+    """What every epoch of one `fit` call uses: the model in its training form, the loaders, the step settings."""
+
+    model: nn.Module
+    train_model: nn.Module  # `model`, or its DistributedDataParallel wrapper under torchrun
+    loss_fn: LossFn
+    optim: Optimizer
+    scaler: torch.amp.GradScaler | None
+    step: StepSettings
+    cfg: Config
+    seed_names: list[str]
+    augment: Augment | None
+    progress: Progress | None
+    dist_ctx: DistContext
+    data: SplitDatasets
+    generator: torch.Generator = field(init=False)
+    aug_generator: torch.Generator = field(init=False)
+    num_samples: int | None = field(init=False)
+    train_loader: DataLoader = field(init=False)
+    valid_loader: DataLoader = field(init=False)
+
+    def __post_init__(self) -> None:
+        t, device, dist_ctx = self.cfg.train, self.step.device, self.dist_ctx
+        self.generator = torch.Generator().manual_seed(t.seed)
+        self.aug_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
+        self.num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
+        self.train_loader = make_loader(self.data.train, per_rank_batch(t.batch_size, dist_ctx), True, device,
+                                        t.num_workers, self.generator, self.num_samples, dist_ctx, t.seed)
+        valid_batch = max(1, self.cfg.eval.batch_size // dist_ctx.world_size)  # per process: shards of one batch
+        self.valid_loader = make_loader(self.data.valid, valid_batch, False, device, t.num_workers, dist_ctx=dist_ctx)
+
+    @property
+    def images_per_epoch(self) -> int:
+        return self.num_samples or len(self.data.train)
+
+    def run_epoch(self, epoch: int, run: RunDir) -> tuple[dict[str, float], dict[str, float]]:
+        """Train and validate epoch `epoch` (0-based); returns the history row and the validation stats."""
+        t, number = self.cfg.train, epoch + 1
+        # shuffling depends on (seed, epoch) only: resume repeats it exactly
+        self.generator.manual_seed(t.seed + epoch)
+        self.aug_generator.manual_seed(t.seed + 1 + epoch)
+        if isinstance(self.train_loader.sampler, DistributedSampler):
+            self.train_loader.sampler.set_epoch(epoch)
+        began = time.perf_counter()
+        bar = Bar(self.progress, f"epoch {number}/{t.epochs}", self.images_per_epoch)
+        train_stats = train_one_epoch(self.train_model, self.loss_fn, self.train_loader, self.optim, self.step,
+                                      self.seed_names, self.augment, self.aug_generator, self.scaler, bar,
+                                      self.dist_ctx)
+        bar.close()
+        seconds = time.perf_counter() - began
+        check_finite_weights(self.model, epoch, run, self.dist_ctx, self.step.device)
+        bar = Bar(self.progress, f"validating {number}/{t.epochs}",
+                  validation_total(self.data.valid, self.cfg, self.dist_ctx))
+        val_stats = validate(self.model, self.loss_fn, self.valid_loader, self.cfg.model.num_classes, self.step,
+                             self.seed_names, t.validation_steps, self.dist_ctx, bar)
+        bar.close()
+        row = epoch_row(number, self.optim.param_groups[0]["lr"], train_stats, val_stats, self.seed_names, seconds,
+                        self.images_per_epoch)
+        return row, val_stats
+
+
+def prepare_model(model: nn.Module, step: StepSettings, dist_ctx: DistContext) -> nn.Module:
+    """Move `model` to the device in its memory layout; returns the module to train (DDP-wrapped under torchrun)."""
+    layout = torch.channels_last if step.channels_last else torch.preserve_format
+    model.to(step.device, memory_format=layout)  # type: ignore[call-overload]  # documented; the stub omits it
+    device_ids = [step.device.index] if step.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids) if dist_ctx.enabled else model
+
+
+def epoch_message(row: dict[str, float], epochs: int, improved: bool, new_lr: float | None, eta: str) -> str:
+    """The one line logged per epoch; `eta` is empty after the last epoch."""
+    number = int(row["epoch"])
+    return (f"epoch {number}/{epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"val_dice {row['val_dice']:.4f}  val_iou {row['val_iou']:.4f}  {row['images_per_s']:.1f} img/s"
+            + ("  [best]" if improved else "") + (f"  lr -> {new_lr:.2g}" if new_lr is not None else "")
+            + (f"  {eta}" if eta else ""))
+
+
+def stop_reason(row: dict[str, float], early_stop: bool, on_epoch_end: EpochCallback | None, run: RunDir,
+                dist_ctx: DistContext, device: torch.device) -> str | None:
+    """Why training stops after this epoch, or None to go on. `on_epoch_end` sees every row (on rank 0 only under
+    torchrun; its answer stops every process)."""
+    asked = bool(on_epoch_end(dict(row))) if on_epoch_end is not None and dist_ctx.is_main else False
+    asked = any_rank(asked, dist_ctx, device)
+    if early_stop:
+        return "early_stopping"
+    if asked:
+        return "on_epoch_end"
+    found = Path("break_training").exists() or (run.model_dir / "break_training").exists()
+    return "break_training" if any_rank(found, dist_ctx, device) else None
+
+
+def stop_message(reason: str, number: int, t: TrainSection, best_epoch: int) -> str:
+    """The line logged when training stops after epoch `number` for `reason` (see stop_reason)."""
+    return {
+        "early_stopping": f"early stopping after epoch {number}: no improvement of {t.monitor} for {t.patience} "
+                          f"epochs; best epoch {best_epoch}",
+        "on_epoch_end": f"on_epoch_end asked to stop after epoch {number} (checkpoints and logs are saved)",
+        "break_training": "found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)",
+    }[reason]
+
+
+def resume_state(state: TrainState, cfg: Config, device: torch.device, dist_ctx: DistContext,
+                 log: Callable[[str], None]) -> None:
+    """Continue from last.pt: one note per setting changed since it was written (even under --quiet)."""
+    for text in state.restore(device, cfg):
+        if dist_ctx.is_main:  # even under --quiet: these settings change what the resumed run does
+            note(text)
+    log(f"resuming at epoch {state.start_epoch + 1} from {state.run.last}")
+
+
 def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run: RunDir, device: torch.device,
         resume: bool = False, augment: Augment | None = None, progress: Progress | None = None,
-        log: Callable[[str], None] = say, dist_ctx: DistContext = DistContext()) -> FitResult:
+        log: Callable[[str], None] = say, dist_ctx: DistContext = DistContext(),
+        on_epoch_end: EpochCallback | None = None) -> FitResult:
     """Train `model` on `data` as [train] describes; best.pt/last.pt, CSV logs and previews go to `run`.
 
     Each epoch's history row is written before last.pt, so a run killed at any point resumes without a gap or a
-    duplicate row. Under torchrun only rank 0 writes files.
+    duplicate row. Under torchrun only rank 0 writes files. `on_epoch_end(row)` is called after each epoch is
+    saved with that epoch's history.csv row; returning True stops training there, as early stopping does.
     """
     t = cfg.train
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
-    layout = torch.channels_last if step.channels_last else torch.preserve_format
-    model.to(device, memory_format=layout)  # type: ignore[call-overload]  # documented; the stub omits memory_format
-    device_ids = [device.index] if device.type == "cuda" else None
-    train_model = DistributedDataParallel(model, device_ids=device_ids) if dist_ctx.enabled else model
+    train_model = prepare_model(model, step, dist_ctx)
     optim = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
     if resume and run.last.is_file():
-        for text in state.restore(device, cfg):
-            if dist_ctx.is_main:  # even under --quiet: these settings change what the resumed run does
-                note(text)
-        log(f"resuming at epoch {state.start_epoch + 1} from {run.last}")
+        resume_state(state, cfg, device, dist_ctx, log)
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
     board = open_board(t, run.eval_dir, is_main=dist_ctx.is_main)  # TensorBoard, when [train] tensorboard is on
-    generator = torch.Generator().manual_seed(t.seed)
-    aug_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
-    num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
-    train_loader = make_loader(data.train, per_rank_batch(t.batch_size, dist_ctx), True, device, t.num_workers,
-                               generator, num_samples, dist_ctx, t.seed)
-    valid_batch = max(1, cfg.eval.batch_size // dist_ctx.world_size)  # per process: shards of the one-process batches
-    valid_loader = make_loader(data.valid, valid_batch, False, device, t.num_workers, dist_ctx=dist_ctx)
-    stopped_early, epoch = False, state.start_epoch - 1
+    runner = EpochRunner(model, train_model, loss_fn, optim, scaler, step, cfg, seed_names, augment, progress,
+                         dist_ctx, data)
+    stopped_by, epoch = "epochs", state.start_epoch - 1
     run_bar, epoch_seconds = Bar(progress, "run", t.epochs), []
     run_bar.advance(state.start_epoch)
     with sigterm_as_interrupt():
         try:
             for epoch in range(state.start_epoch, t.epochs):  # 0-based index; files and messages say `number`
-                number = epoch + 1
-                # shuffling depends on (seed, epoch) only: resume repeats it exactly
-                generator.manual_seed(t.seed + epoch)
-                aug_generator.manual_seed(t.seed + 1 + epoch)
-                if isinstance(train_loader.sampler, DistributedSampler):
-                    train_loader.sampler.set_epoch(epoch)
-                began = time.perf_counter()
-                bar = Bar(progress, f"epoch {number}/{t.epochs}", num_samples or len(data.train))
-                train_stats = train_one_epoch(train_model, loss_fn, train_loader, optim, step, seed_names, augment,
-                                              aug_generator, scaler, bar, dist_ctx)
-                bar.close()
-                seconds = time.perf_counter() - began
-                check_finite_weights(model, epoch, run, dist_ctx, device)
-                bar = Bar(progress, f"validating {number}/{t.epochs}", validation_total(data.valid, cfg, dist_ctx))
-                val_stats = validate(model, loss_fn, valid_loader, cfg.model.num_classes, step, seed_names,
-                                     t.validation_steps, dist_ctx, bar)
-                bar.close()
+                number, began = epoch + 1, time.perf_counter()
+                row, val_stats = runner.run_epoch(epoch, run)
                 monitored = monitored_value(t, val_stats)
                 improved, stop = monitored < early.best, early.update(monitored)
-                row = epoch_row(number, optim.param_groups[0]["lr"], train_stats, val_stats, seed_names, seconds,
-                                num_samples or len(data.train))
                 reduced = t.learning_rate_reducer and reducer.update(monitored)
                 if dist_ctx.is_main:
                     assert history is not None and preview is not None  # made on the main process
@@ -496,19 +586,12 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 eta = run_eta(t.epochs - number, sum(epoch_seconds) / len(epoch_seconds))
                 run_bar.advance()
                 run_bar.update(f"best epoch {state.best_epoch}", eta)
-                log(f"epoch {number}/{t.epochs}  loss {row['loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-                    f"val_dice {val_stats['dice']:.4f}  val_iou {val_stats['iou']:.4f}  {row['images_per_s']:.1f} img/s"
-                    + ("  [best]" if improved else "")
-                    + (f"  lr -> {optim.param_groups[0]['lr']:.2g}" if reduced else "")
-                    + (f"  {eta}" if number < t.epochs and not stop else ""))
-                if stop:
-                    stopped_early = True
-                    log(f"early stopping after epoch {number}: no improvement of {t.monitor} for {t.patience} epochs; "
-                        f"best epoch {state.best_epoch}")
-                    break
-                asked = Path("break_training").exists() or (run.model_dir / "break_training").exists()
-                if any_rank(asked, dist_ctx, device):
-                    log("found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)")
+                log(epoch_message(row, t.epochs, improved, optim.param_groups[0]["lr"] if reduced else None,
+                                  eta if number < t.epochs and not stop else ""))
+                reason = stop_reason(row, stop, on_epoch_end, run, dist_ctx, device)
+                if reason is not None:
+                    log(stop_message(reason, number, t, state.best_epoch))
+                    stopped_by = reason
                     break
         except KeyboardInterrupt:
             if dist_ctx.is_main:
@@ -518,4 +601,5 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     board.close()
     run_bar.close()
     rows = history.rows if history else []
-    return FitResult(run, epoch + 1 - state.start_epoch, state.best_epoch, early.best, stopped_early, rows)
+    return FitResult(run, epoch + 1 - state.start_epoch, state.best_epoch, early.best,
+                     stopped_by == "early_stopping", rows, stopped_by)
