@@ -5,18 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from flexunet.errors import OutputError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _write_fd(fd: int, data: bytes) -> None:
-    """Write all of `data` to `fd` (os.write may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _temp_name(path: Path) -> Path:
@@ -31,10 +26,16 @@ def output_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, flush to disk, then rename: a crash or a full disk leaves the
-    old file or the new one, never half of one. The file gets 0666 minus the umask (0644 under umask 022), like any
-    file `open()` creates; tempfile.mkstemp would leave 0600."""
+def _open_temp(fd: int) -> BinaryIO:
+    """The temporary file as a buffered binary file (the one place tests put a simulated full disk)."""
+    return os.fdopen(fd, "wb")
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Let `write` fill a temporary file in the same folder, flush it to disk, then rename it to `path`: a crash or a
+    full disk leaves the old file or the new one, never half of one. Streaming into the file (torch.save of a
+    checkpoint) needs no second copy of the bytes in memory. The file gets 0666 minus the umask (0644 under umask
+    022), like any file `open()` creates; tempfile.mkstemp would leave 0600."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,11 +44,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise output_error(path, exc) from None
     try:
-        try:
-            _write_fd(fd, data)
-            os.fsync(fd)  # a full disk can surface only here, when the data reaches it
-        finally:
-            os.close(fd)
+        with _open_temp(fd) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # a full disk can surface only here, when the data reaches it
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -55,6 +55,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` to `path`, whole or not at all (see atomic_write)."""
+    atomic_write(path, lambda file: file.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny synthetic datasets, a config factory, and the location of the shared real data."""
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -76,3 +78,41 @@ def make_config(tmp_path: Path, data: Path, sections: dict[str, dict[str, object
     path = tmp_path / "test.config"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+class FullDisk:
+    """A temporary output file on a disk that fills up: its first write keeps half the bytes, then fails with
+    ENOSPC, as a full disk does."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data) -> int:
+        self.file.write(bytes(data)[: len(data) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def disk_full_when(monkeypatch, fails) -> None:
+    """Every atomic write for which `fails(temp name, atomic writes so far, writes of this file)` is true meets a
+    full disk half-way through its bytes."""
+    import flexunet.files
+
+    real, calls = flexunet.files._open_temp, []
+
+    def open_temp(fd: int):
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name  # .<final name>.<random>.tmp
+        calls.append(name.rsplit(".", 2)[0])
+        file = real(fd)
+        return FullDisk(file) if fails(name, len(calls), calls.count(calls[-1])) else file
+
+    monkeypatch.setattr(flexunet.files, "_open_temp", open_temp)

@@ -6,7 +6,6 @@ checkpoint is data, never code.
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from torch import Tensor, nn
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError
-from flexunet.files import atomic_write_bytes
+from flexunet.files import atomic_write
 
 FORMAT_VERSION = 2  # 2: "epoch"/"best_epoch" numbered from 1 (finished epochs); 1 held 0-based indices
 
@@ -40,9 +39,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     if bad is not None:
         raise CheckpointError(f"{path}: not written, weight {bad} is not finite (training diverged); "
                               f"{kept_checkpoint(path)}")
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT_VERSION, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, lambda file: torch.save({"format": FORMAT_VERSION, **state}, file))  # streamed: no copy in RAM
 
 
 def checkpoint_config(cfg: Config) -> dict[str, Any]:

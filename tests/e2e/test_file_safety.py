@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-import flexunet.files
 from flexunet.config import load_config
 from flexunet.config.load import config_to_ini
 from flexunet.models import build_model
 from flexunet.train import run_dir_for
 from flexunet.train.checkpoint import load_checkpoint, save_checkpoint
 from flexunet.train.rundir import MARKER
-from tests.conftest import make_config, run_cli
+from tests.conftest import disk_full_when, make_config, run_cli
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -52,22 +51,6 @@ def umask_022() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
-
-
-def disk_full_when(monkeypatch: pytest.MonkeyPatch, fails) -> None:
-    """An atomic write for which `fails(temp name, writes so far, writes of this file)` is true writes half its bytes,
-    then fails with ENOSPC, as a full disk does."""
-    real, calls = flexunet.files._write_fd, []
-
-    def write(fd: int, data: bytes) -> None:
-        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name  # .<final name>.<random>.tmp
-        calls.append(name.rsplit(".", 2)[0])
-        if fails(name, len(calls), calls.count(calls[-1])):
-            os.write(fd, data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(fd, data)
-
-    monkeypatch.setattr(flexunet.files, "_write_fd", write)
 
 
 def test_infer_into_its_own_images_folder_is_refused(checkpointed: Path, tiny_dataset: Path,

@@ -2,31 +2,21 @@
 equal or contain inputs; training moves aside only its own runs, one training per model_dir at a time."""
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 import pytest
 
-import flexunet.files
 from flexunet.config.folders import overlap_problems
 from flexunet.errors import OutputError
 from flexunet.files import atomic_write_bytes
 from flexunet.train.rundir import LOCK, MARKER, RunDir
+from tests.conftest import disk_full_when
 
 
 def disk_full_after(monkeypatch: pytest.MonkeyPatch, good_writes: int) -> None:
-    """The writer behind every atomic write fails with ENOSPC after `good_writes` files, half-way through a file."""
-    real, calls = flexunet.files._write_fd, []
-
-    def write(fd: int, data: bytes) -> None:
-        calls.append(fd)
-        if len(calls) > good_writes:
-            os.write(fd, data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(fd, data)
-
-    monkeypatch.setattr(flexunet.files, "_write_fd", write)
+    """Every atomic write after the first `good_writes` files meets a full disk half-way through."""
+    disk_full_when(monkeypatch, lambda name, count, of_this_file: count > good_writes)
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
