@@ -128,6 +128,7 @@ def score_flexunet(split: str, checkpoint: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     from flexunet.evaluate import load_trained_model
     from flexunet.infer.predict import forward_probs, to_input
+    from flexunet.labels import LabelSpace
     from flexunet.data.dataset import make_dataset, pairs_for
 
     cfg = flex_config(split, checkpoint.parent.parent)
@@ -137,7 +138,7 @@ def score_flexunet(split: str, checkpoint: Path, threads: int) -> dict:
     for start in range(0, len(dataset), 16):
         idx = range(start, min(start + 16, len(dataset)))
         x = to_input([dataset[i][0].permute(1, 2, 0).numpy() for i in idx], torch.device("cpu"))
-        for i, p in zip(idx, forward_probs(model, x)[:, 0].numpy()):
+        for i, p in zip(idx, forward_probs(model, x, LabelSpace.from_config(cfg))[:, 0].numpy()):
             probs[dataset.pairs[i].stem] = p
     return score(cfg, probs.__getitem__)
 

@@ -17,7 +17,8 @@ from flexunet.errors import CheckpointError
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import TrainingConfig, provenance_record, read_training_config
-from flexunet.infer.predict import for_inference, forward_probs, probs_to_labels, resize_probs, to_input
+from flexunet.infer.predict import for_inference, forward_probs, resize_probs, to_input
+from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
@@ -109,12 +110,12 @@ def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool)
     return merged[:k]
 
 
-def at_original_size(truths: list[np.ndarray], probs: Tensor, threshold: float) -> list[tuple[Tensor, Tensor]]:
+def at_original_size(truths: list[np.ndarray], probs: Tensor, space: LabelSpace) -> list[tuple[Tensor, Tensor]]:
     """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
     and thresholded exactly as `flexunet infer` does before it writes a mask."""
     out = []
     for truth, p in zip(truths, probs.float().cpu().numpy(), strict=True):
-        labels = probs_to_labels(resize_probs(p, truth.shape[1], truth.shape[0]), threshold)
+        labels = space.labels(resize_probs(p, truth.shape[1], truth.shape[0]))
         out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
     return out
 
@@ -131,7 +132,8 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     device = device or next(model.parameters()).device
     dataset = make_dataset(cfg, pairs_for(cfg, section))
     loss_fn = build_loss(cfg.model)
-    num_labels = max(cfg.model.num_classes, 2)
+    space = LabelSpace.from_config(cfg)
+    num_labels = space.num_labels
     batch = cfg.eval.batch_size
     losses: list[float] = []
     seed: dict[str, list[float]] = {name: [] for name in cfg.model.metrics}
@@ -147,15 +149,15 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
         images = [image for image, _ in resized]
         x = to_input(images, device)
         y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(device).long()
-        probs = forward_probs(model, x, tta)
-        logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if probs.shape[1] == 1 else probs.clamp_min(1e-8).log()
+        probs = forward_probs(model, x, space, tta)
+        logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if space.binary else probs.clamp_min(1e-8).log()
         losses.append(loss_fn(logits, y).item())
         kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
         for name in seed:
             seed[name].append(SEED_METRICS[name](target, kept_probs).item())
-        pred = (probs[:, 0] > cfg.infer.threshold).long() if probs.shape[1] == 1 else probs.argmax(1)
+        pred = space.labels(probs)
         # honest metrics at each image's original size, on the masks `flexunet infer` would write
-        originals = at_original_size(truths, probs, cfg.infer.threshold)
+        originals = at_original_size(truths, probs, space)
         each = [confusion_counts(p, t, num_labels) for p, t in originals]
         batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]) for f in ("tp", "fp", "fn")))
         counts.append(batch_counts)

@@ -23,7 +23,8 @@ from flexunet.config.schema import SECTIONS, Config
 from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
 from flexunet.evaluate.provenance import TrainingConfig, origin_of
-from flexunet.infer.predict import overlay, overlay_colours
+from flexunet.infer.predict import overlay
+from flexunet.labels import LabelSpace
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
 # under simulated protanopia, deuteranopia and tritanopia (tests/unit/test_report_render.py checks it).
@@ -215,7 +216,7 @@ def example_png(example, cfg: Config) -> bytes:
     """image | truth overlay | prediction overlay | errors, side by side (RGB)."""
     image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
     image = image[..., ::-1] if cfg.image.color_order == "BGR" else image  # the network's order -> display RGB
-    colours = overlay_colours(cfg)
+    colours = LabelSpace.from_config(cfg).overlay_colours()
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     panels = [image, gap, overlay(image, example.labels, colours, 0.45),
               gap, overlay(image, example.pred, colours, 0.45),

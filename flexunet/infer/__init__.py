@@ -19,13 +19,12 @@ from flexunet.infer.predict import (
     overlay,
     predict_folder,
     predict_images,
-    probs_to_labels,
 )
 from flexunet.infer.tiling import tile_boxes, tiled_predict
 from flexunet.train.device import choose_device
 
 __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
-           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images", "probs_to_labels",
+           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images",
            "tile_boxes", "tiled_predict"]
 
 

@@ -12,14 +12,14 @@ from torch import Tensor, nn
 
 from flexunet.config.schema import Config
 from flexunet.data.io import read_image, read_mask, resize_image, write_image
-from flexunet.data.masks import colorize_labels, palette
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
+from flexunet.labels import LabelSpace
 
 
 @torch.no_grad()
-def forward_probs(model: nn.Module, batch: Tensor, tta: bool = False) -> Tensor:
-    """Class probabilities (N, C, H, W) for a float batch in [0, 1]: sigmoid for one channel, softmax otherwise.
+def forward_probs(model: nn.Module, batch: Tensor, space: LabelSpace, tta: bool = False) -> Tensor:
+    """Class probabilities (N, C, H, W) for a float batch in [0, 1], by `space.probabilities`.
 
     With tta, the mean over the identity, horizontal and vertical flips (each flipped back first).
     """
@@ -28,7 +28,7 @@ def forward_probs(model: nn.Module, batch: Tensor, tta: bool = False) -> Tensor:
     for dims in views:
         x = batch.flip(dims) if dims else batch
         logits = model(x).float()
-        probs = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        probs = space.probabilities(logits)
         probs = probs.flip(dims) if dims else probs
         total = probs if total is None else total + probs
     assert total is not None  # views is never empty
@@ -52,13 +52,6 @@ def to_input(images_hwc: Sequence[np.ndarray], device: torch.device, channels_la
     return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 
 
-def probs_to_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Label map (H, W) uint8 from probabilities (C, H, W): threshold for one channel, argmax otherwise."""
-    if probs.shape[0] == 1:
-        return (probs[0] > threshold).astype(np.uint8)
-    return probs.argmax(axis=0).astype(np.uint8)
-
-
 def resize_probs(probs: np.ndarray, width: int, height: int) -> np.ndarray:
     """Bilinear resize of (C, H, W) probabilities: upsample before thresholding, not the label map, for smooth edges."""
     if probs.shape[1:] == (height, width):
@@ -69,53 +62,14 @@ def resize_probs(probs: np.ndarray, width: int, height: int) -> np.ndarray:
 def predict_images(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
                    tta: bool = False, batch_size: int = 4, channels_last: bool = False) -> list[np.ndarray]:
     """Probabilities (C, H0, W0) per image at its original size; each image is resized to the model input first."""
-    m = cfg.model
+    m, space = cfg.model, LabelSpace.from_config(cfg)
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         resized = [resize_image(im, m.image_width, m.image_height) for im in chunk]
-        probs = forward_probs(model, to_input(resized, device, channels_last), tta).cpu().numpy()
+        probs = forward_probs(model, to_input(resized, device, channels_last), space, tta).cpu().numpy()
         out += [resize_probs(p, im.shape[1], im.shape[0]) for p, im in zip(probs, chunk, strict=True)]
     return out
-
-
-_NAMED_COLOURS = {
-    "black": (0, 0, 0), "white": (255, 255, 255), "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-    "yellow": (255, 255, 0), "cyan": (0, 255, 255), "magenta": (255, 0, 255), "gray": (128, 128, 128),
-    "grey": (128, 128, 128), "orange": (255, 165, 0),
-}
-
-
-def class_colours(cfg: Config) -> np.ndarray:
-    """(num_labels, 3) colour per label: [segmentation] black/white for binary models, rgb_map colours otherwise."""
-    if cfg.model.is_binary:
-        seg = cfg.segmentation
-        black = _NAMED_COLOURS.get(seg.black.lower(), (0, 0, 0))
-        white = _NAMED_COLOURS.get(seg.white.lower(), (255, 255, 255))
-        return np.array([black, white], dtype=np.uint8)
-    return palette(cfg.rgb_map, cfg.model.num_classes)
-
-
-# Binary overlays: Okabe-Ito bluish green, visible on pale stains and dark backgrounds alike (and to colour-blind eyes).
-BINARY_OVERLAY_COLOUR = (0, 158, 115)
-
-
-def overlay_colours(cfg: Config) -> np.ndarray:
-    """(num_labels, 3) overlay colour per label: the class colours, except that a binary model's foreground is drawn
-    in BINARY_OVERLAY_COLOUR unless [segmentation] white names a coloured (not grey) one: the default white mask
-    colour blended over a pale image changed it by ~10 grey levels, which nobody can see."""
-    colours = class_colours(cfg)
-    if cfg.model.is_binary and int(colours[1].max()) - int(colours[1].min()) < 64:  # white, black, grey: no hue
-        colours = colours.copy()
-        colours[1] = BINARY_OVERLAY_COLOUR
-    return colours
-
-
-def mask_image(labels: np.ndarray, cfg: Config) -> np.ndarray:
-    """The mask file's pixels: grey 0/255 for binary models (coloured when [segmentation] colorize), RGB otherwise."""
-    if cfg.model.is_binary and not cfg.segmentation.colorize:
-        return labels * np.uint8(255)
-    return colorize_labels(labels, class_colours(cfg))
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
@@ -176,7 +130,7 @@ def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, 
     """Label maps (H0, W0) per image: whole image resized to the model input, or sliding window at native scale."""
     if not tiled:
         probs = predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)
-        return [probs_to_labels(p, cfg.infer.threshold) for p in probs]
+        return [LabelSpace.from_config(cfg).labels(p) for p in probs]
     from flexunet.infer.tiling import tiled_labels
 
     return [tiled_labels(model, image, cfg, device, tta) for image in images]
@@ -186,12 +140,13 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
                      merged_dir: Path | None, name_prefix: str = "") -> Path:
     """`<output_dir>/<stem>.png` mask and, with a merged_dir, the overlay of the same name; returns the mask path."""
     target = output_dir / f"{name_prefix}{path.stem}.png"
-    write_image(target, mask_image(labels, cfg))
+    space = LabelSpace.from_config(cfg)
+    write_image(target, space.mask_pixels(labels))
     if merged_dir is not None:
         shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
         if cfg.segmentation.blursize:
             shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
-        merged = overlay(shown, labels, overlay_colours(cfg), cfg.infer.overlay_alpha)
+        merged = overlay(shown, labels, space.overlay_colours(), cfg.infer.overlay_alpha)
         write_image(merged_dir / f"{name_prefix}{path.stem}.png", merged)
     return target
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from flexunet.config.schema import Config
 from flexunet.errors import ConfigError
-from flexunet.infer.predict import forward_probs, predict_images, probs_to_labels, to_input
+from flexunet.infer.predict import forward_probs, predict_images, to_input
+from flexunet.labels import LabelSpace
 
 SIGMA_SCALE = 0.125  # sigma = tile / 8, as MONAI's sliding_window_inference(mode="gaussian")
 MIN_WEIGHT = 1e-3  # 1-D floor: a pixel covered only by tile edges (image corners) still gets a finite weight
@@ -141,7 +142,7 @@ def tile_settings(cfg: Config) -> tuple[int, int]:
 
 @torch.no_grad()
 def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap: int, device: torch.device,
-                         tta: bool = False, batch_size: int = 4, background: int = 0,
+                         space: LabelSpace, tta: bool = False, batch_size: int = 4, background: int = 0,
                          on_tile: TileHook | None = None) -> np.ndarray:
     """Probabilities (C, H, W) of a uint8 (H, W, C) image of any size, from overlapping `tile`-px windows.
 
@@ -154,7 +155,7 @@ def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
         crops = [padded[b.slices] for b in chunk]
-        probs = forward_probs(model, to_input(crops, device), tta).cpu().numpy()  # (n, C, tile, tile)
+        probs = forward_probs(model, to_input(crops, device), space, tta).cpu().numpy()  # (n, C, tile, tile)
         if acc is None:
             acc = BlendAccumulator(probs.shape[1], padded.shape[0], padded.shape[1], boxes)
         for box, crop, p in zip(chunk, crops, probs, strict=True):
@@ -169,8 +170,8 @@ def tiled_predict(model: nn.Module, image: np.ndarray, cfg: Config, device: torc
                   on_tile: TileHook | None = None) -> np.ndarray:
     """Probabilities (C, H, W) by sliding window with the [tiledinfer] settings; tiles batched by [infer] batch_size."""
     tile, overlap = tile_settings(cfg)
-    return sliding_window_probs(model, image, tile, overlap, device, tta, cfg.infer.batch_size,
-                                cfg.tiledinfer.background, on_tile)
+    return sliding_window_probs(model, image, tile, overlap, device, LabelSpace.from_config(cfg), tta,
+                                cfg.infer.batch_size, cfg.tiledinfer.background, on_tile)
 
 
 def tiled_labels(model: nn.Module, image: np.ndarray, cfg: Config, device: torch.device, tta: bool = False,
@@ -179,9 +180,10 @@ def tiled_labels(model: nn.Module, image: np.ndarray, cfg: Config, device: torch
 
     ANDed with the whole-image prediction when [tiledinfer] bitwise_blending.
     """
-    labels = probs_to_labels(tiled_predict(model, image, cfg, device, tta, on_tile), cfg.infer.threshold)
+    space = LabelSpace.from_config(cfg)
+    labels = space.labels(tiled_predict(model, image, cfg, device, tta, on_tile))
     if cfg.tiledinfer.bitwise_blending:
-        whole = probs_to_labels(predict_images(model, [image], cfg, device, tta)[0], cfg.infer.threshold)
+        whole = space.labels(predict_images(model, [image], cfg, device, tta)[0])
         labels = and_labels(labels, whole)
     return labels
 

@@ -24,7 +24,8 @@ from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import ConfigError, DataError, TrainingError
-from flexunet.infer.predict import mask_image, predict_images, probs_to_labels
+from flexunet.infer.predict import predict_images
+from flexunet.labels import LabelSpace
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
 from flexunet.train.checkpoint import (
@@ -278,17 +279,17 @@ class EpochPreview:
         from flexunet.infer.tiling import tiled_labels
 
         model.eval()
+        space = LabelSpace.from_config(self.cfg)
         if self.images:
             probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device,
                                    channels_last=step.channels_last)
             for (stem, _), p in zip(self.images, probs, strict=True):
-                labels = probs_to_labels(p, self.cfg.infer.threshold)
-                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", mask_image(labels, self.cfg))
+                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", space.mask_pixels(space.labels(p)))
         for path in self.tiled_files:
             image = read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order)
             labels = tiled_labels(model, image, self.cfg, step.device)
             target = Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png"
-            write_image(target, mask_image(labels, self.cfg))
+            write_image(target, space.mask_pixels(labels))
 
 
 def _rng_state() -> dict:

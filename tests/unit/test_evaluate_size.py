@@ -11,7 +11,8 @@ import torch
 
 from flexunet.config import load_config
 from flexunet.evaluate import evaluate_details
-from flexunet.infer.predict import predict_images, probs_to_labels
+from flexunet.infer.predict import predict_images
+from flexunet.labels import LabelSpace
 from flexunet.models import build_model
 from tests.conftest import make_config, write_disc_pairs
 
@@ -43,7 +44,7 @@ def test_counts_cover_every_original_pixel_and_match_infer(tmp_path: Path, size:
     assert torch.allclose(ev.diagonals, torch.full((5,), math.hypot(size, size), dtype=torch.float64))
     # the predictions scored are the masks infer writes: same resize, same threshold
     images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((data / "test" / "images").glob("*.png"))]
-    written = [probs_to_labels(p, cfg.infer.threshold) for p in predict_images(model, images, cfg, torch.device("cpu"))]
+    written = [LabelSpace.from_config(cfg).labels(p) for p in predict_images(model, images, cfg, torch.device("cpu"))]
     tp = [float((w.astype(bool) & m).sum()) for w, m in zip(written, masks)]
     assert fg.tp[:, 0].tolist() == tp
 

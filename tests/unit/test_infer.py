@@ -14,6 +14,7 @@ from flexunet.config import load_config
 from flexunet.config.load import config_to_ini
 from flexunet.errors import FlexunetError
 from flexunet.infer import infer_from_config
+from flexunet.labels import LabelSpace
 from flexunet.models import build_model
 from flexunet.train import run_dir_for
 from flexunet.train.checkpoint import save_checkpoint
@@ -219,9 +220,9 @@ def test_cpu_inference_runs_channels_last_with_the_same_numbers(checkpointed: Pa
     layouts: list[bool] = []
     real = predict_module.forward_probs
 
-    def spy(net: torch.nn.Module, batch: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    def spy(net: torch.nn.Module, batch: torch.Tensor, space: LabelSpace, tta: bool = False) -> torch.Tensor:
         layouts.append(next(p for p in net.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last))
-        return real(net, batch, tta)
+        return real(net, batch, space, tta)
 
     monkeypatch.setattr(predict_module, "forward_probs", spy)
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q") == 0

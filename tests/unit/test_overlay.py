@@ -7,7 +7,8 @@ import numpy as np
 
 from flexunet.config import config_from_dict
 from flexunet.data.io import read_image
-from flexunet.infer.predict import class_colours, mask_image, overlay, overlay_colours, probs_to_labels, resize_probs, write_prediction
+from flexunet.infer.predict import overlay, resize_probs, write_prediction
+from flexunet.labels import LabelSpace
 
 
 def test_overlay_blends_without_wraparound() -> None:
@@ -24,21 +25,24 @@ def test_overlay_blends_without_wraparound() -> None:
 def test_binary_mask_grey_or_colorized() -> None:
     labels = np.array([[0, 1]], np.uint8)
     plain = config_from_dict({"model": {"num_classes": 1}})
-    assert mask_image(labels, plain).tolist() == [[0, 255]]
+    assert LabelSpace.from_config(plain).mask_pixels(labels).tolist() == [[0, 255]]
     coloured = config_from_dict({"model": {"num_classes": 1}, "segmentation": {"colorize": True, "white": "green"}})
-    assert mask_image(labels, coloured).tolist() == [[[0, 0, 0], [0, 255, 0]]]
+    assert LabelSpace.from_config(coloured).mask_pixels(labels).tolist() == [[[0, 0, 0], [0, 255, 0]]]
 
 
 def test_multiclass_mask_uses_rgb_map_colours() -> None:
     cfg = config_from_dict({"model": {"num_classes": 3}, "mask": {"rgb_map": {(0, 0, 0): 0, (0, 0, 255): 2, (255, 0, 0): 1}}})
-    assert class_colours(cfg).tolist() == [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
-    assert mask_image(np.array([[2, 1]], np.uint8), cfg).tolist() == [[[0, 0, 255], [255, 0, 0]]]
+    assert list(LabelSpace.from_config(cfg).colours) == [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
+    assert LabelSpace.from_config(cfg).mask_pixels(np.array([[2, 1]], np.uint8)).tolist() == [[[0, 0, 255], [255, 0, 0]]]
 
 
 def test_probabilities_threshold_argmax_and_resize() -> None:
-    assert probs_to_labels(np.array([[[0.2, 0.7]]]), 0.5).tolist() == [[0, 1]]
-    assert probs_to_labels(np.array([[[0.2, 0.7]]]), 0.8).tolist() == [[0, 0]]
-    assert probs_to_labels(np.array([[[0.6]], [[0.3]], [[0.1]]])).tolist() == [[0]]
+    binary = LabelSpace.from_config(config_from_dict({"model": {"num_classes": 1}}))
+    strict = LabelSpace.from_config(config_from_dict({"model": {"num_classes": 1}, "infer": {"threshold": 0.8}}))
+    three = LabelSpace.from_config(config_from_dict({"model": {"num_classes": 3}}))
+    assert binary.labels(np.array([[[0.2, 0.7]]])).tolist() == [[0, 1]]
+    assert strict.labels(np.array([[[0.2, 0.7]]])).tolist() == [[0, 0]]
+    assert three.labels(np.array([[[0.6]], [[0.3]], [[0.1]]])).tolist() == [[0]]
     up = resize_probs(np.array([[[0.0, 1.0]]], np.float32), width=4, height=2)
     assert up.shape == (1, 2, 4) and up[0, 0, 0] == 0.0 and up[0, 0, 3] == 1.0
 
@@ -70,4 +74,4 @@ def test_binary_overlay_in_merged_dir_is_visible(tmp_path: Path) -> None:
 
 def test_a_coloured_binary_mask_colour_is_kept_for_overlays() -> None:
     cfg = config_from_dict({"model": {"num_classes": 1}, "segmentation": {"white": "red"}})
-    assert overlay_colours(cfg).tolist() == [[0, 0, 0], [255, 0, 0]]
+    assert LabelSpace.from_config(cfg).overlay_colours().tolist() == [[0, 0, 0], [255, 0, 0]]
