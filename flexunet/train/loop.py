@@ -78,11 +78,6 @@ class FitResult:
     stopped_by: str = "epochs"  # or "early_stopping", "on_epoch_end", "break_training"
 
 
-def label_maps(logits: Tensor) -> Tensor:
-    """Predicted labels (N, H, W): probability > 0.5 for one channel, argmax otherwise."""
-    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-
-
 def make_optimizer(model: nn.Module, cfg: Config) -> Optimizer:
     """Adam or AdamW with Keras' epsilon; the fused kernel where this PyTorch has it (3x faster step on CPU)."""
     m = cfg.model
@@ -174,16 +169,17 @@ def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes: int, step: StepSettings,
+def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, space: LabelSpace, step: StepSettings,
              seed_metrics: list[str], max_batches: int | None = None,
              dist_ctx: DistContext = DistContext(), bar: Bar | None = None) -> dict[str, float]:
-    """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded).
+    """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded), on labels
+    taken by `space` as evaluation and infer take them (binary models: the [infer] threshold).
 
     Under torchrun each process predicts a disjoint shard of every batch; the loss and the seed metrics are taken
     on the gathered batch (batch-global, as in one process) and the confusion counts are summed over processes.
     """
     model.eval()
-    num_labels = max(num_classes, 2)
+    num_labels = space.num_labels
     totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
     tp = fp = fn = torch.zeros(num_labels, dtype=torch.float64)
     steps = max_over_ranks(len(loader), dist_ctx, step.device)  # the last batch may leave a process without a share
@@ -199,7 +195,7 @@ def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, num_classes:
             y = labels.to(step.device).long()
             with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
                 logits = model(x).float()
-            counts = confusion_counts(label_maps(logits), y, num_labels).total()
+            counts = confusion_counts(space.labels(space.probabilities(logits)), y, num_labels).total()
             tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
             if bar is not None:
                 bar.advance(len(images))
@@ -481,7 +477,7 @@ class EpochRunner:
         check_finite_weights(self.model, epoch, run, self.dist_ctx, self.step.device)
         bar = Bar(self.progress, f"validating {number}/{t.epochs}",
                   validation_total(self.data.valid, self.cfg, self.dist_ctx))
-        val_stats = validate(self.model, self.loss_fn, self.valid_loader, self.cfg.model.num_classes, self.step,
+        val_stats = validate(self.model, self.loss_fn, self.valid_loader, LabelSpace.from_config(self.cfg), self.step,
                              self.seed_names, t.validation_steps, self.dist_ctx, bar)
         bar.close()
         row = epoch_row(number, self.optim.param_groups[0]["lr"], train_stats, val_stats, self.seed_names, seconds,

@@ -7,10 +7,11 @@ import torch
 
 from flexunet.config import config_from_dict
 from flexunet.data import build_datasets
+from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss
 from flexunet.metrics import confusion_counts, iou
 from flexunet.models import build_model
-from flexunet.train.loop import label_maps, make_optimizer
+from flexunet.train.loop import make_optimizer
 from tests.conftest import write_disc_pairs
 
 
@@ -33,6 +34,7 @@ def test_overfit_one_batch(tmp_path: Path) -> None:
         loss.backward()
         optim.step()
     model.eval()
+    space = LabelSpace.from_config(cfg)
     with torch.no_grad():
-        counts = confusion_counts(label_maps(model(x)), y, 2).total()
+        counts = confusion_counts(space.labels(space.probabilities(model(x))), y, space.num_labels).total()
     assert iou(counts)[1].item() > 0.9

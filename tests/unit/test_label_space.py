@@ -4,14 +4,52 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
+from torch import Tensor, nn
 
 from flexunet.config import config_from_dict
+from flexunet.evaluate import at_original_size
+from flexunet.infer.predict import forward_probs
 from flexunet.labels import BINARY_OVERLAY_COLOUR, LabelSpace
+from flexunet.train.loop import StepSettings, validate
 
 
 def space_of(num_classes: int, **sections: dict) -> LabelSpace:
     return LabelSpace.from_config(config_from_dict({"model": {"num_classes": num_classes}, **sections}))
+
+
+class FixedLogits(nn.Module):
+    """A 'model' that answers every batch with the same logits."""
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits.expand(len(x), -1, -1, -1)
+
+
+# Binary: a logit exactly at the 0.5 threshold (0), one that sigmoid rounds to 0.5 in float32 (1e-8), one exactly
+# at logit(0.8), and plain ones. Multi-class: ties between classes (the first wins), clear winners.
+BINARY_LOGITS = [[[[-3.0, 0.0, 1e-8, math.log(4.0), 1.0, 3.0]]]]
+MULTI_LOGITS = [[[[1.0, 0.0, 0.0, 3.0, 0.0, 2.0]], [[1.0, 2.0, 0.0, 0.0, 0.0, 2.0]], [[0.0, 2.0, 5.0, 0.0, 0.0, 2.0]]]]
+
+
+@pytest.mark.parametrize("num_classes, logits, infer", [(1, BINARY_LOGITS, {}), (1, BINARY_LOGITS, {"threshold": 0.8}),
+                                                        (1, BINARY_LOGITS, {"threshold": 0.2}),
+                                                        (3, MULTI_LOGITS, {})])
+def test_validation_and_evaluation_give_the_same_labels(num_classes: int, logits: list, infer: dict) -> None:
+    space = space_of(num_classes, infer=infer)
+    model = FixedLogits(torch.tensor(logits)).eval()
+    x = torch.zeros(1, 3, 1, 6)
+    probs = forward_probs(model, x, space)  # what evaluation runs
+    [(evaluated, _)] = at_original_size([np.zeros((1, 6), np.uint8)], probs, space)
+    assert set(evaluated.unique().tolist()) == set(range(space.num_labels))  # every class present: Dice defined
+    # validation scores its own labels against these: Dice 1 for every class only when the labels agree everywhere
+    loader = [(torch.zeros(1, 3, 1, 6, dtype=torch.uint8), evaluated)]
+    out = validate(model, lambda lg, y: lg.sum() * 0, loader, space, StepSettings(torch.device("cpu"), None, None, False), [])
+    assert [out[f"dice_{k}"] for k in range(1, space.num_labels)] == [1.0] * (space.num_labels - 1)
 
 
 def test_from_config_reads_the_config_once() -> None:
