@@ -84,7 +84,7 @@ class LabelSpace:
     def mask_pixels(self, labels: np.ndarray) -> np.ndarray:
         """A mask file's pixels: grey 0/255 for binary models (coloured with colorize), RGB colours otherwise."""
         if self.binary and not self.colorize:
-            return labels * np.uint8(255)
+            return (labels * 255).astype(np.uint8)
         return colorize_labels(labels, np.array(self.colours, np.uint8))
 
     def overlay_colours(self) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from torch import Tensor
 from flexunet.augment.augmenter import Augmenter
 from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
-from flexunet.data import colorize_labels, make_dataset, pairs_for, palette
+from flexunet.data import make_dataset, pairs_for
 from flexunet.data.dataset import SegmentationDataset
 from flexunet.data.io import write_image
 from flexunet.errors import DataError, FlexunetError
+from flexunet.labels import LabelSpace
 
 _BATCH = 8
 
@@ -101,20 +103,23 @@ def _to_rgb(images: Tensor, cfg: Config) -> list[np.ndarray]:
     return [np.ascontiguousarray(a) for a in array]
 
 
+def _training_masks(cfg: Config) -> LabelSpace:
+    """Masks as the dataset reads them back: binary 0/255 grey (black/white when coloured), whatever [segmentation]
+    says about infer's masks; multi-class in their rgb_map colours."""
+    space = LabelSpace.from_config(cfg)
+    return replace(space, colours=((0, 0, 0), (255, 255, 255)), colorize=False) if space.binary else space
+
+
 def _colour_masks(labels: Tensor, cfg: Config) -> list[np.ndarray]:
     """(H, W, 3) colour masks for viewing: binary foreground white, classes in their rgb_map colours."""
-    if cfg.model.is_binary:
-        colours = np.array([[0, 0, 0], [255, 255, 255]], dtype=np.uint8)
-    else:
-        colours = palette(cfg.rgb_map, cfg.model.num_classes)
-    return [colorize_labels(lb, colours) for lb in labels.cpu().numpy()]
+    space = replace(_training_masks(cfg), colorize=True)
+    return [space.mask_pixels(lb) for lb in labels.cpu().numpy()]
 
 
 def _masks_to_write(labels: Tensor, cfg: Config) -> list[np.ndarray]:
     """Masks as the dataset reads them back: 0/255 grey (binary) or rgb_map colours (multi-class)."""
-    if cfg.model.is_binary:
-        return [(lb * 255).astype(np.uint8) for lb in labels.cpu().numpy()]
-    return _colour_masks(labels, cfg)
+    space = _training_masks(cfg)
+    return [space.mask_pixels(lb) for lb in labels.cpu().numpy()]
 
 
 def _mosaic(tiles: list[np.ndarray]) -> np.ndarray:

@@ -352,7 +352,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                            if p.is_file())
         data = ReportData(cfg, section, checkpoint, len(ev.names), loss_name(cfg), ev.loss, per_class,
                           dice(ev.counts.foreground()).numpy(), ev.seed_metrics,
-                          ev.confusion if cfg.model.num_classes > 1 else None, ev.worst,
+                          ev.confusion if not LabelSpace.from_config(cfg).binary else None, ev.worst,
                           [x for x in ev.best if x.name not in {w.name for w in ev.worst}],  # small splits: no repeats
                           leaks,
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
