@@ -91,11 +91,6 @@ class ModelSection(Section):
             raise ValueError("both entries must be >= 1")
         return value
 
-    @property
-    def is_binary(self) -> bool:
-        """One output channel with a sigmoid; otherwise softmax over num_classes channels."""
-        return self.num_classes == 1
-
 
 class DatasetSection(Section):
     """[dataset]: the seed chose a dataset class here; flexunet has one."""
