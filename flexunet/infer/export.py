@@ -1,7 +1,8 @@
 """Deployment: export a trained model to ONNX, and run an ONNX file through the same inference code as PyTorch.
 
 The ONNX graph outputs logits (N, C, H, W), exactly what the PyTorch model returns; probabilities are sigmoid
-(C = 1) or softmax over C, applied by `forward_probs` for both backends so TTA, tiling and thresholds stay identical.
+(C = 1) or softmax over C, applied by `forward_probs` (`LabelSpace.probabilities`) for both backends so TTA, tiling
+and thresholds stay identical.
 """
 from __future__ import annotations
 
