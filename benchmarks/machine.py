@@ -8,7 +8,7 @@ import socket
 
 import torch
 
-from flexunet.train.device import cpu_info
+from flexunet.runs.device import cpu_info
 
 FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8")
 

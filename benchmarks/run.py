@@ -45,7 +45,7 @@ COMPILED = {"infer_compiled_img_s_b1": "infer_img_s_b1", "infer_compiled_img_s_b
 def machine() -> dict:
     from machine import FLAGS_THAT_MATTER  # benchmarks/machine.py, beside this script
 
-    from flexunet.train.device import cpu_info
+    from flexunet.runs.device import cpu_info
 
     model, flags = cpu_info()
     return {"cpu_model": model or "?", "flags": {f: f in flags for f in FLAGS_THAT_MATTER},
@@ -147,7 +147,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     from flexunet.evaluate import load_trained_model
     from flexunet.infer.compiled import compile_for_inference
     from flexunet.infer.predict import for_inference, predict_images
-    from flexunet.train.device import cpu_has_bf16
+    from flexunet.runs.device import cpu_has_bf16
 
     batch = 4
     cfg = flex_config()

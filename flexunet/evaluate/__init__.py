@@ -24,9 +24,9 @@ from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_cou
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
 from flexunet.models import build_model
-from flexunet.train.checkpoint import load_checkpoint, load_weights
-from flexunet.train.device import choose_device
-from flexunet.train.rundir import atomic_write_text
+from flexunet.runs.checkpoint import load_checkpoint, load_weights
+from flexunet.runs.device import choose_device
+from flexunet.runs.rundir import atomic_write_text
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0

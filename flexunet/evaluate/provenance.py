@@ -15,7 +15,7 @@ from typing import Any
 
 from flexunet.config.load import config_from_text
 from flexunet.config.schema import SECTIONS, Config
-from flexunet.train.checkpoint import stored_origins
+from flexunet.runs.checkpoint import stored_origins
 
 ORIGIN_NOT_RECORDED = "not recorded"  # a checkpoint written before origins were stored
 

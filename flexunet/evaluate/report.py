@@ -460,7 +460,7 @@ def render_report(data: ReportData) -> str:
 
 def write_report(path: Path, data: ReportData) -> Path:
     """Render and write report.html atomically (a reader never sees half a page)."""
-    from flexunet.train.rundir import atomic_write_text
+    from flexunet.runs.rundir import atomic_write_text
 
     atomic_write_text(path, render_report(data))
     return path

@@ -21,7 +21,7 @@ from flexunet.infer.predict import (
     predict_images,
 )
 from flexunet.infer.tiling import tile_boxes, tiled_predict
-from flexunet.train.device import choose_device
+from flexunet.runs.device import choose_device
 
 __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
            "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images",

@@ -13,10 +13,10 @@ from flexunet.data.dataset import build_datasets
 from flexunet.errors import CheckpointError, OutputError
 from flexunet.losses import build_loss
 from flexunet.models import build_model
-from flexunet.train.device import choose_device, keep_freed_memory, seed_everything
+from flexunet.runs.device import choose_device, keep_freed_memory, seed_everything
+from flexunet.runs.rundir import RunDir, atomic_write_bytes, atomic_write_text
 from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import EpochCallback, FitResult, fit
-from flexunet.train.rundir import RunDir, atomic_write_bytes, atomic_write_text
 
 __all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
 

@@ -28,7 +28,7 @@ from flexunet.infer.predict import predict_images
 from flexunet.labels import LabelSpace
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.train.checkpoint import (
+from flexunet.runs.checkpoint import (
     checkpoint_config,
     first_nonfinite,
     kept_checkpoint,
@@ -36,7 +36,8 @@ from flexunet.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from flexunet.train.device import amp_dtype
+from flexunet.runs.device import amp_dtype
+from flexunet.runs.rundir import RunDir
 from flexunet.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -48,7 +49,6 @@ from flexunet.train.distributed import (
 )
 from flexunet.train.history import History
 from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
-from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 from flexunet.train.tensorboard import open_board
 

@@ -18,9 +18,9 @@ import torch
 from flexunet.config import load_config
 from flexunet.config.load import config_to_ini
 from flexunet.models import build_model
+from flexunet.runs.checkpoint import load_checkpoint, save_checkpoint
+from flexunet.runs.rundir import MARKER
 from flexunet.train import run_dir_for
-from flexunet.train.checkpoint import load_checkpoint, save_checkpoint
-from flexunet.train.rundir import MARKER
 from tests.conftest import disk_full_when, make_config, run_cli
 
 

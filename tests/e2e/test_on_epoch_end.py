@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from flexunet.config import load_config
+from flexunet.runs.checkpoint import load_checkpoint
 from flexunet.train import FitResult, train_from_config
-from flexunet.train.checkpoint import load_checkpoint
 from tests.conftest import make_config, write_disc_pairs
 
 

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from flexunet.config import load_config
 from flexunet.errors import TrainingError
+from flexunet.runs.checkpoint import first_nonfinite, load_checkpoint
 from flexunet.train import train_from_config
-from flexunet.train.checkpoint import first_nonfinite, load_checkpoint
 from tests.conftest import make_config, write_disc_pairs
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

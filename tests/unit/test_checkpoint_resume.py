@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-import flexunet.train.checkpoint as checkpoint
+import flexunet.runs.checkpoint as checkpoint
 from flexunet.errors import CheckpointError, OutputError
-from flexunet.train.checkpoint import load_checkpoint, save_checkpoint
+from flexunet.runs.checkpoint import load_checkpoint, save_checkpoint
+from flexunet.runs.rundir import RunDir
 from flexunet.train.loop import TrainState
-from flexunet.train.rundir import RunDir
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 
 

@@ -14,7 +14,7 @@ from flexunet.data import decode_mask, mask_decoding
 from flexunet.errors import ConfigError
 from flexunet.losses import build_loss
 from flexunet.models import build_model
-from flexunet.train.device import seed_everything
+from flexunet.runs.device import seed_everything
 from tests.conftest import requires_shared
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flexunet.train import device as device_module
-from flexunet.train.device import amp_dtype, cpu_has_bf16
+from flexunet.runs import device as device_module
+from flexunet.runs.device import amp_dtype, cpu_has_bf16
 from tests.conftest import make_config, run_cli
 
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ import pytest
 from flexunet.config.folders import overlap_problems
 from flexunet.errors import OutputError
 from flexunet.files import atomic_write_bytes
-from flexunet.train.rundir import LOCK, MARKER, RunDir
+from flexunet.runs.rundir import LOCK, MARKER, RunDir
 from tests.conftest import disk_full_when
 
 

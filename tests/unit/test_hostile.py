@@ -17,7 +17,7 @@ from flexunet.config import config_from_dict, config_from_text
 from flexunet.data.io import read_image, read_mask
 from flexunet.errors import CheckpointError, ConfigError, DataError
 from flexunet.models import build_model
-from flexunet.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from flexunet.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
 SECTIONS = ["model", "train", "valid", "eval", "test", "infer", "mask", "augmentor", "tiledinfer", "bogus", "Model"]
 KEYS = ["epochs", "batch_size", "image_width", "num_classes", "rgb_map", "loss", "images_dir", "alpah", "angles",

@@ -16,8 +16,8 @@ from flexunet.errors import FlexunetError
 from flexunet.infer import infer_from_config
 from flexunet.labels import LabelSpace
 from flexunet.models import build_model
+from flexunet.runs.checkpoint import save_checkpoint
 from flexunet.train import run_dir_for
-from flexunet.train.checkpoint import save_checkpoint
 from tests.conftest import make_config
 from tests.e2e.test_pipeline import run_cli
 

@@ -13,7 +13,7 @@ from tests.conftest import requires_shared
 
 PACKAGE = Path(__file__).resolve().parents[2] / "flexunet"
 # Modules whose job is to say where a value came from, or that make the seed-era choices once.
-MAY_READ_ORIGINS = ("config/", "evaluate/provenance.py", "evaluate/report.py", "train/checkpoint.py")
+MAY_READ_ORIGINS = ("config/", "evaluate/provenance.py", "evaluate/report.py", "runs/checkpoint.py")
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,0 +1,1 @@
+"""What train, evaluate and infer share: run folders, checkpoints, the trained model in them, device choice."""
