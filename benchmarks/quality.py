@@ -126,7 +126,7 @@ def score_flexunet(split: str, checkpoint: Path, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from flexunet.evaluate import load_trained_model
+    from flexunet.runs.checkpoint import load_trained_model
     from flexunet.infer.predict import forward_probs, to_input
     from flexunet.labels import LabelSpace
     from flexunet.data.dataset import make_dataset, pairs_for

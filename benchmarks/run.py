@@ -144,7 +144,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     from flexunet.data import build_datasets, list_image_files
     from flexunet.data.io import read_image
-    from flexunet.evaluate import load_trained_model
+    from flexunet.runs.checkpoint import load_trained_model
     from flexunet.infer.compiled import compile_for_inference
     from flexunet.infer.predict import for_inference, predict_images
     from flexunet.runs.device import cpu_has_bf16

@@ -13,27 +13,25 @@ from torch import Tensor, nn
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import make_dataset, pairs_for
-from flexunet.errors import CheckpointError
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
-from flexunet.evaluate.provenance import TrainingConfig, provenance_record, read_training_config
+from flexunet.evaluate.provenance import provenance_record
+from flexunet.files import atomic_write_text
 from flexunet.infer.predict import for_inference, forward_probs, resize_probs, to_input
 from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
-from flexunet.models import build_model
-from flexunet.runs.checkpoint import load_checkpoint, load_weights
+from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
-from flexunet.runs.rundir import atomic_write_text
+from flexunet.runs.rundir import run_dir_for
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
 __all__ = [
     "EvalResult", "Evaluation", "Example", "evaluate_details", "evaluate_from_config", "evaluate_run",
-    "load_trained_model",
 ]
 
 
@@ -53,24 +51,6 @@ class EvalResult:
     def mean_dice(self) -> float:
         """Mean over foreground classes of the dataset-level Dice."""
         return float(np.nanmean([v["dice"] for v in self.per_class.values()]))
-
-
-def load_trained_model(checkpoint: Path, device: torch.device, cfg: Config | None = None) -> tuple[nn.Module, Config]:
-    """The model stored in a checkpoint, built from the config inside it (or `cfg` when given), in eval mode."""
-    state = load_checkpoint(checkpoint, device)
-    if cfg is None:
-        training = read_training_config(state, checkpoint)
-        if training.cfg is None:
-            raise CheckpointError(training.problem)
-        cfg = training.cfg
-    return model_from_state(state, Path(checkpoint), cfg, device), cfg
-
-
-def model_from_state(state: dict, checkpoint: Path, cfg: Config, device: torch.device) -> nn.Module:
-    """`cfg`'s model with the checkpoint's weights, on `device`, in eval mode."""
-    model = build_model(cfg.model)
-    load_weights(model, state, checkpoint)
-    return model.to(device).eval()
 
 
 def class_names(cfg: Config) -> list[str]:
@@ -304,7 +284,6 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     The API of `flexunet evaluate`.
     """
     from flexunet.config.folders import check_output_folders
-    from flexunet.train import run_dir_for
 
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])

@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
 
-from flexunet.config.load import config_from_text
 from flexunet.config.schema import SECTIONS, Config
-from flexunet.runs.checkpoint import stored_origins
+from flexunet.runs.checkpoint import TrainingConfig
 
 ORIGIN_NOT_RECORDED = "not recorded"  # a checkpoint written before origins were stored
 
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """The config a checkpoint was trained with; `cfg` None (and `problem` saying why) when it does not load."""
-
-    cfg: Config | None
-    origins_recorded: bool  # False for an older checkpoint: its values are known, not where they came from
-    problem: str = ""
 
 
 def flexunet_version() -> str | None:
@@ -56,17 +45,6 @@ def git_commit() -> str | None:
         return None
     return found[1] + ("-dirty" if dirty else "")
 
-
-def read_training_config(state: dict[str, Any], checkpoint: str | Path) -> TrainingConfig:
-    """The checkpoint's stored config with the origins it recorded (older checkpoints have none); never raises, so a
-    checkpoint whose config this version cannot read still evaluates with the config given."""
-    try:
-        trained = config_from_text(str(state["config"]), f"{Path(checkpoint).name}:config")
-    except Exception as exc:  # a checkpoint from another version: say which file, not a traceback
-        problem = f"{checkpoint}: its stored config does not load ({str(exc).splitlines()[0]})"
-        return TrainingConfig(None, False, problem)
-    origins = stored_origins(state)
-    return TrainingConfig(trained.model_copy(update={"origins": origins or {}}), origins is not None)
 
 
 def origin_of(cfg: Config, key: str, origins_recorded: bool = True) -> str:

@@ -22,9 +22,11 @@ from torch import Tensor
 from flexunet.config.schema import SECTIONS, Config
 from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
-from flexunet.evaluate.provenance import TrainingConfig, origin_of
+from flexunet.evaluate.provenance import origin_of
+from flexunet.files import atomic_write_text
 from flexunet.infer.predict import overlay
 from flexunet.labels import LabelSpace
+from flexunet.runs.checkpoint import TrainingConfig
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
 # under simulated protanopia, deuteranopia and tritanopia (tests/unit/test_report_render.py checks it).
@@ -460,7 +462,5 @@ def render_report(data: ReportData) -> str:
 
 def write_report(path: Path, data: ReportData) -> Path:
     """Render and write report.html atomically (a reader never sees half a page)."""
-    from flexunet.runs.rundir import atomic_write_text
-
     atomic_write_text(path, render_report(data))
     return path

@@ -21,7 +21,9 @@ from flexunet.infer.predict import (
     predict_images,
 )
 from flexunet.infer.tiling import tile_boxes, tiled_predict
+from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
+from flexunet.runs.rundir import run_dir_for
 
 __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
            "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images",
@@ -29,7 +31,6 @@ __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "ex
 
 
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
-    from flexunet.train import run_dir_for
 
     return run_dir_for(cfg).checkpoint(checkpoint)
 
@@ -59,7 +60,6 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model`
     (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py).
     """
-    from flexunet.evaluate import load_trained_model
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
     section = cfg.tiledinfer if tiled else cfg.infer
@@ -89,7 +89,6 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:
     """Export the run's best checkpoint to ONNX (logits out, dynamic batch and, where possible, height/width)."""
-    from flexunet.evaluate import load_trained_model
 
     model, _ = load_trained_model(_checkpoint(cfg, checkpoint), choose_device("cpu"), cfg)
     return export_onnx(model, cfg, Path(onnx))

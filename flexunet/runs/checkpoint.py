@@ -7,16 +7,18 @@ checkpoint is data, never code.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from flexunet.config.load import config_to_ini
+from flexunet.config.load import config_from_text, config_to_ini
 from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError
 from flexunet.files import atomic_write
+from flexunet.models import build_model
 
 FORMAT_VERSION = 2  # 2: "epoch"/"best_epoch" numbered from 1 (finished epochs); 1 held 0-based indices
 
@@ -114,3 +116,42 @@ def load_weights(model: nn.Module, state: dict[str, Any], path: Path) -> None:
             f"e.g. {first})"
         )
     model.load_state_dict(weights)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The config a checkpoint was trained with; `cfg` None (and `problem` saying why) when it does not load."""
+
+    cfg: Config | None
+    origins_recorded: bool  # False for an older checkpoint: its values are known, not where they came from
+    problem: str = ""
+
+
+def read_training_config(state: dict[str, Any], checkpoint: str | Path) -> TrainingConfig:
+    """The checkpoint's stored config with the origins it recorded (older checkpoints have none); never raises, so a
+    checkpoint whose config this version cannot read still evaluates with the config given."""
+    try:
+        trained = config_from_text(str(state["config"]), f"{Path(checkpoint).name}:config")
+    except Exception as exc:  # a checkpoint from another version: say which file, not a traceback
+        problem = f"{checkpoint}: its stored config does not load ({str(exc).splitlines()[0]})"
+        return TrainingConfig(None, False, problem)
+    origins = stored_origins(state)
+    return TrainingConfig(trained.model_copy(update={"origins": origins or {}}), origins is not None)
+
+
+def load_trained_model(checkpoint: Path, device: torch.device, cfg: Config | None = None) -> tuple[nn.Module, Config]:
+    """The model stored in a checkpoint, built from the config inside it (or `cfg` when given), in eval mode."""
+    state = load_checkpoint(checkpoint, device)
+    if cfg is None:
+        training = read_training_config(state, checkpoint)
+        if training.cfg is None:
+            raise CheckpointError(training.problem)
+        cfg = training.cfg
+    return model_from_state(state, Path(checkpoint), cfg, device), cfg
+
+
+def model_from_state(state: dict, checkpoint: Path, cfg: Config, device: torch.device) -> nn.Module:
+    """`cfg`'s model with the checkpoint's weights, on `device`, in eval mode."""
+    model = build_model(cfg.model)
+    load_weights(model, state, checkpoint)
+    return model.to(device).eval()

@@ -15,13 +15,14 @@ if sys.platform != "win32":
 else:  # Windows: no flock, so trainings into one model_dir are not kept apart there
     fcntl = None
 
+from flexunet.config.schema import Config
 from flexunet.errors import OutputError
-from flexunet.files import atomic_write_bytes, atomic_write_text
+from flexunet.files import atomic_write_text
 
 MARKER = ".flexunet-run"  # written into every folder a training run uses: only such folders are ever moved aside
 LOCK = ".flexunet-lock"  # in model_dir while a training runs: flock plus the holder's pid
 
-__all__ = ["RunDir", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["RunDir", "run_dir_for"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +152,13 @@ def _lock(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def run_dir_for(cfg: Config) -> RunDir:
+    """The run's folders: [train] model_dir, eval_dir ([eval] eval_dir when only that is given), preview dir."""
+    eval_dir = cfg.train.eval_dir
+    if cfg.resolved.eval_dir_section == "eval" and cfg.eval.eval_dir:
+        eval_dir = cfg.eval.eval_dir
+    eval_key = "[train] eval_dir" if eval_dir == cfg.train.eval_dir else "[eval] eval_dir"
+    tiled = Path(cfg.train.epoch_change_tiled_infer_dir) if cfg.train.epoch_change_tiled_infer else None
+    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir), tiled, eval_key)

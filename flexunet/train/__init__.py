@@ -11,24 +11,16 @@ from flexunet.config.schema import Config
 from flexunet.console import note, progress_bars, say
 from flexunet.data.dataset import build_datasets
 from flexunet.errors import CheckpointError, OutputError
+from flexunet.files import atomic_write_bytes, atomic_write_text
 from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.runs.device import choose_device, keep_freed_memory, seed_everything
-from flexunet.runs.rundir import RunDir, atomic_write_bytes, atomic_write_text
+from flexunet.runs.rundir import RunDir, run_dir_for
 from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import EpochCallback, FitResult, fit
 
-__all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "run_dir_for", "train_from_config"]
+__all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "train_from_config"]
 
-
-def run_dir_for(cfg: Config) -> RunDir:
-    """The run's folders: [train] model_dir, eval_dir ([eval] eval_dir when only that is given), preview dir."""
-    eval_dir = cfg.train.eval_dir
-    if cfg.resolved.eval_dir_section == "eval" and cfg.eval.eval_dir:
-        eval_dir = cfg.eval.eval_dir
-    eval_key = "[train] eval_dir" if eval_dir == cfg.train.eval_dir else "[eval] eval_dir"
-    tiled = Path(cfg.train.epoch_change_tiled_infer_dir) if cfg.train.epoch_change_tiled_infer else None
-    return RunDir(Path(cfg.train.model_dir), Path(eval_dir), Path(cfg.train.epoch_change_infer_dir), tiled, eval_key)
 
 
 def _where(cfg: Config, label: str) -> str:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flexunet.runs.rundir import atomic_write_bytes, atomic_write_text
+from flexunet.files import atomic_write_bytes, atomic_write_text
 
 
 def _read_rows(path: Path) -> list[list[str]]:

@@ -19,8 +19,7 @@ from flexunet.config import load_config
 from flexunet.config.load import config_to_ini
 from flexunet.models import build_model
 from flexunet.runs.checkpoint import load_checkpoint, save_checkpoint
-from flexunet.runs.rundir import MARKER
-from flexunet.train import run_dir_for
+from flexunet.runs.rundir import MARKER, run_dir_for
 from tests.conftest import disk_full_when, make_config, run_cli
 
 

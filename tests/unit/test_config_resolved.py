@@ -8,7 +8,7 @@ from flexunet.config import config_from_dict, load_config
 from flexunet.config.schema import AugmentorSection, Config, DeformationSection
 from flexunet.evaluate.leakage import doctor_command
 from flexunet.infer import infer_folders
-from flexunet.train import run_dir_for
+from flexunet.runs.rundir import run_dir_for
 
 
 def write(tmp_path: Path, text: str) -> Path:

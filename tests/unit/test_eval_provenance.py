@@ -14,12 +14,12 @@ import torch
 from flexunet.config import load_config
 from flexunet.evaluate import evaluate_from_config, provenance
 from flexunet.evaluate.groups import image_resampling
-from flexunet.evaluate.provenance import ORIGIN_NOT_RECORDED, provenance_record, read_training_config
+from flexunet.evaluate.provenance import ORIGIN_NOT_RECORDED, provenance_record
 from flexunet.evaluate.report import provenance_sections
 from flexunet.metrics.bootstrap import bootstrap_mean
 from flexunet.models import build_model
-from flexunet.runs.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
-from flexunet.train import run_dir_for
+from flexunet.runs.checkpoint import checkpoint_config, load_checkpoint, read_training_config, save_checkpoint
+from flexunet.runs.rundir import run_dir_for
 from tests.conftest import make_config
 
 PREFIXES = ("", "flipped_", "mirrored_", "rotated_90_")

@@ -17,7 +17,7 @@ from flexunet.infer import infer_from_config
 from flexunet.labels import LabelSpace
 from flexunet.models import build_model
 from flexunet.runs.checkpoint import save_checkpoint
-from flexunet.train import run_dir_for
+from flexunet.runs.rundir import run_dir_for
 from tests.conftest import make_config
 from tests.e2e.test_pipeline import run_cli
 
@@ -84,8 +84,8 @@ def test_resume_keeps_masks_newer_than_the_checkpoint_and_reports_unreadable_fil
 
 def test_onnx_export_matches_torch_and_infers_the_same_masks(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
-    from flexunet.evaluate import load_trained_model
     from flexunet.infer import OnnxModel
+    from flexunet.runs.checkpoint import load_trained_model
 
     root = checkpointed.parent
     onnx = root / "model.onnx"
@@ -137,8 +137,8 @@ class Calls(torch.nn.Module):
 
 @pytest.mark.slow
 def test_compiled_inference_matches_eager_and_pads_a_short_batch(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flexunet.evaluate import load_trained_model
     from flexunet.infer.compiled import CompiledForInference, cpu_compiler
+    from flexunet.runs.checkpoint import load_trained_model
 
     if cpu_compiler() is None:
         pytest.skip("no C++ compiler for torch.compile's CPU backend")
@@ -206,9 +206,9 @@ def test_compile_with_onnx_is_a_config_error(checkpointed: Path, monkeypatch: py
 
 
 def test_cpu_inference_runs_channels_last_with_the_same_numbers(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flexunet.evaluate import load_trained_model
     from flexunet.infer import predict as predict_module
     from flexunet.infer.predict import for_inference
+    from flexunet.runs.checkpoint import load_trained_model
 
     model, _ = load_trained_model(run_dir_for(load_config(checkpointed)).best, torch.device("cpu"))
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(3))

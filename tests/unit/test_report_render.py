@@ -119,7 +119,7 @@ def test_interval_names_the_resampled_unit() -> None:
 
 def test_an_old_checkpoint_shows_values_with_origin_not_recorded() -> None:
     from flexunet.config import config_from_dict
-    from flexunet.evaluate.provenance import TrainingConfig
+    from flexunet.runs.checkpoint import TrainingConfig
     from flexunet.evaluate.report import provenance_sections
 
     trained = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "train": {"epochs": 3}})
