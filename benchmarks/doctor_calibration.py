@@ -71,7 +71,7 @@ def score_curves(data: Path) -> dict[str, list[float]]:
     """Leak and independent best scores on the pap-smear folders, the grouped split and the demo images."""
     from flexunet.demo import draw_cell_image
     from flexunet.prepare.split import source_id
-    from flexunet.prepare.split_file import read_split_file
+    from flexunet.data.split_file import read_split_file
 
     paths = {s: sorted((data / s / "images").glob("*.jpg")) for s in ("train", "valid", "test")}
     images = {p: read_rgb(p) for ps in paths.values() for p in ps}

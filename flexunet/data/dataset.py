@@ -21,8 +21,8 @@ from flexunet.data.io import (
 )
 from flexunet.data.masks import MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, expand_dirs, pair_files
+from flexunet.data.split_file import split_stems
 from flexunet.errors import ConfigError, DataError
-from flexunet.prepare.split_file import split_stems
 
 
 def mask_decoding(cfg: Config) -> MaskDecoding:

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from flexunet.config.schema import Config
 from flexunet.data.pairing import Pair
+from flexunet.data.split_file import read_split_groups
 from flexunet.prepare.split import source_id
-from flexunet.prepare.split_file import read_split_groups
 
 UNIT_GROUPS = "source groups"
 UNIT_IMAGES = "images"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from flexunet.config.schema import Config
 from flexunet.data.pairing import Pair, expand_dirs, match_pairs
+from flexunet.data.split_file import split_stems
 from flexunet.errors import DataError
-from flexunet.prepare.split_file import split_stems
 
 SPLIT_ORDER = ("train", "valid", "test")
 

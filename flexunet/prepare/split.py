@@ -15,8 +15,8 @@ from pathlib import Path
 
 from flexunet.config.folders import overlap_problems
 from flexunet.data.pairing import Pair, pair_files
+from flexunet.data.split_file import write_split_file
 from flexunet.errors import DataError, OutputError
-from flexunet.prepare.split_file import write_split_file
 
 SPLIT_NAMES = ("train", "valid", "test")
 # One seed augmentation prefix: a word, then parameters such as `_90`, `_0.3`, `_alpha_1300`, `_rsigma0.5`, then `_`.

@@ -19,7 +19,7 @@ from flexunet.evaluate.leakage import leak_summary
 from flexunet.prepare.doctor import doctor, find_leaks
 from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, aligned_scores, find_matches, fingerprint
 from flexunet.prepare.split import source_id
-from flexunet.prepare.split_file import write_split_file
+from flexunet.data.split_file import write_split_file
 from tests.conftest import make_config, requires_shared, run_cli
 
 

@@ -16,9 +16,6 @@ ALLOWED_UPWARD = {
     ("flexunet.config.load", "flexunet.models"),
     ("flexunet.config.load", "flexunet.models.layers"),
     ("flexunet.config.load", "flexunet.losses"),
-    # data.pairs_for reads the split file that `flexunet split` writes; goes when split_file.py (it needs only
-    # errors) moves into data (issue 17 follow-up: not filed yet)
-    ("flexunet.data.dataset", "flexunet.prepare.split_file"),
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from flexunet.config import config_from_dict
 from flexunet.data.pairing import Pair
 from flexunet.evaluate.groups import UNIT_GROUPS, UNIT_IMAGES, image_resampling, resampling_for
-from flexunet.prepare.split_file import read_split_groups, write_split_file
+from flexunet.data.split_file import read_split_groups, write_split_file
 from flexunet.metrics import Counts, dice
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean, resample_weights
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as

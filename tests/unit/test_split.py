@@ -11,7 +11,7 @@ from flexunet.config.load import config_from_dict
 from flexunet.data.dataset import pairs_for
 from flexunet.errors import DataError, OutputError
 from flexunet.prepare.split import source_id, split_dataset
-from flexunet.prepare.split_file import read_split_file
+from flexunet.data.split_file import read_split_file
 
 PREFIXES = ["", "flipped_", "mirrored_", "rotated_90_", "rotated_330_", "barrdistorted_1004_0.3_0.3_",
             "deformed_alpha_1300_sigmoid_8_"]
