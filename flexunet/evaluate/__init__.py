@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import make_dataset, pairs_for
+from flexunet.data.pairing import Pair
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import provenance_record
@@ -102,15 +104,17 @@ def at_original_size(truths: list[np.ndarray], probs: Tensor, space: LabelSpace)
 
 @torch.no_grad()
 def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
-                     tta: bool = False, bar: Bar | None = None, hd95: bool = True, examples: int = 0) -> Evaluation:
-    """One pass over [section]: loss, seed metrics, per-image counts, pixel confusion matrix, HD95 per image and
-    class, and the `examples` worst and best images by Dice (kept as they go, not the whole split).
+                     tta: bool = False, bar: Bar | None = None, hd95: bool = True, examples: int = 0,
+                     pairs: list[Pair] | None = None) -> Evaluation:
+    """One pass over [section] (its `pairs` when the caller already listed them): loss, seed metrics, per-image
+    counts, pixel confusion matrix, HD95 per image and class, and the `examples` worst and best images by Dice (kept
+    as they go, not the whole split).
 
     Loss and seed metrics are computed at the model's input size (as Keras' evaluate did); counts, the confusion
     matrix and HD95 at each image's original size. The examples show the model-size images.
     """
     device = device or next(model.parameters()).device
-    dataset = make_dataset(cfg, pairs_for(cfg, section))
+    dataset = make_dataset(cfg, pairs_for(cfg, section) if pairs is None else pairs)
     loss_fn = build_loss(cfg.model)
     space = LabelSpace.from_config(cfg)
     num_labels = space.num_labels
@@ -283,8 +287,6 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
 
     The API of `flexunet evaluate`.
     """
-    from flexunet.config.folders import check_output_folders
-
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
     torch_device = choose_device(device)
@@ -312,14 +314,14 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     tta = cfg.eval.tta if tta is None else tta
-    pairs = pairs_for(cfg, section, warn=False)  # evaluate_details warns about skipped files
+    pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     with progress_bars(quiet) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
         ev = evaluate_details(model, cfg, section, None, tta, bar,
-                              hd95=True, examples=examples if report else 0)
+                              hd95=True, examples=examples if report else 0, pairs=pairs)
     resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
     per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups)
-    leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report)
+    leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report, evaluated=[p.image for p in pairs])
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
                                                            "source": leaks.source},

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flexunet.config.schema import Config
+from flexunet.data.dataset import pairs_for
 from flexunet.errors import DataError, FlexunetError
-from flexunet.prepare.doctor import images_digest
+from flexunet.prepare.doctor import doctor_config, images_digest
 
 # Running the doctor decodes every image of every split: done automatically only below this many pairs.
 AUTO_DOCTOR_MAX_IMAGES = 5000
@@ -69,16 +70,16 @@ def describes(report: dict, section: str, images: list[Path]) -> bool:
 
 
 def leak_summary(cfg: Config, section: str, eval_dir: Path, doctor_file: Path | None = None,
-                 run_doctor: bool = True) -> LeakSummary:
+                 run_doctor: bool = True, evaluated: list[Path] | None = None) -> LeakSummary:
     """From `doctor_file`, else the newest doctor*.json in eval_dir, else by running the doctor on the config's
     splits when that is cheap (it is then saved as eval_dir/doctor.json); "not checked" otherwise.
 
     A saved report counts only when its `section` holds the files evaluated: one made before a `--set` changed the
-    folders, or before split_file was honoured, describes other files.
+    folders, or before split_file was honoured, describes other files. `evaluated`: the section's image files when
+    the caller already listed them.
     """
-    from flexunet.data.dataset import pairs_for
-
-    evaluated = [p.image for p in pairs_for(cfg, section, warn=False)]
+    if evaluated is None:
+        evaluated = [p.image for p in pairs_for(cfg, section, warn=False)]
     hint = f"run `{doctor_command(cfg, eval_dir)}`"
     if doctor_file is not None:
         try:
@@ -102,8 +103,6 @@ def leak_summary(cfg: Config, section: str, eval_dir: Path, doctor_file: Path | 
     size = sum(len(pairs_for(cfg, s, warn=False)) for s in splits)
     if size > AUTO_DOCTOR_MAX_IMAGES:
         return LeakSummary("not checked", (f"not checked ({size} images is too many to check here): {hint}",), "")
-    from flexunet.prepare.doctor import doctor_config
-
     try:
         report = doctor_config(cfg)  # the evaluated Config, --set included: the same files as evaluated
     except FlexunetError as exc:

@@ -444,9 +444,11 @@ class EpochRunner:
     num_samples: int | None = field(init=False)
     train_loader: DataLoader = field(init=False)
     valid_loader: DataLoader = field(init=False)
+    space: LabelSpace = field(init=False)
 
     def __post_init__(self) -> None:
         t, device, dist_ctx = self.cfg.train, self.step.device, self.dist_ctx
+        self.space = LabelSpace.from_config(self.cfg)
         self.generator = torch.Generator().manual_seed(t.seed)
         self.aug_generator = torch.Generator(device=device).manual_seed(t.seed + 1)
         self.num_samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else None
@@ -477,7 +479,7 @@ class EpochRunner:
         check_finite_weights(self.model, epoch, run, self.dist_ctx, self.step.device)
         bar = Bar(self.progress, f"validating {number}/{t.epochs}",
                   validation_total(self.data.valid, self.cfg, self.dist_ctx))
-        val_stats = validate(self.model, self.loss_fn, self.valid_loader, LabelSpace.from_config(self.cfg), self.step,
+        val_stats = validate(self.model, self.loss_fn, self.valid_loader, self.space, self.step,
                              self.seed_names, t.validation_steps, self.dist_ctx, bar)
         bar.close()
         row = epoch_row(number, self.optim.param_groups[0]["lr"], train_stats, val_stats, self.seed_names, seconds,
