@@ -31,16 +31,25 @@ SMALL: dict[str, tuple[dict[str, object], int | None]] = {
         {"filter_num": [8, 16, 32], "embed_dim": 32, "num_heads": 4, "num_mlp": 64, "num_transformer": 2,
          "dropout_rate": 0.0}, 4,
     ),
-    "deeplabv3plus": ({"base_filters": 8}, 16),
     "sharp_unet": ({"filters": [8, 16, 32], "dropout_rate": 0.0}, 8),
-    "efficient_unet": ({"base_filters": 4, "efficientnet": "B0", "dropout_rate": 0.0}, 32),
-    "efficientnet_b7_unet": ({"base_filters": 4, "dropout_rate": 0.0}, 32),
+    # smp architectures on resnet18, their smallest common encoder; smp's UNet pads any size itself
+    "unet": ({"encoder": "resnet18"}, None),
+    "unetplusplus": ({"encoder": "resnet18"}, 32),
+    "fpn": ({"encoder": "resnet18"}, 32),
+    "deeplabv3plus": ({"encoder": "resnet18"}, 16),
+    "segformer": ({"encoder": "resnet18"}, 32),
+    "upernet": ({"encoder": "resnet18"}, 32),
+    "efficient_unet": ({"efficientnet": "B0"}, None),
+    "efficientnet_b7_unet": ({}, None),
 }
+SMP_MODELS = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "efficient_unet",
+              "efficientnet_b7_unet")
 
 
 def side_for(name: str) -> int:
-    """The square side each model is tried at: 32 px, the smallest all accept, 64 for swin_unet."""
-    return 64 if name == "swin_unet" else 32
+    """The square side each model is tried at: 32 px, the smallest all accept; 64 for swin_unet and the smp
+    models (at 32 their stride-32 encoders end in one pixel)."""
+    return 64 if name == "swin_unet" or name in SMP_MODELS else 32
 
 
 def make_model(name: str, size: int = 32, num_classes: int = 1, **extra: object) -> nn.Module:
@@ -216,14 +225,6 @@ def test_training_path_does_not_load_monai_until_a_monai_model_is_built() -> Non
             "print(sorted(m for m in ('monai', 'matplotlib', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_deeplab_expansion_matches_monai_bottleneck() -> None:
-    from monai.networks.nets.resnet import ResNetBottleneck
-
-    from flexunet.models.deeplabv3plus import EXPANSION
-
-    assert EXPANSION == ResNetBottleneck.expansion
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3])
