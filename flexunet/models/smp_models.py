@@ -239,7 +239,7 @@ def load_encoder_weights(encoder: nn.Module, path: Path, where: str) -> None:
     if problems:
         raise CheckpointError(f"{where} = {str(path)!r}: not weights of this encoder ({'; '.join(problems)})")
     if head:
-        warnings.warn(f"{where}: {path}: classifier tensors left out: {', '.join(head)}", stacklevel=3)
+        warnings.warn(f"{where}: {path}: classifier tensors left out: {', '.join(sorted(head))}", stacklevel=3)
     encoder.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True)
 
 
