@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, MODEL_KEY_SYNONYMS, NOTE_ONLY_KEYS
 from flexunet.config.resolve import resolve
-from flexunet.config.schema import PATH_KEYS, looks_like_file, SECTIONS, Config, ModelSection, Section
+from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section, looks_like_file
 from flexunet.errors import ConfigError
 
 ORIGIN_FILE = "file"

@@ -76,6 +76,9 @@ def import_smp() -> ModuleType:
 class InputNormalization(nn.Module):
     """(x - mean) / std per channel, on the [0, 1] input; mean and std are buffers, saved in the state_dict."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
@@ -139,7 +142,8 @@ def encoder_statistics(encoder: str, weights: str | None, channels: int) -> tupl
     """Mean and std the encoder's pretrained weights expect, one value per input channel (grey: their mean).
 
     timm encoders take them from timm's pretrained config (no network); smp's own from a small table."""
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     tag = weights if weights and not looks_like_file(weights) else None
     if encoder.startswith("tu-"):
         import timm
@@ -196,7 +200,7 @@ def read_weights_file(path: Path) -> dict[str, Tensor]:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
+            state: object = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
@@ -247,7 +251,7 @@ def check_input_size(section: ModelSection, net: nn.Module, encoder: str) -> Non
     """Height and width must be multiples of what the encoder (and decoder) need: ConfigError before training."""
     if not getattr(net, "requires_divisible_input_shape", True):
         return
-    step = int(net.encoder.output_stride)  # type: ignore[union-attr]
+    step = int(net.encoder.output_stride)  # type: ignore[union-attr, arg-type]
     for key in ("image_height", "image_width"):
         value = getattr(section, key)
         if value % step:

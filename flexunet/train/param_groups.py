@@ -53,8 +53,8 @@ def apply_encoder_schedule(model: nn.Module, section: ModelSection, epoch: int) 
     encoder = model_encoder(model)
     if encoder is None:
         return None
-    if hasattr(model, "freeze_batch_norm"):
-        model.freeze_batch_norm = section.freeze_batch_norm  # EncoderSegmenter keeps those layers in eval mode
+    if hasattr(model, "freeze_batch_norm"):  # EncoderSegmenter keeps those layers in eval mode under .train()
+        setattr(model, "freeze_batch_norm", section.freeze_batch_norm)  # noqa: B010  (not a typed attribute)
     frozen = encoder_frozen(section, epoch)
     changed = False
     for module in encoder.modules():
