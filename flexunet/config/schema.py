@@ -75,6 +75,9 @@ class ModelSection(Section):
     # None: random weights; a tag smp/timm knows ("imagenet": downloaded by their hub code); or a local file
     # (.pth/.pt/.safetensors) of the encoder's weights, every tensor checked
     encoder_weights: Optional[str] = None
+    # the widest decoder width (None: smp's, 256); unet/unetplusplus halve it at each of their 5 stages (down to
+    # 16), fpn's segmentation head is half of it (a multiple of 32, at least 32)
+    decoder_channels: Optional[int] = Field(None, ge=16)
     # training of models with an encoder (smp architectures): the encoder's parameters stay fixed ...
     freeze_encoder: bool = False
     unfreeze_encoder_after: Optional[int] = Field(None, ge=0)  # ... for this many epochs (None: the whole run)

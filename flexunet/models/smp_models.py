@@ -73,6 +73,14 @@ def import_smp() -> ModuleType:
     return smp
 
 
+def import_timm() -> ModuleType:
+    """timm, after torchvision is importable (see import_smp)."""
+    import_smp()
+    import timm
+
+    return timm
+
+
 class InputNormalization(nn.Module):
     """(x - mean) / std per channel, on the [0, 1] input; mean and std are buffers, saved in the state_dict."""
 
@@ -123,7 +131,7 @@ def encoder_names() -> list[str]:
 def check_encoder_name(section: ModelSection, name: str) -> None:
     """ConfigError with close names when neither smp nor timm (for `tu-` names) has encoder `name`."""
     if name.startswith("tu-"):
-        import timm
+        timm = import_timm()
 
         known = timm.list_models()
         if name[3:] in known:
@@ -146,7 +154,7 @@ def encoder_statistics(encoder: str, weights: str | None, channels: int) -> tupl
     std: tuple[float, ...] = IMAGENET_STD
     tag = weights if weights and not looks_like_file(weights) else None
     if encoder.startswith("tu-"):
-        import timm
+        timm = import_timm()
 
         name = f"{encoder[3:]}.{tag}" if tag and tag != "imagenet" else encoder[3:]
         cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
@@ -171,10 +179,24 @@ def hub_error(section: ModelSection, encoder: str, tag: str, exc: BaseException)
         f"encoder_weights = \"path/to/{encoder}.pth\" (or .safetensors)")
 
 
+def decoder_widths(arch: str, widest: int | None) -> dict[str, object]:
+    """smp's decoder width arguments for [model] decoder_channels (nothing: smp's defaults)."""
+    if widest is None:
+        return {}
+    if arch in ("unet", "unetplusplus"):
+        return {"decoder_channels": tuple(max(widest >> i, 16) for i in range(5))}
+    if arch == "fpn":
+        # its segmentation blocks use GroupNorm with 32 groups: a multiple of 32
+        return {"decoder_pyramid_channels": widest, "decoder_segmentation_channels": max(32, widest // 64 * 32)}
+    if arch == "segformer":
+        return {"decoder_segmentation_channels": widest}
+    return {"decoder_channels": widest}  # deeplabv3plus, upernet
+
+
 def create_network(section: ModelSection, arch: str, encoder: str, tag: str | None) -> nn.Module:
     """smp.create_model, with smp's rejections and hub failures as one-line ConfigErrors."""
     smp = import_smp()
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, object] = decoder_widths(arch, section.decoder_channels)
     if arch == "deeplabv3plus":
         kwargs["encoder_output_stride"] = 16
     try:
@@ -284,7 +306,7 @@ def build_smp(section: ModelSection, arch: str, encoder: str) -> EncoderSegmente
 
 
 # [model] keys the smp builders read beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-SMP_KEYS = frozenset({"encoder", "encoder_weights"})
+SMP_KEYS = frozenset({"encoder", "encoder_weights", "decoder_channels"})
 
 
 def _register(name: str) -> None:
@@ -302,7 +324,7 @@ for _name in ARCHITECTURES:
 EFFICIENTNET_VARIANTS = tuple(f"B{i}" for i in range(8))
 
 
-@register_model("efficient_unet", frozenset({"efficientnet", "encoder_weights"}))
+@register_model("efficient_unet", frozenset({"efficientnet", "encoder_weights", "decoder_channels"}))
 def build_efficient_unet(section: ModelSection) -> EncoderSegmenter:
     """The seed's TensorFlowFlexEfficientUNet: smp's UNet on efficientnet-b0..b7 ([model] efficientnet)."""
     variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
@@ -312,7 +334,7 @@ def build_efficient_unet(section: ModelSection) -> EncoderSegmenter:
     return build_smp(section, "unet", f"efficientnet-{variant.lower()}")
 
 
-@register_model("efficientnet_b7_unet", frozenset({"encoder_weights"}))
+@register_model("efficientnet_b7_unet", frozenset({"encoder_weights", "decoder_channels"}))
 def build_efficientnet_b7_unet(section: ModelSection) -> EncoderSegmenter:
     """The seed's TensorFlowFlexEfficientNetB7UNet: smp's UNet on efficientnet-b7."""
     return build_smp(section, "unet", "efficientnet-b7")

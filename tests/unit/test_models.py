@@ -18,6 +18,7 @@ from flexunet.errors import CheckpointError, ConfigError
 from flexunet.models import MODELS, build_model
 from flexunet.models.inspect import inspect_model, write_summary
 
+TINY_SMP: dict[str, object] = {"encoder": "tu-mobilenetv3_small_050", "decoder_channels": 32}
 # name -> (small [model] keys, multiple the image size must have, or None when any size works)
 # swin_unet is tried at 64 px: at 32 its bottleneck is 1x1, where InstanceNorm cannot train
 SMALL: dict[str, tuple[dict[str, object], int | None]] = {
@@ -32,15 +33,15 @@ SMALL: dict[str, tuple[dict[str, object], int | None]] = {
          "dropout_rate": 0.0}, 4,
     ),
     "sharp_unet": ({"filters": [8, 16, 32], "dropout_rate": 0.0}, 8),
-    # smp architectures on resnet18, their smallest common encoder; smp's UNet pads any size itself
-    "unet": ({"encoder": "resnet18"}, None),
-    "unetplusplus": ({"encoder": "resnet18"}, 32),
-    "fpn": ({"encoder": "resnet18"}, 32),
-    "deeplabv3plus": ({"encoder": "resnet18"}, 16),
-    "segformer": ({"encoder": "resnet18"}, 32),
-    "upernet": ({"encoder": "resnet18"}, 32),
-    "efficient_unet": ({"efficientnet": "B0"}, None),
-    "efficientnet_b7_unet": ({}, None),
+    # smp architectures on a 0.4M-parameter timm encoder with narrow decoders; smp's UNet takes any size itself
+    "unet": (TINY_SMP, None),
+    "unetplusplus": (TINY_SMP, 32),
+    "fpn": (TINY_SMP, 32),
+    "deeplabv3plus": (TINY_SMP, 16),
+    "segformer": (TINY_SMP, 32),
+    "upernet": (TINY_SMP, 32),
+    "efficient_unet": ({"efficientnet": "B0", "decoder_channels": 32}, None),
+    "efficientnet_b7_unet": ({"decoder_channels": 32}, None),
 }
 SMP_MODELS = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "efficient_unet",
               "efficientnet_b7_unet")

@@ -191,7 +191,8 @@ def test_a_frozen_encoder_stays_fixed_until_it_is_unfrozen(tmp_path: Path, tiny_
     from flexunet.train import train_from_config
 
     config = make_config(tmp_path, tiny_dataset, {
-        "model": {"model": "unet", "encoder": "resnet18", "freeze_encoder": True, "unfreeze_encoder_after": 2,
+        "model": {"model": "unet", "encoder": "tu-mobilenetv3_small_050", "decoder_channels": 32,
+                  "freeze_encoder": True, "unfreeze_encoder_after": 2,
                   "encoder_lr_scale": 0.5},
         "train": {"epochs": 3, "epoch_change_infer": False}})
     cfg = load_config(config)
@@ -250,3 +251,43 @@ def test_seed_class_names_build_the_smp_models_with_the_seed_encoders() -> None:
 
     assert encoder_of("TensorFlowFlexDeepLabV3Plus") == "ResNetEncoder"
     assert encoder_of("TensorFlowFlexEfficientUNet", efficientnet="B1") == "EfficientNetEncoder"
+
+
+SMP_ARCHITECTURES = ["unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "efficient_unet"]
+
+
+def tiny_smp_config(name: str, size: int) -> object:
+    keys = {"decoder_channels": 32} | ({} if name == "efficient_unet" else {"encoder": "tu-mobilenetv3_small_050"})
+    return config_from_dict({"model": {"model": name, "image_height": size, "image_width": size, "num_classes": 3,
+                                       **keys}, "tiledinfer": {"overlapping": 16}})
+
+
+@pytest.mark.parametrize("name", SMP_ARCHITECTURES)
+def test_every_smp_model_exports_to_onnx_and_runs_tiled(name: str, tmp_path: Path) -> None:
+    """ONNX parity < 1e-4 (dynamic sizes; UPerNet's pyramid pooling needs a fixed size whose stride-32 feature map
+    its 1, 2, 3, 6 bins divide: 192), and tiled inference over an image larger than the model input."""
+    pytest.importorskip("onnxruntime")
+    from flexunet.infer.export import export_onnx
+    from flexunet.infer.tiling import tiled_predict
+
+    size = 192 if name == "upernet" else 64
+    cfg = tiny_smp_config(name, size)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    result = export_onnx(model, cfg, tmp_path / "model.onnx")
+    assert result.max_abs_diff < 1e-4 and result.dynamic_spatial == (name != "upernet")
+    image = np.random.default_rng(0).integers(0, 256, (size + 36, size + 26, 3), dtype=np.uint8)
+    probs = tiled_predict(model, image, cfg, torch.device("cpu"))
+    assert probs.shape == (3, size + 36, size + 26) and np.isfinite(probs).all()
+    assert np.allclose(probs.sum(0), 1, atol=1e-4)  # softmax over 3 classes, blended
+
+
+def test_a_size_onnx_cannot_express_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from flexunet.errors import FlexunetError
+    from flexunet.infer.export import export_onnx
+
+    cfg = tiny_smp_config("upernet", 64)
+    with pytest.raises(FlexunetError, match=r"^this model cannot be exported to ONNX at 64x64 \(Unsupported: .*"
+                                            r"adaptive_avg_pool2d[^\n]*$"):
+        export_onnx(build_model(cfg.model).eval(), cfg, tmp_path / "model.onnx")
