@@ -291,3 +291,27 @@ def test_a_size_onnx_cannot_express_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(FlexunetError, match=r"^this model cannot be exported to ONNX at 64x64 \(Unsupported: .*"
                                             r"adaptive_avg_pool2d[^\n]*$"):
         export_onnx(build_model(cfg.model).eval(), cfg, tmp_path / "model.onnx")
+
+
+def test_the_readme_example_config_loads_and_builds_offline_from_a_local_file(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Choosing a model"):]
+    block = section[section.index("```ini\n") + 7:section.index("```\n", section.index("```ini\n") + 7)]
+    config = tmp_path / "choose.config"
+    config.write_text(block)
+    cfg = load_config(config)
+    m = cfg.model
+    assert (m.model, m.encoder, m.encoder_weights, m.unfreeze_encoder_after) == ("unet", "resnet34", "imagenet", 5)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ConfigError, match="could not download the 'imagenet' weights of encoder 'resnet34'"):
+        build_model(m)
+    weights = tmp_path / "weights" / "resnet34.pth"
+    weights.parent.mkdir()
+    torch.save(smp_model(encoder="resnet34").encoder.state_dict(), weights)
+    config.write_text(block.replace('"imagenet"', '"weights/resnet34.pth"'))
+    cfg = load_config(config)
+    assert cfg.model.encoder_weights == str(weights)  # resolved against the config's folder
+    assert torch.equal(build_model(cfg.model).encoder.conv1.weight, torch.load(weights)["conv1.weight"])
