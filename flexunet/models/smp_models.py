@@ -207,7 +207,8 @@ def create_network(section: ModelSection, arch: str, encoder: str, tag: str | No
         raise ConfigError(f"{section.where('encoder_weights')} = {tag!r}: {text}") from None
     except (ValueError, AttributeError, TypeError, AssertionError) as exc:  # smp: this encoder/decoder pair
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"{section.where('encoder')} = {encoder!r}: {arch} cannot use it ({first})") from None
+        widths = f" with [model] decoder_channels = {section.decoder_channels}" if section.decoder_channels else ""
+        raise ConfigError(f"{section.where('encoder')} = {encoder!r}: {arch} cannot use it{widths} ({first})") from None
     except (OSError, ConnectionError, RuntimeError) as exc:  # the hub: no network, no such file, ...
         if tag is None:
             raise

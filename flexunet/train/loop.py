@@ -48,7 +48,7 @@ from flexunet.train.distributed import (
     per_rank_batch,
 )
 from flexunet.train.history import History
-from flexunet.train.param_groups import apply_encoder_schedule, parameter_groups
+from flexunet.train.param_groups import apply_encoder_schedule, check_freezing_supported, parameter_groups
 from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 from flexunet.train.tensorboard import open_board
@@ -552,6 +552,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
     train_model = prepare_model(model, step, dist_ctx)
     optim = make_optimizer(model, cfg)
+    check_freezing_supported(cfg.model, dist_ctx.enabled)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))

@@ -28,6 +28,15 @@ def check_encoder_keys(model: nn.Module, section: ModelSection) -> None:
                           "with the smp architectures (unet, fpn, deeplabv3plus, ...)")
 
 
+def check_freezing_supported(section: ModelSection, distributed: bool) -> None:
+    """Freezing changes which parameters get gradients after DistributedDataParallel has registered them: not
+    supported under torchrun yet (encoder_lr_scale is)."""
+    if distributed and (section.freeze_encoder or section.freeze_batch_norm):
+        key = "freeze_encoder" if section.freeze_encoder else "freeze_batch_norm"
+        raise ConfigError(f"{section.where(key)} = True: not supported with several processes (torchrun) yet; "
+                          "train on one process, or leave the encoder unfrozen")
+
+
 def parameter_groups(model: nn.Module, section: ModelSection) -> list[dict]:
     """Optimizer groups: everything but the encoder at learning_rate (group 0, the one logged), then the encoder at
     learning_rate x encoder_lr_scale. Frozen parameters are in their group too, so unfreezing needs no new

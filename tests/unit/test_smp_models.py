@@ -315,3 +315,12 @@ def test_the_readme_example_config_loads_and_builds_offline_from_a_local_file(tm
     cfg = load_config(config)
     assert cfg.model.encoder_weights == str(weights)  # resolved against the config's folder
     assert torch.equal(build_model(cfg.model).encoder.conv1.weight, torch.load(weights)["conv1.weight"])
+
+
+def test_freezing_under_torchrun_is_refused_in_one_line() -> None:
+    from flexunet.train.param_groups import check_freezing_supported
+
+    section = config_from_dict({"model": {"model": "unet", "freeze_encoder": True}}).model
+    check_freezing_supported(section, distributed=False)
+    with pytest.raises(ConfigError, match=r"\[model\] freeze_encoder = True: not supported with several processes"):
+        check_freezing_supported(section, distributed=True)
