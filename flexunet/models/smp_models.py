@@ -215,10 +215,11 @@ def create_network(section: ModelSection, arch: str, encoder: str, tag: str | No
         raise hub_error(section, encoder, tag, exc) from None
 
 
-def read_weights_file(path: Path) -> dict[str, Tensor]:
+def read_weights_file(path: Path, where: str) -> dict[str, Tensor]:
     """A state_dict from a .safetensors file or a torch file (read with weights_only: data, never code)."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: encoder weights not found")
+        raise CheckpointError(f"{where} = {str(path)!r}: file not found (a tag such as \"imagenet\" has no '/' "
+                              "and no weights suffix)")
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -248,7 +249,7 @@ def load_encoder_weights(encoder: nn.Module, path: Path, where: str) -> None:
     """Load a local file into `encoder`: every encoder tensor must be there with its shape. A file of a whole
     flexunet/smp model gives its encoder part. Classifier keys are left out with a warning; anything else that
     does not fit is a CheckpointError listing the keys."""
-    state = read_weights_file(path)
+    state = read_weights_file(path, where)
     for prefix in ("net.encoder.", "encoder."):  # a whole EncoderSegmenter, or a whole smp model
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

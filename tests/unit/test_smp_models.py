@@ -324,3 +324,8 @@ def test_freezing_under_torchrun_is_refused_in_one_line() -> None:
     check_freezing_supported(section, distributed=False)
     with pytest.raises(ConfigError, match=r"\[model\] freeze_encoder = True: not supported with several processes"):
         check_freezing_supported(section, distributed=True)
+
+
+def test_a_missing_encoder_file_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"\[model\] encoder_weights = '.*nothing.pth': file not found"):
+        smp_model(encoder_weights=str(tmp_path / "nothing.pth"))
