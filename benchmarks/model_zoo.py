@@ -11,7 +11,7 @@ short CPU training-step timing (Adam, batch 4 at 128 x 128, fp32, after warm-up 
 recorded before and after each model). It writes benchmarks/results/model_zoo_smp.json. That timing is a raw
 step speed, not the converged-quality table (benchmarks/model_zoo_train.py trains for a time budget).
 
-    python benchmarks/model_zoo.py --smp
+    python benchmarks/model_zoo.py --smp [NAME ...]   # only these, keeping the other rows
 """
 from __future__ import annotations
 
@@ -88,9 +88,12 @@ def train_speed(name: str) -> dict[str, object]:
             "load_1m_before": load_before, "load_1m_after": round(os.getloadavg()[0], 2)}
 
 
-def main_smp() -> None:
-    rows = []
-    for name in SMP_MODELS:
+def main_smp(names: list[str]) -> None:
+    """Measure `names` (all smp models when empty); rows of models not measured now are kept from the file."""
+    path = RESULTS / "model_zoo_smp.json"
+    kept = json.loads(path.read_text())["models"] if names and path.is_file() else []
+    rows = [r for r in kept if r["model"] not in names]
+    for name in names or SMP_MODELS:
         encoder = DEFAULT_ENCODER.get(name, "resnet34") if name in ARCHITECTURES else {
             "efficient_unet": "efficientnet-b0", "efficientnet_b7_unet": "efficientnet-b7"}[name]
         row = {**measure(name), "encoder": encoder, **train_speed(name)}
@@ -101,13 +104,14 @@ def main_smp() -> None:
               "threads": torch.get_num_threads(), "optimizer": "Adam", "precision": "fp32"}
     note = ("params and GFLOPs at 256x256 (3 channels, 1 class); train_images_per_s: a short raw-step timing, "
             "comparable only between rows of similar load; no accuracy is measured here")
+    rows.sort(key=lambda r: SMP_MODELS.index(str(r["model"])))
     out = {"machine": machine_info(), "size": SIZE, "train_timing": timing, "note": note, "models": rows}
-    (RESULTS / "model_zoo_smp.json").write_text(json.dumps(out, indent=2) + "\n")
+    path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 def main() -> None:
-    if "--smp" in sys.argv[1:]:
-        main_smp()
+    if "--smp" in sys.argv[1:]:  # --smp [NAME ...]
+        main_smp([a for a in sys.argv[1:] if a != "--smp"])
         return
     rows = [measure(name) for name in sorted(MODELS)]
     RESULTS.mkdir(exist_ok=True)

@@ -69,7 +69,7 @@ class ModelSection(Section):
     loss: Optional[str] = None  # None -> categorical_crossentropy (num_classes > 1) or bce_iou_loss
     metrics: list[str] = Field(default_factory=lambda: ["dice_coef_multiclass"])
     pretrained_weights: Optional[str] = None  # local .pt file of the whole model; nothing is downloaded
-    # smp architectures (unet, unetplusplus, fpn, deeplabv3plus, segformer, upernet; see flexunet/models/smp_models.py)
+    # smp architectures (unet, unetplusplus, fpn, deeplabv3plus, ...: flexunet/models/smp_models.py)
     encoder: Optional[str] = None  # any smp encoder ("resnet34", "efficientnet-b0") or timm's with "tu-"; None ->
     # the architecture's default (resnet50 for deeplabv3plus, resnet34 otherwise)
     # None: random weights; a tag smp/timm knows ("imagenet": downloaded by their hub code); or a local file

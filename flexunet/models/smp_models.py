@@ -1,5 +1,5 @@
-"""Architectures from segmentation_models_pytorch (smp): UNet, UNet++, FPN, DeepLabV3+, SegFormer, UPerNet on any
-smp or timm encoder (`[model] encoder`), with optional pretrained encoder weights (`[model] encoder_weights`).
+"""Architectures from segmentation_models_pytorch (smp): UNet, UNet++, FPN, DeepLabV3(+), SegFormer, UPerNet, MAnet on
+any smp or timm encoder (`[model] encoder`), with optional pretrained encoder weights (`[model] encoder_weights`).
 
 Each model is an `EncoderSegmenter`: an `InputNormalization` (the encoder's mean/std, stored as buffers, so every
 path that calls the model - training, evaluation, inference, tiled inference, TTA, ONNX - normalises the same way
@@ -31,8 +31,10 @@ from flexunet.models.registry import register_model
 # registry name -> smp architecture name
 ARCHITECTURES = {
     "unet": "unet", "unetplusplus": "unetplusplus", "fpn": "fpn", "deeplabv3plus": "deeplabv3plus",
-    "segformer": "segformer", "upernet": "upernet",
+    "segformer": "segformer", "upernet": "upernet", "manet": "manet", "deeplabv3": "deeplabv3",
 }
+# not registered: pspnet (it uses 3 encoder stages, and a timm encoder keeps the others as weights without gradients),
+# linknet (no decoder width to set), pan (needs inputs of 128 px and more), dpt (timm ViT encoders only)
 # the encoder used when [model] encoder is not set: the seed's ResNet-50 for DeepLabV3+, resnet34 otherwise
 DEFAULT_ENCODER = {"deeplabv3plus": "resnet50"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -183,7 +185,7 @@ def decoder_widths(arch: str, widest: int | None) -> dict[str, object]:
     """smp's decoder width arguments for [model] decoder_channels (nothing: smp's defaults)."""
     if widest is None:
         return {}
-    if arch in ("unet", "unetplusplus"):
+    if arch in ("unet", "unetplusplus", "manet"):
         return {"decoder_channels": tuple(max(widest >> i, 16) for i in range(5))}
     if arch == "fpn":
         # its segmentation blocks use GroupNorm with 32 groups: a multiple of 32

@@ -40,11 +40,13 @@ SMALL: dict[str, tuple[dict[str, object], int | None]] = {
     "deeplabv3plus": (TINY_SMP, 16),
     "segformer": (TINY_SMP, 32),
     "upernet": (TINY_SMP, 32),
+    "manet": (TINY_SMP, 32),
+    "deeplabv3": (TINY_SMP, 8),
     "efficient_unet": ({"efficientnet": "B0", "decoder_channels": 32}, None),
     "efficientnet_b7_unet": ({"decoder_channels": 32}, None),
 }
-SMP_MODELS = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "efficient_unet",
-              "efficientnet_b7_unet")
+SMP_MODELS = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "manet", "deeplabv3",
+              "efficient_unet", "efficientnet_b7_unet")
 
 
 def side_for(name: str) -> int:

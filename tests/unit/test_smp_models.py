@@ -253,7 +253,11 @@ def test_seed_class_names_build_the_smp_models_with_the_seed_encoders() -> None:
     assert encoder_of("TensorFlowFlexEfficientUNet", efficientnet="B1") == "EfficientNetEncoder"
 
 
-SMP_ARCHITECTURES = ["unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "efficient_unet"]
+SMP_ARCHITECTURES = ["unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "manet", "deeplabv3",
+                     "efficient_unet"]
+# pyramid pooling into 1, 2, 3 and 6 bins: ONNX expresses it only at a fixed size whose deepest feature map the bins
+# divide (UPerNet: stride 32, so 192 px)
+FIXED_ONNX_SIZE = {"upernet": 192}
 
 
 def tiny_smp_config(name: str, size: int) -> object:
@@ -264,18 +268,18 @@ def tiny_smp_config(name: str, size: int) -> object:
 
 @pytest.mark.parametrize("name", SMP_ARCHITECTURES)
 def test_every_smp_model_exports_to_onnx_and_runs_tiled(name: str, tmp_path: Path) -> None:
-    """ONNX parity < 1e-4 (dynamic sizes; UPerNet's pyramid pooling needs a fixed size whose stride-32 feature map
-    its 1, 2, 3, 6 bins divide: 192), and tiled inference over an image larger than the model input."""
+    """ONNX parity < 1e-4 (dynamic sizes, or fixed ones for pyramid pooling: FIXED_ONNX_SIZE), and tiled inference
+    over an image larger than the model input."""
     pytest.importorskip("onnxruntime")
     from flexunet.infer.export import export_onnx
     from flexunet.infer.tiling import tiled_predict
 
-    size = 192 if name == "upernet" else 64
+    size = FIXED_ONNX_SIZE.get(name, 64)
     cfg = tiny_smp_config(name, size)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     result = export_onnx(model, cfg, tmp_path / "model.onnx")
-    assert result.max_abs_diff < 1e-4 and result.dynamic_spatial == (name != "upernet")
+    assert result.max_abs_diff < 1e-4 and result.dynamic_spatial == (name not in FIXED_ONNX_SIZE)
     image = np.random.default_rng(0).integers(0, 256, (size + 36, size + 26, 3), dtype=np.uint8)
     probs = tiled_predict(model, image, cfg, torch.device("cpu"))
     assert probs.shape == (3, size + 36, size + 26) and np.isfinite(probs).all()
