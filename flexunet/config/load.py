@@ -12,13 +12,27 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, MODEL_KEY_SYNONYMS, NOTE_ONLY_KEYS
+from flexunet.config.aliases import (
+    EVAL_DATA_KEYS,
+    KEY_ALIASES,
+    MODEL_KEY_SYNONYMS,
+    NOTE_ONLY_KEYS,
+    canonical_model_name,
+)
+from flexunet.config.catalog import (
+    ACTIVATIONS,
+    COMMON_MODEL_KEYS,
+    LEVEL_DROPOUT_MODELS,
+    LOSS_NAMES,
+    MODEL_KEYS,
+    activation_key,
+    canonical_loss_name,
+)
 from flexunet.config.resolve import resolve
 from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section, looks_like_file
 from flexunet.errors import ConfigError
 
 ORIGIN_FILE = "file"
-LEVEL_DROPOUT_MODELS = frozenset({"flexunet", "sharp_unet", "unet3plus"})  # dropout_rate * level, as the seed
 ORIGIN_CLI = "command line"
 
 
@@ -244,9 +258,6 @@ def _unread_model_keys(section: Section, origins: Mapping[str, str], label: str)
     A key at its default changes nothing whichever model reads it; so config.resolved.ini, which lists every key,
     loads back without a note per unread key.
     """
-    from flexunet.config.aliases import canonical_model_name
-    from flexunet.models import COMMON_MODEL_KEYS, MODEL_KEYS
-
     assert isinstance(section, ModelSection)
     name = canonical_model_name(section.model)
     if name not in MODEL_KEYS:  # an unknown model is reported as a problem
@@ -264,8 +275,6 @@ def _unread_model_keys(section: Section, origins: Mapping[str, str], label: str)
 
 def _deepest_level(m: ModelSection) -> tuple[int, str]:
     """Index of the deepest level (its dropout is dropout_rate * index), and what sets it, for the message."""
-    from flexunet.config.aliases import canonical_model_name
-
     if canonical_model_name(m.model) == "sharp_unet":  # its filters (4 by default) plus a bottleneck, not num_layers
         deepest = len(m.filters) if m.filters else 4
         return deepest, f"{deepest + 1} levels ([model] filters)"
@@ -274,20 +283,16 @@ def _deepest_level(m: ModelSection) -> tuple[int, str]:
 
 def _cross_problems(cfg: Config, label: str) -> list[str]:
     """Checks that involve several keys or a registry name."""
-    from flexunet.config.aliases import canonical_model_name
-    from flexunet.losses import LOSSES, canonical_loss_name
     from flexunet.metrics import SEED_METRICS
-    from flexunet.models import MODELS
-    from flexunet.models.layers import make_activation
 
     problems = []
     m = cfg.model
-    if canonical_model_name(m.model) not in MODELS:
+    if canonical_model_name(m.model) not in MODEL_KEYS:
         problems.append(f"{Location(label, 'model', 'model')} = {m.model!r}: "
-                        f"unknown model{_suggest(m.model, list(MODELS))}")
-    if m.loss is not None and canonical_loss_name(m.loss) not in LOSSES:
+                        f"unknown model{_suggest(m.model, list(MODEL_KEYS))}")
+    if m.loss is not None and canonical_loss_name(m.loss) not in LOSS_NAMES:
         problems.append(f"{Location(label, 'model', 'loss')} = {m.loss!r}: "
-                        f"unknown loss; choose one of {', '.join(sorted(LOSSES))}")
+                        f"unknown loss; choose one of {', '.join(sorted(LOSS_NAMES))}")
     for name in m.metrics:
         if name not in SEED_METRICS:
             problems.append(f"{Location(label, 'model', 'metrics')} = {name!r}: "
@@ -297,10 +302,9 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
         if base not in SEED_METRICS and base != "loss":
             problems.append(f"{Location(label, 'train', 'metrics')} = {name!r}: "
                             f"unknown metric{_suggest(base, list(SEED_METRICS))}")
-    try:
-        make_activation(m.activation)
-    except ConfigError as exc:
-        problems.append(f"{Location(label, 'model')} {exc}")
+    if activation_key(m.activation) not in ACTIVATIONS:
+        problems.append(f"{Location(label, 'model', 'activation')} = {m.activation!r}: unknown activation; "
+                        f"choose one of {', '.join(sorted(ACTIVATIONS))}")
     ignore = cfg.mask.ignore_index
     if m.num_classes > 1:
         bad = sorted({i for i in cfg.rgb_map.values() if i >= m.num_classes and i != ignore})

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from flexunet.config.catalog import canonical_loss_name
 from flexunet.config.schema import ModelSection
 from flexunet.errors import ConfigError
 from flexunet.metrics.seed import dice_coef, iou_coef
@@ -113,7 +114,7 @@ def dice_ce_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return DiceLoss(smooth_nr=1e-5, smooth_dr=1e-5)(probs, target) + crossentropy(logits, labels)
 
 
-LOSSES: dict[str, LossFn] = {
+LOSSES: dict[str, LossFn] = {  # names as in config/catalog.py LOSS_NAMES (seed spellings: canonical_loss_name)
     "bce_iou_loss": bce_iou_loss,
     "bce_dice_loss": bce_dice_loss,
     "dice_loss": dice_loss,
@@ -124,14 +125,6 @@ LOSSES: dict[str, LossFn] = {
     "basnet_hybrid_loss": basnet_hybrid_loss,
     "dice_ce_loss": dice_ce_loss,
 }
-
-_LOSS_ALIASES = {"jacard_loss": "iou_loss", "sparse_categorical_crossentropy": "categorical_crossentropy"}
-
-
-def canonical_loss_name(name: str) -> str:
-    key = name.strip().strip("'\"").lower()
-    return _LOSS_ALIASES.get(key, key)
-
 
 def default_loss_name(section: ModelSection) -> str:
     """The seed's F default (categorical_crossentropy) for softmax models, the Pap-Smear choice for binary ones."""

@@ -1,4 +1,5 @@
 """Segmentation networks by name. Each architecture module below registers itself when imported."""
+from flexunet.config.catalog import COMMON_MODEL_KEYS, MODEL_KEYS
 from flexunet.models import (  # noqa: F401  (each registers its builder under the name in its file)
     attention_unet,
     flexunet,
@@ -11,8 +12,6 @@ from flexunet.models import (  # noqa: F401  (each registers its builder under t
     unet3plus,
 )
 from flexunet.models.registry import (
-    COMMON_MODEL_KEYS,
-    MODEL_KEYS,
     MODELS,
     PretrainedReport,
     build_model,

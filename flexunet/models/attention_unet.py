@@ -16,11 +16,7 @@ if TYPE_CHECKING:  # MONAI itself loads only when the model is built
     from monai.networks.nets import AttentionUnet
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-ATTENTION_UNET_KEYS = frozenset({"base_filters", "num_layers", "dropout_rate"})
-
-
-@register_model("attention_unet", ATTENTION_UNET_KEYS)
+@register_model("attention_unet")
 def build_attention_unet(section: ModelSection) -> AttentionUnet:
     from monai.networks.nets import AttentionUnet  # MONAI loads only when this model is built
 

@@ -107,15 +107,7 @@ class FlexUNet(nn.Module):
         return self.head(x)  # logits (N, num_classes, H, W)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-FLEXUNET_KEYS = frozenset(
-    {
-        "base_filters", "num_layers", "base_kernels", "dilation", "dropout_rate", "activation", "normalization",
-    }
-)
-
-
-@register_model("flexunet", FLEXUNET_KEYS)
+@register_model("flexunet")
 def build_flexunet(section: ModelSection) -> FlexUNet:
     require_divisible(section, section.num_layers - 1)
     make_activation(section.activation, section)  # fail early with the config location

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flexunet.config.catalog import activation_key
 from flexunet.config.schema import ModelSection
 from flexunet.errors import ConfigError
 
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
+_ACTIVATIONS: dict[str, type[nn.Module]] = {  # the names of config/catalog.py ACTIVATIONS
     "relu": nn.ReLU, "elu": nn.ELU, "mish": nn.Mish, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU,
     "selu": nn.SELU, "leaky_relu": nn.LeakyReLU, "leakyrelu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
 }
@@ -18,9 +19,7 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def make_activation(name: str, section: ModelSection | None = None) -> nn.Module:
     """An activation module by its Keras/PyTorch name (`relu`, `elu`, `mish`, `tf.nn.relu`, `ReLU`, ...)."""
-    key = name.strip().lower()
-    for prefix in ("tf.nn.", "tf.keras.activations.", "keras.activations."):
-        key = key.removeprefix(prefix)
+    key = activation_key(name)
     if key not in _ACTIVATIONS:
         where = section.where("activation") if section is not None else "activation"
         raise ConfigError(f"{where} = {name!r}: unknown activation; choose one of {', '.join(sorted(_ACTIVATIONS))}")

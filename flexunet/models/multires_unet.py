@@ -98,11 +98,7 @@ class MultiResUNet(nn.Module):
         return self.head(x)  # logits (N, num_classes, H, W)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-MULTIRES_UNET_KEYS = frozenset({"base_filters", "num_layers", "activation"})
-
-
-@register_model("multires_unet", MULTIRES_UNET_KEYS)
+@register_model("multires_unet")
 def build_multires_unet(section: ModelSection) -> MultiResUNet:
     check_unet_keys(section, section.num_layers)
     return MultiResUNet(

@@ -17,32 +17,25 @@ import torch
 from torch import nn
 
 from flexunet.config.aliases import canonical_model_name
+from flexunet.config.catalog import MODEL_KEYS
 from flexunet.config.schema import ModelSection
 from flexunet.errors import CheckpointError, ConfigError
 
 ModelBuilder = Callable[[ModelSection], nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
-MODEL_KEYS: dict[str, frozenset[str]] = {}  # registry name -> [model] keys its builder reads, beyond COMMON_MODEL_KEYS
-
-# [model] keys read for every architecture: the name, input and output shape, loss, metrics and optimiser settings.
-COMMON_MODEL_KEYS = frozenset(
-    {
-        "model", "generator", "image_width", "image_height", "image_channels", "num_classes", "loss", "metrics",
-        "optimizer", "learning_rate", "weight_decay", "clipvalue", "pretrained_weights",
-        # read by training (flexunet/train/param_groups.py); a ConfigError for a model without an encoder
-        "freeze_encoder", "unfreeze_encoder_after", "freeze_batch_norm", "encoder_lr_scale",
-    }
-)
 
 
-def register_model(name: str, keys: frozenset[str]) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: make `name` selectable with `[model] model = "name"`; `keys` are the [model] keys its builder
-    reads beyond COMMON_MODEL_KEYS (a key the user sets outside both gets a note at load)."""
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: make `name` selectable with `[model] model = "name"`. The [model] keys its builder reads are
+    declared in flexunet/config/catalog.py (MODEL_KEYS), where config validates files without importing models."""
 
     def add(builder: ModelBuilder) -> ModelBuilder:
         if name in MODELS:
             raise ValueError(f"model {name!r} registered twice")
-        MODELS[name], MODEL_KEYS[name] = builder, keys
+        if name not in MODEL_KEYS:
+            raise ValueError(f"model {name!r}: declare the [model] keys it reads in MODEL_KEYS, "
+                             "flexunet/config/catalog.py")
+        MODELS[name] = builder
         return builder
 
     return add

@@ -66,15 +66,7 @@ class SharpUNet(nn.Module):
         return self.head(x)  # logits (N, num_classes, H, W)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-SHARP_UNET_KEYS = frozenset(
-    {
-        "filters", "base_filters", "max_filter", "base_ksize", "dilation", "dropout_rate", "activation",
-    }
-)
-
-
-@register_model("sharp_unet", SHARP_UNET_KEYS)
+@register_model("sharp_unet")
 def build_sharp_unet(section: ModelSection) -> SharpUNet:
     filters = list(section.filters or [section.base_filters * 2**i for i in range(4)])
     filters.append(min(section.max_filter, 2 * filters[-1]))  # the bottleneck

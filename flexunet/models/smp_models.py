@@ -309,8 +309,6 @@ def build_smp(section: ModelSection, arch: str, encoder: str) -> EncoderSegmente
     return EncoderSegmenter(net, mean, std)
 
 
-# [model] keys the smp builders read beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-SMP_KEYS = frozenset({"encoder", "encoder_weights", "decoder_channels"})
 
 
 def _register(name: str) -> None:
@@ -318,7 +316,7 @@ def _register(name: str) -> None:
         return build_smp(section, ARCHITECTURES[name], section.encoder or DEFAULT_ENCODER.get(name, "resnet34"))
 
     build.__name__ = f"build_{name}"
-    register_model(name, SMP_KEYS)(build)
+    register_model(name)(build)
 
 
 for _name in ARCHITECTURES:
@@ -328,7 +326,7 @@ for _name in ARCHITECTURES:
 EFFICIENTNET_VARIANTS = tuple(f"B{i}" for i in range(8))
 
 
-@register_model("efficient_unet", frozenset({"efficientnet", "encoder_weights", "decoder_channels"}))
+@register_model("efficient_unet")
 def build_efficient_unet(section: ModelSection) -> EncoderSegmenter:
     """The seed's TensorFlowFlexEfficientUNet: smp's UNet on efficientnet-b0..b7 ([model] efficientnet)."""
     variant = section.efficientnet.strip().upper().removeprefix("EFFICIENTNET").strip("-_")
@@ -338,7 +336,7 @@ def build_efficient_unet(section: ModelSection) -> EncoderSegmenter:
     return build_smp(section, "unet", f"efficientnet-{variant.lower()}")
 
 
-@register_model("efficientnet_b7_unet", frozenset({"encoder_weights", "decoder_channels"}))
+@register_model("efficientnet_b7_unet")
 def build_efficientnet_b7_unet(section: ModelSection) -> EncoderSegmenter:
     """The seed's TensorFlowFlexEfficientNetB7UNet: smp's UNet on efficientnet-b7."""
     return build_smp(section, "unet", "efficientnet-b7")

@@ -31,16 +31,7 @@ def as_list(value: int | list[int] | None, default: tuple[int, ...]) -> list[int
     return [value] * STAGES if isinstance(value, int) else list(value)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-SWIN_UNET_KEYS = frozenset(
-    {
-        "filter_num_begin", "depth", "patch_size", "num_heads", "window_size", "stack_num_down", "num_mlp",
-        "dropout_rate",
-    }
-)
-
-
-@register_model("swin_unet", SWIN_UNET_KEYS)
+@register_model("swin_unet")
 def build_swin_unet(section: ModelSection) -> SwinUNETR:
     problems = []
     feature = section.filter_num_begin

@@ -94,16 +94,7 @@ class TransUNet(nn.Module):
         return self.head(x)  # logits (N, num_classes, H, W)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-TRANS_UNET_KEYS = frozenset(
-    {
-        "filter_num", "base_filters", "embed_dim", "num_heads", "num_mlp", "num_transformer", "mlp_activation",
-        "dropout_rate", "stack_num_down", "stack_num_up", "batch_norm", "pool", "unpool", "backbone", "activation",
-    }
-)
-
-
-@register_model("trans_unet", TRANS_UNET_KEYS)
+@register_model("trans_unet")
 def build_trans_unet(section: ModelSection) -> TransUNet:
     filters = section.filter_num or [section.base_filters * 2**i for i in range(4)]
     heads = section.num_heads if section.num_heads is not None else 12

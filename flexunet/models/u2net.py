@@ -92,11 +92,7 @@ class U2Net(nn.Module):
         return self.fuse(torch.cat(sides, dim=1))  # logits (N, num_classes, H, W)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-U2NET_KEYS = frozenset({"base_filters", "num_layers", "activation"})
-
-
-@register_model("u2net", U2NET_KEYS)
+@register_model("u2net")
 def build_u2net(section: ModelSection) -> U2Net:
     require_levels(section, "num_layers", section.num_layers, 2)
     make_activation(section.activation, section)  # fail early with the config location

@@ -60,11 +60,7 @@ class UNet3Plus(nn.Module):
         return self.head(dec[0])  # logits (N, num_classes, H, W)
 
 
-# [model] keys this builder reads beyond COMMON_MODEL_KEYS (flexunet/models/registry.py)
-UNET3PLUS_KEYS = frozenset({"base_filters", "num_layers", "dropout_rate", "activation"})
-
-
-@register_model("unet3plus", UNET3PLUS_KEYS)
+@register_model("unet3plus")
 def build_unet3plus(section: ModelSection) -> UNet3Plus:
     check_unet_keys(section, section.num_layers)
     return UNet3Plus(

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flexunet.augment import Augmenter
+from flexunet.augment.ops import Elastic
 from flexunet.config import config_from_dict, load_config
 from flexunet.config.schema import AugmentorSection, Config, DeformationSection
 from flexunet.evaluate.leakage import doctor_command
@@ -30,16 +31,16 @@ def test_elastic_settings_come_from_the_section_chosen_at_load() -> None:
     assert seed_s.resolved.elastic == "augmentor"
     alone = config_from_dict({"augmentor": {"deformation": True}, "deformation": {"alpha": 700, "sigmoid": 3}})
     assert alone.resolved.elastic == "deformation_sigmoid"
-    assert Augmenter.from_config(alone).elastic_sigmas == (3.0,)
+    assert Augmenter.from_config(alone).op(Elastic).sigmas == (3.0,)  # type: ignore[union-attr]
     both = config_from_dict({"augmentor": {"deformation": True}, "deformation": {"sigmoid": 3, "sigmoids": [6, 7]}})
-    assert both.resolved.elastic == "deformation" and Augmenter.from_config(both).elastic_sigmas == (6.0, 7.0)
+    assert both.resolved.elastic == "deformation" and Augmenter.from_config(both).op(Elastic).sigmas == (6.0, 7.0)  # type: ignore[union-attr]
 
 
 def test_a_config_built_in_code_reads_its_sections_plainly() -> None:
     cfg = Config(augmentor=AugmentorSection(deformation=True),
                  deformation=DeformationSection(alpha=10, sigmoid=2, sigmoids=[4]))
-    augment = Augmenter.from_config(cfg)
-    assert (augment.elastic_alpha, augment.elastic_sigmas) == (10, (4.0,))
+    elastic = Augmenter.from_config(cfg).op(Elastic)
+    assert elastic is not None and (elastic.alpha, elastic.sigmas) == (10, (4.0,))
 
 
 def test_overlays_follow_an_output_dir_from_the_command_line(tmp_path: Path) -> None:

@@ -9,14 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "flexunet"
 
 # The arrows that still point up, as (importing module, imported module), each with what will remove it.
-ALLOWED_UPWARD = {
-    # config checks [model] keys and loss/model names against the registries, so config.load reaches up, inside
-    # functions, to the packages that import config.schema; goes when those checks move next to the registries
-    # (issue 17 follow-up: not filed yet)
-    ("flexunet.config.load", "flexunet.models"),
-    ("flexunet.config.load", "flexunet.models.layers"),
-    ("flexunet.config.load", "flexunet.losses"),
-}
+ALLOWED_UPWARD: set[tuple[str, str]] = set()  # none left (issue 17)
 
 
 def documented_layers() -> dict[str, int]:
