@@ -151,7 +151,8 @@ def instance_labels(labels: np.ndarray, settings: Postprocess, num_labels: int) 
     return instances, classes
 
 
-def settings_from_config(cfg: Config, chosen: Mapping[str, Mapping[str, Any]] | None = None) -> dict[int, ClassPostprocess]:
+def settings_from_config(cfg: Config,
+                         chosen: Mapping[str, Mapping[str, Any]] | None = None) -> dict[int, ClassPostprocess]:
     """Label -> settings from [postprocess] (a scalar for every foreground class, or a value per class name);
     `chosen` (class name -> min_object_px / fill_holes / keep_largest, from postprocess.json) replaces those keys'
     values when `auto = True`. Classes left with nothing to do are left out."""

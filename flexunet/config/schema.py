@@ -260,8 +260,9 @@ class PostprocessSection(Section):
     # in model_dir, with the before/after Dice); evaluate and infer then read that choice
     auto: bool = False
 
-    PER_CLASS: ClassVar[tuple[str, ...]] = ("min_object_px", "min_object_fraction", "fill_holes", "keep_largest", "separate", "min_distance",
-                 "compactness")
+    PER_CLASS: ClassVar[tuple[str, ...]] = (
+        "min_object_px", "min_object_fraction", "fill_holes", "keep_largest", "separate", "min_distance", "compactness",
+    )
 
     @field_validator("min_object_px", "min_object_fraction", "compactness", "min_distance")
     @classmethod
@@ -407,9 +408,10 @@ SECTIONS: dict[str, type[Section]] = {
     cls.section_name(): cls
     for cls in (
         ModelSection, DatasetSection, DatasetclassSection, TrainSection, ValidSection, EvalSection, TestSection,
-        InferSection, TiledinferSection, SegmentationSection, MaskSection, PostprocessSection, ImageSection, GeneratorSection,
-        AugmentorSection, DeformationSection, DistortionSection, SharpeningSection, BrighteningSection,
-        BarrdistortionSection, PincdistortionSection, InspectSection, DebugSection, MaskcolorSection,
+        InferSection, TiledinferSection, SegmentationSection, MaskSection, PostprocessSection, ImageSection,
+        GeneratorSection, AugmentorSection, DeformationSection, DistortionSection, SharpeningSection,
+        BrighteningSection, BarrdistortionSection, PincdistortionSection, InspectSection, DebugSection,
+        MaskcolorSection,
     )
 }
 

@@ -92,8 +92,9 @@ def test_ten_thousand_objects_are_matched_quickly() -> None:
 
 def test_bootstrap_resamples_groups_together() -> None:
     # 4 images in 2 groups: a group that is all hits and one that is all misses
-    per_image = ObjectCounts.stack([ObjectCounts(np.array([1.0]), np.array([0.0]), np.array([0.0]), np.array([1.0]))] * 2
-                                   + [ObjectCounts(np.array([0.0]), np.array([0.0]), np.array([1.0]), np.array([0.0]))] * 2)
+    hit = ObjectCounts(np.array([1.0]), np.array([0.0]), np.array([0.0]), np.array([1.0]))
+    miss = ObjectCounts(np.array([0.0]), np.array([0.0]), np.array([1.0]), np.array([0.0]))
+    per_image = ObjectCounts.stack([hit, hit, miss, miss])
     grouped = bootstrap_object_metric(per_image, object_recall, 200, 0, groups=torch.tensor([0, 0, 1, 1]))
     single = bootstrap_object_metric(per_image, object_recall, 200, 0)
     # with groups a resample holds 0, 2 or 4 hits of 4 images: only 0, 0.5, 1 occur
