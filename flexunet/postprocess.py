@@ -8,9 +8,11 @@ same function after thresholding.
 """
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +22,7 @@ from skimage.measure import label as connected_components
 from skimage.segmentation import watershed
 
 from flexunet.config.schema import Config
+from flexunet.errors import ConfigError
 
 Separation = Literal["none", "watershed"]
 
@@ -165,4 +168,78 @@ def settings_from_config(cfg: Config,
         each = ClassPostprocess(**values)
         if each != OFF:
             out[cls] = each
+    return out
+
+
+CHOICE_FILE = "postprocess.json"  # in model_dir, beside best.pt: what `auto = True` chose on the validation split
+
+
+def read_choice(path: Path) -> dict[str, Any]:
+    """postprocess.json as written after training: {"classes": {name: {"choice": {...}, "dice_before", ...}}}."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"[postprocess] auto = True: {path} not found; it is written at the end of `flexunet "
+                          "train` (train again, or set auto = False and choose the keys yourself)") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"[postprocess] auto = True: {path}: unreadable ({exc})") from None
+    return dict(record)
+
+
+def settings_for_run(cfg: Config, model_dir: Path) -> dict[int, ClassPostprocess]:
+    """The postprocessing evaluate and infer apply: [postprocess] as set, with `auto = True` the choice saved in
+    model_dir's postprocess.json."""
+    if not cfg.postprocess.auto:
+        return settings_from_config(cfg)
+    record = read_choice(model_dir / CHOICE_FILE)
+    chosen = {name: entry["choice"] for name, entry in record.get("classes", {}).items()}
+    return settings_from_config(cfg, chosen)
+
+
+def candidate_settings(object_areas: np.ndarray) -> list[ClassPostprocess]:
+    """The grid `auto` tries for one class, simplest first (off, then one step, then combinations), so that a tie
+    keeps the simpler choice. Sizes are fractions of the 5th percentile of the true objects' areas on validation
+    (specks are far smaller than the smallest real objects), or a fixed set when validation has none."""
+    small = float(np.percentile(object_areas, 5)) if len(object_areas) else 0.0
+    sizes = sorted({max(int(round(f * small)), 2) for f in (0.1, 0.25, 0.5)}) if small >= 4 else [4, 16, 64]
+    grid = [ClassPostprocess(min_object_px=s, fill_holes=f, keep_largest=k)
+            for s in [0, *sizes] for f in (False, True) for k in (False, True)]
+    # fewest steps first; among equals the mildest: a size limit before filling, filling before keeping one object
+    return sorted(grid, key=lambda c: (int(c.min_object_px > 0) + c.fill_holes + c.keep_largest, c.keep_largest,
+                                       c.fill_holes, c.min_object_px))
+
+
+def pooled_dice(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], cls: int,
+                ignore_index: int | None = None) -> float:
+    """Dice of class `cls` from the pixels of all images together (as evaluate's dataset-level Dice); NaN if absent."""
+    tp = fp = fn = 0
+    for pred, truth in zip(preds, truths, strict=True):
+        kept = truth != ignore_index if ignore_index is not None else np.ones(truth.shape, bool)
+        p, t = (pred == cls) & kept, (truth == cls) & kept
+        tp += int((p & t).sum())
+        fp += int((p & ~t).sum())
+        fn += int((~p & t).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                       names: Sequence[str], ignore_index: int | None = None) -> dict[str, dict[str, Any]]:
+    """For each foreground class (names[1:]), the candidate with the highest pooled validation Dice of that class
+    (ties: the simplest, so off unless something helps): class name -> {"choice", "dice_before", "dice_after",
+    "tried"}. labels, probs, truths: one (H, W) / (C, H, W) / (H, W) array per validation image."""
+    out: dict[str, dict[str, Any]] = {}
+    for cls, name in enumerate(names[1:], start=1):
+        areas = np.concatenate([np.bincount(connected_components(t == cls, connectivity=2).ravel())[1:]
+                                for t in truths]) if truths else np.zeros(0)
+        candidates = candidate_settings(areas)
+        before = pooled_dice(labels, truths, cls, ignore_index)
+        best, best_dice = OFF, before
+        for each in candidates[1:]:
+            cleaned = [postprocess_labels(lab, p, {cls: each}) for lab, p in zip(labels, probs, strict=True)]
+            dice = pooled_dice(cleaned, truths, cls, ignore_index)
+            if dice > best_dice + 1e-9:  # strictly better: a tie keeps the simpler choice found first
+                best, best_dice = each, dice
+        choice = {key: getattr(best, key) for key in AUTO_KEYS}
+        out[name] = {"choice": choice, "described": best.describe(), "dice_before": before,
+                     "dice_after": best_dice if not math.isnan(before) else before, "tried": len(candidates)}
     return out

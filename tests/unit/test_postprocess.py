@@ -166,3 +166,25 @@ def test_ten_thousand_objects_in_seconds(count: int) -> None:
     instances, classes = instance_labels(out, {1: ClassPostprocess(separate="watershed", min_distance=1)}, 2)
     assert len(classes) == count
     assert time.perf_counter() - start < 30
+
+
+def test_auto_choice_removes_specks_only_when_validation_dice_rises() -> None:
+    from flexunet.postprocess import candidate_settings, choose_postprocess
+
+    truths, preds = [], []
+    for i in range(4):
+        truth = np.zeros((32, 32), np.int64)
+        truth[8:20, 8:20] = 1  # one 144 px cell
+        pred = truth.copy()
+        pred[0, i] = 1  # and a stray corner pixel the model adds
+        truths.append(truth)
+        preds.append(pred)
+    probs = [np.stack([1.0 - (p == 1), (p == 1) * 1.0]).astype(np.float32) for p in preds]
+    chosen = choose_postprocess(preds, probs, truths, ["background", "cell"])["cell"]
+    assert chosen["dice_after"] == 1.0 and chosen["dice_before"] < 1.0
+    assert chosen["choice"]["min_object_px"] > 1 and not chosen["choice"]["fill_holes"]  # simplest that works
+    # clean predictions: nothing beats off, so off is kept
+    clean = choose_postprocess(truths, probs, truths, ["background", "cell"])["cell"]
+    assert clean["choice"] == {"min_object_px": 0, "min_object_fraction": 0.0, "fill_holes": False,
+                               "keep_largest": False}
+    assert candidate_settings(np.array([100.0, 200.0]))[0] == ClassPostprocess()
