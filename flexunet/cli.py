@@ -130,8 +130,12 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           compile_model: Annotated[Optional[bool], typer.Option(
               "--compile/--no-compile",
               help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
+          instances: Annotated[bool, typer.Option(
+              "--instances", help="Also write 16-bit instance label PNGs (one number per object, as in objects.csv) "
+                                  "to OUTPUT/instances.")] = False,
           quiet: QuietOpt = False) -> None:
-    """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir."""
+    """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir,
+    objects.csv and counts.csv beside the masks."""
     from flexunet.infer import infer_folders, infer_from_config
 
     section = "tiledinfer" if tiled else "infer"
@@ -141,13 +145,18 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.merged_dir={merged}"] if merged else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume, compile_model=compile_model)
+                               resume=resume, compile_model=compile_model, instances=instances)
     for line in result.skipped:
         say(f"skipped: {line}")
+    for line in result.notes:
+        note(line)
     _, output_dir, merged_dir = infer_folders(cfg, tiled)
     say(f"wrote {len(result.written)} masks to {output_dir}" + (f" and overlays to {merged_dir}" if merged_dir else "")
         + (f"; kept {len(result.resumed)} from an earlier pass" if result.resumed else "")
         + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""))
+    if result.objects is not None:
+        say(f"{result.total_objects} objects in {result.objects.name} and per image in {result.counts}"
+            + (f"; instance maps in {output_dir / 'instances'}" if instances else ""))
 
 
 @app.command()

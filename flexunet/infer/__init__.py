@@ -21,6 +21,7 @@ from flexunet.infer.predict import (
     predict_images,
 )
 from flexunet.infer.tiling import tile_boxes, tiled_predict
+from flexunet.postprocess import settings_for_run
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.rundir import run_dir_for
@@ -53,15 +54,18 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
-                      resume: bool = False, compile_model: bool | None = None) -> InferResult:
+                      resume: bool = False, compile_model: bool | None = None, instances: bool = False) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
     so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model`
-    (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py).
+    (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py). Masks are
+    postprocessed as [postprocess] says (with `auto`, as the run's postprocess.json chose); objects.csv and counts.csv
+    go beside them, and with `instances` 16-bit instance maps to `<output_dir>/instances/`.
     """
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
+    postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
@@ -84,7 +88,8 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", total)
         return predict_folder(model, cfg, images_dir, output_dir, merged, torch_device,
                               cfg.infer.tta if tta is None else tta, on_image=bar.advance, tiled=tiled,
-                              resume_after=weights.stat().st_mtime if resume else None)
+                              resume_after=weights.stat().st_mtime if resume else None, postprocess=postprocess,
+                              instances_dir=output_dir / "instances" if instances else None)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:

@@ -14,7 +14,9 @@ from flexunet.config.schema import Config
 from flexunet.data.io import read_image, read_mask, resize_image, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
+from flexunet.infer.objects import ObjectTable, image_objects, instance_png
 from flexunet.labels import LabelSpace
+from flexunet.postprocess import Postprocess, postprocess_labels
 
 
 @torch.no_grad()
@@ -94,6 +96,10 @@ class InferResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per unreadable file
     resumed: list[Path] = field(default_factory=list)  # masks kept from an earlier pass (resume)
+    objects: Path | None = None  # objects.csv: one row per object of the masks written in this pass
+    counts: Path | None = None  # counts.csv: objects per image and class
+    total_objects: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. an instance map that a 16-bit PNG cannot hold
 
 
 def output_names(files: Sequence[Path], name_prefix: str = "") -> list[str]:
@@ -126,14 +132,30 @@ def is_done(targets: Sequence[Path], newer_than: float | None) -> bool:
 
 
 def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
-                   tta: bool = False, tiled: bool = False) -> list[np.ndarray]:
+                   tta: bool = False, tiled: bool = False, postprocess: Postprocess | None = None) -> list[np.ndarray]:
     """Label maps (H0, W0) per image: whole image resized to the model input, or sliding window at native scale."""
+    return [labels for labels, _ in predict_outputs(model, images, cfg, device, tta, tiled, postprocess)]
+
+
+def predict_outputs(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
+                    tta: bool = False, tiled: bool = False,
+                    postprocess: Postprocess | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(labels (H0, W0), probabilities (C, H0, W0)) per image, labels after `postprocess` ([postprocess])."""
+    space = LabelSpace.from_config(cfg)
     if not tiled:
         probs = predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)
-        return [LabelSpace.from_config(cfg).labels(p) for p in probs]
-    from flexunet.infer.tiling import tiled_labels
+        labels = [space.labels(p) for p in probs]
+    else:
+        from flexunet.infer.tiling import and_labels, tiled_predict
 
-    return [tiled_labels(model, image, cfg, device, tta) for image in images]
+        probs = [tiled_predict(model, image, cfg, device, tta) for image in images]
+        labels = [space.labels(p) for p in probs]
+        if cfg.tiledinfer.bitwise_blending:
+            wholes = predict_images(model, images, cfg, device, tta)
+            labels = [and_labels(lab, space.labels(w)) for lab, w in zip(labels, wholes, strict=True)]
+    if postprocess:
+        labels = [postprocess_labels(lab, p, postprocess) for lab, p in zip(labels, probs, strict=True)]
+    return list(zip(labels, probs, strict=True))
 
 
 def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Config, output_dir: Path,
@@ -154,19 +176,26 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
 def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
                    device: torch.device, tta: bool = False, name_prefix: str = "", limit: int | None = None,
                    on_image: Callable[[], None] | None = None, tiled: bool = False,
-                   resume_after: float | None = None) -> InferResult:
+                   resume_after: float | None = None, postprocess: Postprocess | None = None,
+                   instances_dir: Path | None = None) -> InferResult:
     """Segment every image of `images_dir` (sorted): `<stem>.png` masks at the original size, optional overlays.
 
     Streams: only one batch of images ([infer] batch_size; one image when tiled) is in memory at a time.
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
     `resume_after` (the checkpoint's mtime), masks and overlays already written after it are kept, so a stopped pass
-    can go on. Each file is written atomically; a full disk stops the pass with OutputError.
+    can go on. Each file is written atomically; a full disk stops the pass with OutputError. Masks are
+    postprocessed by `postprocess`; the objects of the masks written in this pass go to `<output_dir>/objects.csv` and
+    `counts.csv`, and with `instances_dir` their 16-bit instance maps to `<instances_dir>/<stem>.png`.
     """
+    table = ObjectTable(LabelSpace.from_config(cfg).names)
+    settings = postprocess or {}
     files = list_image_files(images_dir, "[infer] images_dir")[:limit]
     names = output_names(files, name_prefix)
     output_dir.mkdir(parents=True, exist_ok=True)
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
+    if instances_dir is not None:
+        instances_dir.mkdir(parents=True, exist_ok=True)
     result = InferResult()
     batch_size = 1 if tiled else cfg.infer.batch_size
     for start in range(0, len(files), batch_size):
@@ -186,13 +215,24 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                 result.skipped.append(str(exc))
                 if on_image is not None:
                     on_image()
-        labels = predict_labels(model, images, cfg, device, tta, tiled) if images else []
-        for path, image, lab in zip(chunk, images, labels, strict=True):
+        outputs = predict_outputs(model, images, cfg, device, tta, tiled, settings) if images else []
+        for path, image, (lab, probs) in zip(chunk, images, outputs, strict=True):
             try:
                 result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
+                found = image_objects(f"{name_prefix}{path.stem}.png", lab, probs, settings, table.names)
+                table.add(f"{name_prefix}{path.stem}.png", found)
+                if instances_dir is not None:
+                    try:
+                        instance_map = instance_png(found.instances, str(path))
+                    except DataError as exc:  # > 65,535 objects: the mask and objects.csv rows are still written
+                        result.notes.append(str(exc))
+                    else:
+                        write_image(instances_dir / f"{name_prefix}{path.stem}.png", instance_map)
             except OutputError as exc:
                 finished = len(result.written) + len(result.resumed)
                 raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None
             if on_image is not None:
                 on_image()
+    result.objects, result.counts = table.write(output_dir)
+    result.total_objects = len(table.rows)
     return result

@@ -57,3 +57,25 @@ def test_auto_without_a_choice_file_is_a_one_line_error(tmp_path: Path, tiny_dat
     assert run_cli(monkeypatch, "evaluate", str(config), "--quiet", "--set", "postprocess.auto=True") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "postprocess.json not found" in err[0]
+
+
+def test_infer_writes_objects_counts_and_instances(trained_auto: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = trained_auto.parent
+    assert run_cli(monkeypatch, "infer", str(trained_auto), "--quiet", "--instances",
+                   "--set", "postprocess.separate='watershed'") == 0
+    with (root / "out" / "objects.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["image", "object_id", "class", "area_px", "centroid_y", "centroid_x", "bbox_min_row",
+                             "bbox_min_col", "bbox_max_row", "bbox_max_col", "mean_probability"]
+    with (root / "out" / "counts.csv").open() as handle:
+        counts = list(csv.DictReader(handle))
+    assert len(counts) == 4 and sum(int(c["class_1"]) for c in counts) == len(rows)
+    for count in counts:
+        instances = cv2.imread(str(root / "out" / "instances" / count["image"]), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(root / "out" / count["image"]), cv2.IMREAD_UNCHANGED)
+        assert instances.dtype == np.uint16 and instances.shape == mask.shape
+        assert int(instances.max()) == int(count["class_1"])
+        assert np.array_equal(instances > 0, mask > 0)  # every mask pixel belongs to one object
+        mine = [r for r in rows if r["image"] == count["image"]]
+        assert sorted(int(r["area_px"]) for r in mine) == sorted(np.bincount(instances.ravel())[1:].tolist())
+        assert all(0.5 < float(r["mean_probability"]) <= 1 for r in mine)
