@@ -299,9 +299,10 @@ def postprocess_section(record: dict | None) -> str:
     if record is None:
         return ""
     applied = record.get("classes") or {}
-    lines = [f"<li><strong>{e(name)}</strong>: {e(what)}</li>" for name, what in applied.items()]
-    lines += [f"<li><strong>{e(name)}</strong>: touching objects separated by {e(how)}</li>"
-              for name, how in (record.get("separate") or {}).items()]
+    separate = record.get("separate") or {}
+    lines = [f"<li><strong>{e(name)}</strong>: {e(what)}"
+             + (f"; touching objects separated by {e(separate[name])}" if name in separate else "") + "</li>"
+             for name, what in applied.items()]
     text = "<ul>" + "".join(lines) + "</ul>" if lines else "<p>None: the masks are the thresholded predictions.</p>"
     choice = record.get("choice")
     if choice:
