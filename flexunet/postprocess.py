@@ -243,3 +243,11 @@ def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray]
         out[name] = {"choice": choice, "described": best.describe(), "dice_before": before,
                      "dice_after": best_dice if not math.isnan(before) else before, "tried": len(candidates)}
     return out
+
+
+def separation_notes(settings: Postprocess, names: Sequence[str], predicted: Mapping[str, int]) -> list[str]:
+    """A note for each class set to `separate = "watershed"` that has no predicted object at all (`predicted`:
+    class name -> objects over the pass): the setting did nothing there."""
+    return [f"[postprocess] separate = \"watershed\" for class '{names[c]}': no {names[c]} object was predicted, "
+            "so there was nothing to separate"
+            for c in sorted(settings) if settings[c].separate == "watershed" and not predicted.get(names[c], 0)]

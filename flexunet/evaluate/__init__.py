@@ -34,7 +34,14 @@ from flexunet.metrics.objects import (
     object_f1,
     panoptic_quality,
 )
-from flexunet.postprocess import CHOICE_FILE, Postprocess, instance_labels, postprocess_labels, settings_for_run
+from flexunet.postprocess import (
+    CHOICE_FILE,
+    Postprocess,
+    instance_labels,
+    postprocess_labels,
+    separation_notes,
+    settings_for_run,
+)
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
 from flexunet.runs.rundir import run_dir_for
@@ -410,6 +417,10 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups,
                                 objects=ev.objects)
     applied = postprocess_record(cfg, postprocess, run_dir_for(cfg).model_dir)
+    predicted = {name: int(v.get("predicted_objects", 0)) for name, v in per_class.items()}
+    for line in separation_notes(postprocess, cfg.label_names, predicted):
+        if not quiet:
+            note(line)
     leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report, evaluated=[p.image for p in pairs])
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),

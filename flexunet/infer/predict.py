@@ -16,7 +16,7 @@ from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
 from flexunet.infer.objects import ObjectTable, image_objects, instance_png
 from flexunet.labels import LabelSpace
-from flexunet.postprocess import Postprocess, postprocess_labels
+from flexunet.postprocess import Postprocess, postprocess_labels, separation_notes
 
 
 @torch.no_grad()
@@ -235,4 +235,7 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                 on_image()
     result.objects, result.counts = table.write(output_dir)
     result.total_objects = len(table.rows)
+    if files and len(result.resumed) < len(files):  # classes with no object anywhere in what was segmented
+        totals = {name: sum(c[name] for _, c in table.counts) for name in table.names[1:]}
+        result.notes += separation_notes(settings, table.names, totals)
     return result

@@ -188,3 +188,12 @@ def test_auto_choice_removes_specks_only_when_validation_dice_rises() -> None:
     assert clean["choice"] == {"min_object_px": 0, "min_object_fraction": 0.0, "fill_holes": False,
                                "keep_largest": False}
     assert candidate_settings(np.array([100.0, 200.0]))[0] == ClassPostprocess()
+
+
+def test_separate_on_a_class_with_no_objects_is_a_note() -> None:
+    from flexunet.postprocess import separation_notes
+
+    settings = {1: ClassPostprocess(separate="watershed"), 2: ClassPostprocess(separate="watershed")}
+    notes = separation_notes(settings, ["background", "nucleus", "cytoplasm"], {"nucleus": 3, "cytoplasm": 0})
+    assert notes == ["[postprocess] separate = \"watershed\" for class 'cytoplasm': no cytoplasm object was "
+                     "predicted, so there was nothing to separate"]
