@@ -79,3 +79,18 @@ def test_infer_writes_objects_counts_and_instances(trained_auto: Path, monkeypat
         mine = [r for r in rows if r["image"] == count["image"]]
         assert sorted(int(r["area_px"]) for r in mine) == sorted(np.bincount(instances.ravel())[1:].tolist())
         assert all(0.5 < float(r["mean_probability"]) <= 1 for r in mine)
+
+
+def test_tiled_infer_postprocesses_and_counts_too(trained_auto: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    root = trained_auto.parent
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "infer", str(trained_auto), "--tiled", "--output", str(root / "tiled"),
+                   "--set", "postprocess.min_object_fraction=0.9", "--set", "postprocess.auto=False",
+                   "--set", "tiledinfer.overlapping=8") == 0
+    with (root / "tiled" / "counts.csv").open() as handle:
+        counts = list(csv.DictReader(handle))
+    # no disc covers 90% of an image: every object is removed, from the masks and from the counts
+    assert len(counts) == 4 and all(c["class_1"] == "0" for c in counts)
+    assert all(not cv2.imread(str(root / "tiled" / c["image"]), cv2.IMREAD_UNCHANGED).any() for c in counts)
+    assert "objects in objects.csv" in capsys.readouterr().out
