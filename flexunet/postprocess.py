@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,7 +61,7 @@ class ClassPostprocess:
 
 
 # label (1, 2, ...) -> what is done to that class; a label absent from the mapping is left as it is
-Postprocess = Mapping[int, ClassPostprocess]
+PostprocessSettings = Mapping[int, ClassPostprocess]
 OFF = ClassPostprocess()
 # the keys `[postprocess] auto` chooses on the validation split
 AUTO_KEYS = ("min_object_px", "min_object_fraction", "fill_holes", "keep_largest")
@@ -86,7 +87,7 @@ def clean_mask(mask: np.ndarray, settings: ClassPostprocess) -> np.ndarray:
     return out
 
 
-def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: Postprocess) -> np.ndarray:
+def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: PostprocessSettings) -> np.ndarray:
     """Labels (H, W) after each class's `clean_mask`, classes in increasing order.
 
     Pixels a class loses take the most probable other label (`probs` (C, H, W), C > 1), or background for binary
@@ -136,7 +137,7 @@ def separate_instances(mask: np.ndarray, min_distance: int = 5, compactness: flo
     return instances.astype(np.int32)
 
 
-def instance_labels(labels: np.ndarray, settings: Postprocess, num_labels: int) -> tuple[np.ndarray, list[int]]:
+def instance_labels(labels: np.ndarray, settings: PostprocessSettings, num_labels: int) -> tuple[np.ndarray, list[int]]:
     """(instances (H, W) int32, class of each instance): every foreground class's objects numbered 1..n in one map,
     class by class. Objects are 8-connected components, or watershed-separated with `separate = "watershed"`."""
     instances = np.zeros(labels.shape, np.int32)
@@ -245,9 +246,21 @@ def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray]
     return out
 
 
-def separation_notes(settings: Postprocess, names: Sequence[str], predicted: Mapping[str, int]) -> list[str]:
+def separation_notes(settings: PostprocessSettings, names: Sequence[str], predicted: Mapping[str, int]) -> list[str]:
     """A note for each class set to `separate = "watershed"` that has no predicted object at all (`predicted`:
     class name -> objects over the pass): the setting did nothing there."""
     return [f"[postprocess] separate = \"watershed\" for class '{names[c]}': no {names[c]} object was predicted, "
             "so there was nothing to separate"
             for c in sorted(settings) if settings[c].separate == "watershed" and not predicted.get(names[c], 0)]
+
+
+def postprocess_hook(settings: PostprocessSettings) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The Predictor's `postprocess` callable (labels, probs) -> labels for these settings; None when no class has a
+    pixel step, so the masks are exactly the thresholded ones."""
+    if not any(each.changes_pixels for each in settings.values()):
+        return None
+    return partial(_apply, settings=settings)
+
+
+def _apply(labels: np.ndarray, probs: np.ndarray, settings: PostprocessSettings) -> np.ndarray:
+    return postprocess_labels(labels, probs, settings)

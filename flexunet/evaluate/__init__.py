@@ -19,7 +19,6 @@ from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import provenance_record
 from flexunet.files import atomic_write_text
-from flexunet.infer.predict import for_inference, forward_probs, resize_probs, to_input
 from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
@@ -36,12 +35,13 @@ from flexunet.metrics.objects import (
 )
 from flexunet.postprocess import (
     CHOICE_FILE,
-    Postprocess,
+    PostprocessSettings,
     instance_labels,
-    postprocess_labels,
+    postprocess_hook,
     separation_notes,
     settings_for_run,
 )
+from flexunet.predict import Predictor, for_inference, predictor_from_config, resize_probs, to_input
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
 from flexunet.runs.rundir import run_dir_for
@@ -110,45 +110,43 @@ def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool)
     return merged[:k]
 
 
-def at_original_size(truths: list[np.ndarray], probs: Tensor, space: LabelSpace,
-                     postprocess: Postprocess | None = None) -> list[tuple[Tensor, Tensor]]:
-    """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized,
-    thresholded and postprocessed exactly as `flexunet infer` does before it writes a mask."""
+def at_original_size(truths: list[np.ndarray], probs: Tensor, predictor: Predictor) -> list[tuple[Tensor, Tensor]]:
+    """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
+    and turned into labels by `predictor.label_map` (thresholds, then [postprocess]), exactly as `flexunet infer`
+    does before it writes a mask."""
     out = []
     for truth, p in zip(truths, probs.float().cpu().numpy(), strict=True):
-        resized = resize_probs(p, truth.shape[1], truth.shape[0])
-        labels = space.labels(resized)
-        if postprocess:
-            labels = postprocess_labels(labels, resized, postprocess)
+        labels = predictor.label_map(resize_probs(p, truth.shape[1], truth.shape[0]))
         out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
     return out
 
 
 def image_objects(pred: np.ndarray, truth: np.ndarray, space: LabelSpace,
-                  postprocess: Postprocess | None = None) -> ObjectCounts:
+                  settings: PostprocessSettings | None = None) -> ObjectCounts:
     """(K-1,) object matches of one image: true objects are connected components, predicted ones are the instances
     `flexunet infer --instances` writes (watershed-separated where [postprocess] separate says so)."""
-    instances, _ = instance_labels(pred, postprocess or {}, space.num_labels)
+    instances, _ = instance_labels(pred, settings or {}, space.num_labels)
     ignore = truth == space.ignore_index if space.ignore_index is not None else None
     return object_counts(truth, pred, space.num_labels, pred_instances=instances, ignore=ignore)
 
 
 @torch.no_grad()
-def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
-                     tta: bool = False, bar: Bar | None = None, hd95: bool = True, examples: int = 0,
-                     pairs: list[Pair] | None = None, postprocess: Postprocess | None = None) -> Evaluation:
-    """One pass over [section] (its `pairs` when the caller already listed them): loss, seed metrics, per-image
+def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", bar: Bar | None = None,
+                     hd95: bool = True, examples: int = 0, pairs: list[Pair] | None = None,
+                     settings: PostprocessSettings | None = None) -> Evaluation:
+    """One pass of `predictor` over [section] (its `pairs` when the caller already listed them; `cfg` gives the
+    data, loss and seed metrics): loss, seed metrics, per-image
     counts, pixel confusion matrix, HD95 per image and class, and the `examples` worst and best images by Dice (kept
     as they go, not the whole split).
 
     Loss and seed metrics are computed at the model's input size (as Keras' evaluate did); counts, the confusion
-    matrix, HD95 and object matches at each image's original size, after `postprocess`. The examples show the
-    model-size images.
+    matrix, HD95 and object matches at each image's original size, on labels after the predictor's postprocess;
+    predicted objects are numbered as `settings` ([postprocess] separate) say. The examples show the model-size
+    images.
     """
-    device = device or next(model.parameters()).device
     dataset = make_dataset(cfg, pairs_for(cfg, section) if pairs is None else pairs)
     loss_fn = build_loss(cfg.model)
-    space = LabelSpace.from_config(cfg)
+    space = predictor.space
     num_labels = space.num_labels
     batch = cfg.eval.batch_size
     losses: list[float] = []
@@ -163,20 +161,19 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
         truths = [labels for _, labels, _ in loaded]
         resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
         images = [image for image, _ in resized]
-        x = to_input(images, device)
-        y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(device).long()
-        probs = forward_probs(model, x, space, tta)
+        x = to_input(images, predictor.device, predictor.channels_last)
+        y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(predictor.device).long()
+        probs = predictor.batch_probs(x)
         logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if space.binary else probs.clamp_min(1e-8).log()
         losses.append(loss_fn(logits, y).item())
         kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
         for name in seed:
             seed[name].append(SEED_METRICS[name](target, kept_probs).item())
         pred = space.labels(probs)
-        if postprocess:
-            pred = torch.stack([torch.from_numpy(postprocess_labels(lab, p, postprocess)) for lab, p in
-                                zip(pred.cpu().numpy(), probs.float().cpu().numpy(), strict=True)])
+        if predictor.postprocess is not None:  # the examples show postprocessed masks too
+            pred = torch.stack([torch.from_numpy(predictor.label_map(p)) for p in probs.float().cpu().numpy()])
         # honest metrics at each image's original size, on the masks `flexunet infer` would write
-        originals = at_original_size(truths, probs, space, postprocess)
+        originals = at_original_size(truths, probs, predictor)
         each = [confusion_counts(p, t, num_labels) for p, t in originals]
         batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]) for f in ("tp", "fp", "fn")))
         counts.append(batch_counts)
@@ -184,7 +181,7 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
             confusion += confusion_matrix(p, t, num_labels).sum(0).double()
         batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(loaded))]
         names += batch_names
-        objects += [image_objects(p[0].numpy(), t[0].numpy(), space, postprocess) for p, t in originals]
+        objects += [image_objects(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
         if hd95:
             distances += [hd95_per_image(p, t, num_labels) for p, t in originals]
             diagonals += [math.hypot(*t.shape[-2:]) for _, t in originals]
@@ -359,7 +356,7 @@ def _json_safe(value: object) -> object:
     return value
 
 
-def postprocess_record(cfg: Config, postprocess: Postprocess, model_dir: Path) -> dict[str, object]:
+def postprocess_record(cfg: Config, postprocess: PostprocessSettings, model_dir: Path) -> dict[str, object]:
     """metrics.json's "postprocess": what was applied per class and, with auto, the validation choice it came from."""
     names = cfg.label_names
     record: dict[str, object] = {
@@ -411,8 +408,11 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     with progress_bars(quiet) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
-        ev = evaluate_details(model, cfg, section, None, tta, bar,
-                              hd95=True, examples=examples if report else 0, pairs=pairs, postprocess=postprocess)
+        device = next(model.parameters()).device
+        predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size,
+                                          postprocess=postprocess_hook(postprocess))
+        ev = evaluate_details(predictor, cfg, section, bar, hd95=True, examples=examples if report else 0,
+                              pairs=pairs, settings=postprocess)
     resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
     per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups,
                                 objects=ev.objects)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage.segmentation import find_boundaries
 from torch import Tensor
 
 from flexunet.config.schema import SECTIONS, Config
@@ -24,9 +25,8 @@ from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
 from flexunet.evaluate.provenance import origin_of
 from flexunet.files import atomic_write_text
-from flexunet.infer.predict import overlay
-from flexunet.labels import LabelSpace
-from flexunet.postprocess import Postprocess, instance_labels
+from flexunet.labels import LabelSpace, overlay
+from flexunet.postprocess import PostprocessSettings, instance_labels
 from flexunet.runs.checkpoint import TrainingConfig
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
@@ -233,10 +233,9 @@ OBJECT_COLOURS = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 2
                            (213, 94, 0), (204, 121, 167)], np.uint8)
 
 
-def object_outlines(image: np.ndarray, labels: np.ndarray, postprocess: Postprocess, num_labels: int) -> np.ndarray:
+def object_outlines(image: np.ndarray, labels: np.ndarray, postprocess: PostprocessSettings,
+                    num_labels: int) -> np.ndarray:
     """The image in dimmed grey with each object's outline in its own colour: touching objects stay apart."""
-    from skimage.segmentation import find_boundaries
-
     instances, _ = instance_labels(labels, postprocess, num_labels)
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 3 + 64
     panel = np.repeat(grey[..., None], 3, axis=2)
@@ -245,7 +244,7 @@ def object_outlines(image: np.ndarray, labels: np.ndarray, postprocess: Postproc
     return panel
 
 
-def objects_png(example, cfg: Config, postprocess: Postprocess) -> tuple[bytes, int, int]:
+def objects_png(example, cfg: Config, postprocess: PostprocessSettings) -> tuple[bytes, int, int]:
     """(truth outlines | prediction outlines PNG, true objects, predicted objects) of one example image."""
     image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
     image = np.ascontiguousarray(image[..., ::-1] if cfg.image.color_order == "BGR" else image)
@@ -258,7 +257,7 @@ def objects_png(example, cfg: Config, postprocess: Postprocess) -> tuple[bytes, 
     return encode_png(np.concatenate([truth, gap, pred], axis=1)), counts[0], counts[1]
 
 
-def objects_table(examples: Sequence, cfg: Config, postprocess: Postprocess) -> str:
+def objects_table(examples: Sequence, cfg: Config, postprocess: PostprocessSettings) -> str:
     """The worst images' objects: true and predicted outlines, one colour per object, with the count of each."""
     if not examples:
         return ""
@@ -564,7 +563,7 @@ def render_report(data: ReportData) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _applied(data: ReportData) -> Postprocess:
+def _applied(data: ReportData) -> PostprocessSettings:
     """The postprocessing the evaluation applied (its watershed separation draws the predicted objects)."""
     from flexunet.postprocess import settings_from_config
 

@@ -12,23 +12,15 @@ from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
-from flexunet.infer.predict import (
-    InferResult,
-    for_inference,
-    forward_probs,
-    overlay,
-    predict_folder,
-    predict_images,
-)
-from flexunet.infer.tiling import tile_boxes, tiled_predict
-from flexunet.postprocess import settings_for_run
+from flexunet.infer.predict import InferResult, predict_folder
+from flexunet.postprocess import postprocess_hook, settings_for_run
+from flexunet.predict import for_inference, predictor_from_config
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.rundir import run_dir_for
 
-__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
-           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images",
-           "tile_boxes", "tiled_predict"]
+__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "infer_folders",
+           "infer_from_config", "predict_folder"]
 
 
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
@@ -65,7 +57,7 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     """
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
-    postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
+    settings = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
@@ -86,9 +78,9 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))
     with progress_bars(quiet) as progress:
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", total)
-        return predict_folder(model, cfg, images_dir, output_dir, merged, torch_device,
-                              cfg.infer.tta if tta is None else tta, on_image=bar.advance, tiled=tiled,
-                              resume_after=weights.stat().st_mtime if resume else None, postprocess=postprocess,
+        predictor = predictor_from_config(cfg, model, torch_device, tiled, tta, postprocess=postprocess_hook(settings))
+        return predict_folder(predictor, cfg, images_dir, output_dir, merged, on_image=bar.advance,
+                              resume_after=weights.stat().st_mtime if resume else None, settings=settings,
                               instances_dir=output_dir / "instances" if instances else None)
 
 

@@ -13,7 +13,7 @@ from skimage.measure import regionprops_table
 
 from flexunet.errors import DataError
 from flexunet.files import atomic_write_text
-from flexunet.postprocess import Postprocess, instance_labels
+from flexunet.postprocess import PostprocessSettings, instance_labels
 
 OBJECT_COLUMNS = ("image", "object_id", "class", "area_px", "centroid_y", "centroid_x", "bbox_min_row",
                   "bbox_min_col", "bbox_max_row", "bbox_max_col", "mean_probability")
@@ -36,7 +36,7 @@ class ImageObjects:
     counts: dict[str, int]  # class name -> objects
 
 
-def image_objects(name: str, labels: np.ndarray, probs: np.ndarray | None, settings: Postprocess,
+def image_objects(name: str, labels: np.ndarray, probs: np.ndarray | None, settings: PostprocessSettings,
                   names: Sequence[str]) -> ImageObjects:
     """Number the objects of one label map (H, W) (watershed-separated where settings say so) and measure each:
     area, centroid, bounding box (max exclusive, as numpy slices) and mean probability of its class."""

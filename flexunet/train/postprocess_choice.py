@@ -13,9 +13,8 @@ import torch
 from flexunet.config.schema import Config
 from flexunet.data.dataset import SegmentationDataset
 from flexunet.files import atomic_write_text
-from flexunet.infer.predict import for_inference, forward_probs, resize_probs, to_input
-from flexunet.labels import LabelSpace
 from flexunet.postprocess import CHOICE_FILE, choose_postprocess
+from flexunet.predict import for_inference, predictor_from_config
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.rundir import RunDir
 
@@ -24,19 +23,15 @@ def choose_on_validation(cfg: Config, run: RunDir, valid: SegmentationDataset, d
     """Predict every validation image with best.pt (whole image, as `flexunet infer`), try the grid of
     `postprocess.candidate_settings` per class, and write postprocess.json. Returns its path."""
     model, _ = load_trained_model(run.best, device, cfg)
-    model = for_inference(model, device)
-    space = LabelSpace.from_config(cfg)
+    predictor = predictor_from_config(cfg, for_inference(model, device), device, tta=False,
+                                      batch_size=cfg.eval.batch_size)  # no postprocess: that is being chosen
     labels, probs, truths = [], [], []
     batch = cfg.eval.batch_size
     for start in range(0, len(valid), batch):
         loaded = [valid.load_original(i) for i in range(start, min(start + batch, len(valid)))]
-        images = [valid.to_model_size(image, truth)[0] for image, truth, _ in loaded]
-        with torch.no_grad():
-            batch_probs = forward_probs(model, to_input(images, device), space).float().cpu().numpy()
-        for (_, truth, _), p in zip(loaded, batch_probs, strict=True):
-            resized = resize_probs(p, truth.shape[1], truth.shape[0])
-            labels.append(space.labels(resized))
-            probs.append(resized)
+        for (_, truth, _), p in zip(loaded, predictor.probs([image for image, _, _ in loaded]), strict=True):
+            labels.append(predictor.space.labels(p))
+            probs.append(p)
             truths.append(truth)
     classes = choose_postprocess(labels, probs, truths, cfg.label_names, cfg.mask.ignore_index)
     record = {
