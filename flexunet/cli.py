@@ -97,6 +97,10 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
         say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
             f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
             f"hd95 {values['hd95']:.2f} px  (per-image mean dice {values['dice_image_mean']:.4f})")
+        if "object_f1" in values:
+            say(f"{name} objects: {values['true_objects']} true, {values['predicted_objects']} predicted  "
+                f"F1 {values['object_f1']:.4f}  recall {values['object_recall']:.4f}  PQ {values['pq']:.4f}  "
+                f"count error {values['count_mae']:.2f} per image")
     if result.resampling is not None:  # an interval means little without what was drawn: copies of one cell are one
         r = result.resampling
         say(f"[low, high]: 95% CI over {r.count} {r.unit} (bootstrap, {r.source})")

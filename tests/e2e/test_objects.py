@@ -20,8 +20,8 @@ def trained_auto(tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyP
     return config
 
 
-def test_auto_choice_is_saved_and_evaluation_reports_objects(trained_auto: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_choice_is_saved_and_evaluation_reports_objects(trained_auto: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     root = trained_auto.parent
     choice = json.loads((root / "models" / "postprocess.json").read_text())
     entry = choice["classes"]["class_1"]
@@ -29,6 +29,7 @@ def test_auto_choice_is_saved_and_evaluation_reports_objects(trained_auto: Path,
     assert set(entry["choice"]) == {"min_object_px", "min_object_fraction", "fill_holes", "keep_largest"}
     assert entry["dice_after"] >= entry["dice_before"]
     assert run_cli(monkeypatch, "evaluate", str(trained_auto), "--quiet") == 0
+    assert "class_1 objects: 4 true" in capsys.readouterr().out
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert metrics["postprocess"]["auto"] is True
     assert metrics["postprocess"]["choice"]["classes"]["class_1"] == entry
