@@ -121,7 +121,7 @@ def at_original_size(truths: list[np.ndarray], probs: Tensor, predictor: Predict
     return out
 
 
-def image_objects(pred: np.ndarray, truth: np.ndarray, space: LabelSpace,
+def object_matches(pred: np.ndarray, truth: np.ndarray, space: LabelSpace,
                   settings: PostprocessSettings | None = None) -> ObjectCounts:
     """(K-1,) object matches of one image: true objects are connected components, predicted ones are the instances
     `flexunet infer --instances` writes (watershed-separated where [postprocess] separate says so)."""
@@ -181,7 +181,7 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
             confusion += confusion_matrix(p, t, num_labels).sum(0).double()
         batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(loaded))]
         names += batch_names
-        objects += [image_objects(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
+        objects += [object_matches(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
         if hd95:
             distances += [hd95_per_image(p, t, num_labels) for p, t in originals]
             diagonals += [math.hypot(*t.shape[-2:]) for _, t in originals]
