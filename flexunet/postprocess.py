@@ -4,7 +4,8 @@ A short training leaves stray positive pixels in corners and nuclei broken into 
 visible in pixel Dice but all of it is in a cell count. Each step works on one class's mask at a time, with
 scikit-image's connected components (8-connected, as the objects of `flexunet.metrics.objects`) and scipy's hole
 filling, and returns a label map of the same shape, so evaluate, infer (whole and tiled) and the Python API apply the
-same function after thresholding.
+same function after thresholding. scipy and scikit-image are imported where they are used: infer imports this
+module, and the training path (previews, `flexunet train` with the seed's FlexUNet) must not pay their start-up.
 """
 from __future__ import annotations
 
@@ -17,10 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
-from skimage.feature import peak_local_max
-from skimage.measure import label as connected_components
-from skimage.segmentation import watershed
 
 from flexunet.config.schema import Config
 from flexunet.errors import ConfigError
@@ -69,6 +66,9 @@ AUTO_KEYS = ("min_object_px", "min_object_fraction", "fill_holes", "keep_largest
 
 def clean_mask(mask: np.ndarray, settings: ClassPostprocess) -> np.ndarray:
     """One class's boolean mask (H, W) after removing small objects, filling holes and keeping the largest."""
+    from scipy import ndimage
+    from skimage.measure import label as connected_components
+
     out = mask.astype(bool, copy=True)
     min_size = settings.min_size(mask.size)
     if min_size > 1 and out.any():
@@ -120,6 +120,11 @@ def separate_instances(mask: np.ndarray, min_distance: int = 5, compactness: flo
     Seeds are the maxima of the distance to the background at least `min_distance` apart (a plateau of maxima is one
     seed), grown by watershed on the negated distance inside the mask. A component that gets no seed stays whole.
     """
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.measure import label as connected_components
+    from skimage.segmentation import watershed
+
     mask = mask.astype(bool)
     if not mask.any():
         return np.zeros(mask.shape, np.int32)
@@ -140,6 +145,8 @@ def separate_instances(mask: np.ndarray, min_distance: int = 5, compactness: flo
 def instance_labels(labels: np.ndarray, settings: PostprocessSettings, num_labels: int) -> tuple[np.ndarray, list[int]]:
     """(instances (H, W) int32, class of each instance): every foreground class's objects numbered 1..n in one map,
     class by class. Objects are 8-connected components, or watershed-separated with `separate = "watershed"`."""
+    from skimage.measure import label as connected_components
+
     instances = np.zeros(labels.shape, np.int32)
     classes: list[int] = []
     for cls in range(1, num_labels):
@@ -228,6 +235,8 @@ def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray]
     """For each foreground class (names[1:]), the candidate with the highest pooled validation Dice of that class
     (ties: the simplest, so off unless something helps): class name -> {"choice", "dice_before", "dice_after",
     "tried"}. labels, probs, truths: one (H, W) / (C, H, W) / (H, W) array per validation image."""
+    from skimage.measure import label as connected_components
+
     out: dict[str, dict[str, Any]] = {}
     for cls, name in enumerate(names[1:], start=1):
         areas = np.concatenate([np.bincount(connected_components(t == cls, connectivity=2).ravel())[1:]

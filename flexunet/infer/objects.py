@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from skimage.measure import regionprops_table
 
 from flexunet.errors import DataError
 from flexunet.files import atomic_write_text
@@ -40,6 +39,8 @@ def image_objects(name: str, labels: np.ndarray, probs: np.ndarray | None, setti
                   names: Sequence[str]) -> ImageObjects:
     """Number the objects of one label map (H, W) (watershed-separated where settings say so) and measure each:
     area, centroid, bounding box (max exclusive, as numpy slices) and mean probability of its class."""
+    from skimage.measure import regionprops_table  # not at import: infer is on the training path (previews)
+
     instances, classes = instance_labels(labels, settings, len(names))
     counts = {cls: 0 for cls in names[1:]}
     for c in classes:
