@@ -57,7 +57,7 @@ def sections(name: str, work: Path) -> dict[str, dict[str, object]]:
                "breast-cancer-cell": [(0, 255, 0), (255, 0, 0)]}[name]
     mask = {"rgb_map": {(0, 0, 0): 0, **{c: 1 for c in colours}}, "class_names": ["background", "cell"]}
     return {"model": {**SMALL_MODEL, "image_width": 256, "image_height": 256, "num_classes": 2,
-                      "loss": "categorical_crossentropy", "metrics": ["dice_coef_multiclass"]},
+                      "loss": "dice_ce_loss", "metrics": ["dice_coef_multiclass"]},
             "train": {**train, **data["train"], "steps_per_epoch": 10}, "valid": data["valid"], "test": data["test"],
             "mask": mask, "postprocess": {"auto": True}}
 
