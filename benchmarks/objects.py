@@ -5,11 +5,12 @@
 
 Datasets (/work/shared/data): pap-smear on the grouped split (benchmarks/splits/pap_smear_grouped.csv: no test cell
 is seen in training; never the dataset's own leaky split), and the cervical-cancer and breast-cancer-cell mini sets
-split 60/20/20 by `flexunet split` (seed 137), every labelled category mapped to one "cell" class. Each trains a small FlexUNet through `train_from_config` with
-`[postprocess] auto = True` for a wall-clock budget (on_epoch_end stops it), which chooses the postprocessing on the
-validation split with best.pt; then `evaluate_from_config` scores the test split twice, postprocessing off and auto.
-The mini sets' masks label only some of the cells (unlabelled cells count as background), so their object precision
-and count ratio punish correct detections of unlabelled cells: recall on the labelled objects is the fair figure.
+split 60/20/20 by `flexunet split` (seed 137), every labelled category mapped to one "cell" class (Dice+CE loss).
+Each trains a small FlexUNet through `train_from_config` with `[postprocess] auto = True` for a wall-clock budget
+(on_epoch_end stops it), which chooses the postprocessing on the validation split with best.pt; then
+`evaluate_from_config` scores the test split twice, postprocessing off and auto. The mini sets' masks label only
+some of the cells (unlabelled cells count as background), so their object precision and count ratio punish correct
+detections of unlabelled cells: recall on the labelled objects is the fair figure.
 Writes benchmarks/results/objects.json.
 """
 from __future__ import annotations
@@ -165,7 +166,7 @@ def main() -> None:
     results["timing"] = timing()
     if args.timing_only:
         names = []
-    for name, budget in zip(names, args.budget_s):
+    for name, budget in zip(names, args.budget_s[: len(names)], strict=True):
         if args.only and name not in args.only:
             continue
         with tempfile.TemporaryDirectory() as tmp:
