@@ -97,6 +97,10 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
         say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
             f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
             f"hd95 {values['hd95']:.2f} px  (per-image mean dice {values['dice_image_mean']:.4f})")
+        if "object_f1" in values:
+            say(f"{name} objects: {values['true_objects']} true, {values['predicted_objects']} predicted  "
+                f"F1 {values['object_f1']:.4f}  recall {values['object_recall']:.4f}  PQ {values['pq']:.4f}  "
+                f"count error {values['count_mae']:.2f} per image")
     if result.resampling is not None:  # an interval means little without what was drawn: copies of one cell are one
         r = result.resampling
         say(f"[low, high]: 95% CI over {r.count} {r.unit} (bootstrap, {r.source})")
@@ -130,8 +134,12 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           compile_model: Annotated[Optional[bool], typer.Option(
               "--compile/--no-compile",
               help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
+          instances: Annotated[bool, typer.Option(
+              "--instances", help="Also write 16-bit instance label PNGs (one number per object, as in objects.csv) "
+                                  "to OUTPUT/instances.")] = False,
           quiet: QuietOpt = False) -> None:
-    """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir."""
+    """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir,
+    objects.csv and counts.csv beside the masks."""
     from flexunet.infer import infer_folders, infer_from_config
 
     section = "tiledinfer" if tiled else "infer"
@@ -141,13 +149,18 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.merged_dir={merged}"] if merged else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume, compile_model=compile_model)
+                               resume=resume, compile_model=compile_model, instances=instances)
     for line in result.skipped:
         say(f"skipped: {line}")
+    for line in result.notes:
+        note(line)
     _, output_dir, merged_dir = infer_folders(cfg, tiled)
     say(f"wrote {len(result.written)} masks to {output_dir}" + (f" and overlays to {merged_dir}" if merged_dir else "")
         + (f"; kept {len(result.resumed)} from an earlier pass" if result.resumed else "")
         + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""))
+    if result.objects is not None:
+        say(f"{result.total_objects} objects in {result.objects.name} and per image in {result.counts}"
+            + (f"; instance maps in {output_dir / 'instances'}" if instances else ""))
 
 
 @app.command()

@@ -232,8 +232,12 @@ def _validate(collector: _Collector, source: str | None) -> Config:
         try:
             section = schema(**values)
         except ValidationError as exc:
+            reported: set[str] = set()
             for err in exc.errors():
                 key = str(err["loc"][0]) if err["loc"] else "?"
+                if key in reported:  # a value or dict key (e.g. [postprocess] min_object_px) fails each branch
+                    continue
+                reported.add(key)
                 shown = values.get(key, err.get("input"))
                 msg = err["msg"].removeprefix("Value error, ")
                 collector.problems.append(f"{Location(collector.file_label, name, key)} = {shown!r}: {msg}")
@@ -320,6 +324,14 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
     if ignore is not None and ignore < max(m.num_classes, 2):
         problems.append(f"{Location(label, 'mask', 'ignore_index')} = {ignore}: must not be a class label; "
                         f"use a value >= {max(m.num_classes, 2)}, e.g. 255")
+    known = cfg.label_names[1:]
+    for key, named in cfg.postprocess.class_keys().items():
+        for name in named:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                problems.append(f"{Location(label, 'postprocess', key)}: no class named {name!r}; {hint}"
+                                f"the classes are {', '.join(known)} ([mask] class_names)")
     deepest, levels = _deepest_level(cfg.model)
     if canonical_model_name(m.model) in LEVEL_DROPOUT_MODELS and m.dropout_rate * deepest >= 1:
         problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: "

@@ -1,9 +1,9 @@
 """One pydantic model per INI section: the only place where keys, types, defaults and meanings live."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
 
 RGB = tuple[int, int, int]
 
@@ -263,6 +263,52 @@ class MaskSection(Section):
         return value
 
 
+class PostprocessSection(Section):
+    """[postprocess]: what is done to each predicted class's mask after thresholding (evaluate, infer, tiled infer
+    and the Python API alike), and how its objects are counted. Off by default: a config without it gives the same
+    masks as before. Each per-class key takes one value for every foreground class, or a dict by [mask] class_names,
+    e.g. min_object_px = {"nucleus": 30, "cytoplasm": 200} (a class left out of the dict is left as it is)."""
+
+    min_object_px: int | dict[str, int] = 0  # objects (8-connected) of fewer pixels are removed
+    min_object_fraction: float | dict[str, float] = 0.0  # ... or of less than this fraction of the image, in [0, 1)
+    fill_holes: bool | dict[str, bool] = False  # background enclosed by the class becomes the class
+    keep_largest: bool | dict[str, bool] = False  # keep only the largest object (one lesion per image)
+    # how objects are told apart: "none" = connected components; "watershed" splits touching objects at the necks
+    separate: Literal["none", "watershed"] | dict[str, Literal["none", "watershed"]] = "none"
+    min_distance: int | dict[str, int] = 5  # watershed: fewest pixels between two object centres (>= 1)
+    compactness: float | dict[str, float] = 0.0  # watershed: > 0 gives rounder, more even objects
+    # choose min_object_px / fill_holes / keep_largest per class by validation Dice after training (postprocess.json
+    # in model_dir, with the before/after Dice); evaluate and infer then read that choice
+    auto: bool = False
+
+    PER_CLASS: ClassVar[tuple[str, ...]] = (
+        "min_object_px", "min_object_fraction", "fill_holes", "keep_largest", "separate", "min_distance", "compactness",
+    )
+
+    @field_validator("min_object_px", "min_object_fraction", "compactness", "min_distance")
+    @classmethod
+    def _not_negative(cls, value: object, info: ValidationInfo) -> object:
+        values = value.values() if isinstance(value, dict) else [value]
+        low = 1 if info.field_name == "min_distance" else 0
+        for each in values:
+            if isinstance(each, (int, float)) and each < low:
+                raise ValueError(f"must be >= {low}")
+        if info.field_name == "min_object_fraction" and any(isinstance(v, float) and v >= 1 for v in values):
+            raise ValueError("is a fraction of the image: must be < 1")
+        return value
+
+    def for_class(self, key: str, name: str) -> Any:
+        """The value of per-class `key` for class `name`: the scalar, the dict's entry, or the key's default."""
+        value = getattr(self, key)
+        if isinstance(value, dict):
+            return value.get(name, type(self).model_fields[key].default)
+        return value
+
+    def class_keys(self) -> dict[str, list[str]]:
+        """Per-class key -> the class names its dict names (empty for scalars), for the check against class_names."""
+        return {key: list(getattr(self, key)) for key in self.PER_CLASS if isinstance(getattr(self, key), dict)}
+
+
 class ImageSection(Section):
     """[image]: channel order fed to the network, and the largest image read."""
 
@@ -383,9 +429,10 @@ SECTIONS: dict[str, type[Section]] = {
     cls.section_name(): cls
     for cls in (
         ModelSection, DatasetSection, DatasetclassSection, TrainSection, ValidSection, EvalSection, TestSection,
-        InferSection, TiledinferSection, SegmentationSection, MaskSection, ImageSection, GeneratorSection,
-        AugmentorSection, DeformationSection, DistortionSection, SharpeningSection, BrighteningSection,
-        BarrdistortionSection, PincdistortionSection, InspectSection, DebugSection, MaskcolorSection,
+        InferSection, TiledinferSection, SegmentationSection, MaskSection, PostprocessSection, ImageSection,
+        GeneratorSection, AugmentorSection, DeformationSection, DistortionSection, SharpeningSection,
+        BrighteningSection, BarrdistortionSection, PincdistortionSection, InspectSection, DebugSection,
+        MaskcolorSection,
     )
 }
 
@@ -424,6 +471,7 @@ class Config(BaseModel):
     tiledinfer: TiledinferSection = TiledinferSection()
     segmentation: SegmentationSection = SegmentationSection()
     mask: MaskSection = MaskSection()
+    postprocess: PostprocessSection = PostprocessSection()
     image: ImageSection = ImageSection()
     generator: GeneratorSection = GeneratorSection()
     augmentor: AugmentorSection = AugmentorSection()

@@ -24,6 +24,23 @@ from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, 
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
+from flexunet.metrics.objects import (
+    OBJECT_METRICS,
+    ObjectCounts,
+    bootstrap_object_metric,
+    count_error,
+    object_counts,
+    object_f1,
+    panoptic_quality,
+)
+from flexunet.postprocess import (
+    CHOICE_FILE,
+    PostprocessSettings,
+    instance_labels,
+    postprocess_hook,
+    separation_notes,
+    settings_for_run,
+)
 from flexunet.predict import Predictor, for_inference, predictor_from_config, resize_probs, to_input
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
@@ -84,6 +101,7 @@ class Evaluation:
     worst: list[Example]
     best: list[Example]
     diagonals: Tensor | None = None  # (N,) each image's diagonal in pixels: what a one-sided HD95 counts as
+    objects: ObjectCounts | None = None  # (N, K-1) object matches per image and foreground class
 
 
 def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool) -> list[Example]:
@@ -94,7 +112,8 @@ def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool)
 
 def at_original_size(truths: list[np.ndarray], probs: Tensor, predictor: Predictor) -> list[tuple[Tensor, Tensor]]:
     """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
-    and turned into labels by `predictor.label_map`, exactly as `flexunet infer` does before it writes a mask."""
+    and turned into labels by `predictor.label_map` (thresholds, then [postprocess]), exactly as `flexunet infer`
+    does before it writes a mask."""
     out = []
     for truth, p in zip(truths, probs.float().cpu().numpy(), strict=True):
         labels = predictor.label_map(resize_probs(p, truth.shape[1], truth.shape[0]))
@@ -102,16 +121,28 @@ def at_original_size(truths: list[np.ndarray], probs: Tensor, predictor: Predict
     return out
 
 
+def object_matches(pred: np.ndarray, truth: np.ndarray, space: LabelSpace,
+                  settings: PostprocessSettings | None = None) -> ObjectCounts:
+    """(K-1,) object matches of one image: true objects are connected components, predicted ones are the instances
+    `flexunet infer --instances` writes (watershed-separated where [postprocess] separate says so)."""
+    instances, _ = instance_labels(pred, settings or {}, space.num_labels)
+    ignore = truth == space.ignore_index if space.ignore_index is not None else None
+    return object_counts(truth, pred, space.num_labels, pred_instances=instances, ignore=ignore)
+
+
 @torch.no_grad()
 def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", bar: Bar | None = None,
-                     hd95: bool = True, examples: int = 0, pairs: list[Pair] | None = None) -> Evaluation:
+                     hd95: bool = True, examples: int = 0, pairs: list[Pair] | None = None,
+                     settings: PostprocessSettings | None = None) -> Evaluation:
     """One pass of `predictor` over [section] (its `pairs` when the caller already listed them; `cfg` gives the
     data, loss and seed metrics): loss, seed metrics, per-image
     counts, pixel confusion matrix, HD95 per image and class, and the `examples` worst and best images by Dice (kept
     as they go, not the whole split).
 
     Loss and seed metrics are computed at the model's input size (as Keras' evaluate did); counts, the confusion
-    matrix and HD95 at each image's original size. The examples show the model-size images.
+    matrix, HD95 and object matches at each image's original size, on labels after the predictor's postprocess;
+    predicted objects are numbered as `settings` ([postprocess] separate) say. The examples show the model-size
+    images.
     """
     dataset = make_dataset(cfg, pairs_for(cfg, section) if pairs is None else pairs)
     loss_fn = build_loss(cfg.model)
@@ -120,7 +151,7 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
     batch = cfg.eval.batch_size
     losses: list[float] = []
     seed: dict[str, list[float]] = {name: [] for name in cfg.model.metrics}
-    counts, names, distances, diagonals = [], [], [], []
+    counts, names, distances, diagonals, objects = [], [], [], [], []
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
     worst: list[Example] = []
     best: list[Example] = []
@@ -139,6 +170,8 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
         for name in seed:
             seed[name].append(SEED_METRICS[name](target, kept_probs).item())
         pred = space.labels(probs)
+        if predictor.postprocess is not None:  # the examples show postprocessed masks too
+            pred = torch.stack([torch.from_numpy(predictor.label_map(p)) for p in probs.float().cpu().numpy()])
         # honest metrics at each image's original size, on the masks `flexunet infer` would write
         originals = at_original_size(truths, probs, predictor)
         each = [confusion_counts(p, t, num_labels) for p, t in originals]
@@ -148,6 +181,7 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
             confusion += confusion_matrix(p, t, num_labels).sum(0).double()
         batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(loaded))]
         names += batch_names
+        objects += [object_matches(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
         if hd95:
             distances += [hd95_per_image(p, t, num_labels) for p, t in originals]
             diagonals += [math.hypot(*t.shape[-2:]) for _, t in originals]
@@ -164,16 +198,20 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
     per_image = Counts(*(torch.cat([getattr(c, f) for c in counts]).cpu() for f in ("tp", "fp", "fn")))
     return Evaluation(float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names,
                       confusion, torch.cat(distances) if distances else None, worst, best,
-                      torch.tensor(diagonals, dtype=torch.float64) if diagonals else None)
+                      torch.tensor(diagonals, dtype=torch.float64) if diagonals else None,
+                      ObjectCounts.stack(objects))
 
 
 def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
               diagonals: Tensor | None = None,
-              groups: Tensor | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
+              groups: Tensor | None = None,
+              objects: ObjectCounts | None = None) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Per-class dataset-level metrics with bootstrap 95% CIs and per-image means (background excluded), and one
     row per image. With `hd95` (N, K-1): its mean (a one-sided miss counted as that image's diagonal, `diagonals`,
-    by default the model input's) and CI too. With `groups` (N,) the bootstrap resamples those groups of images."""
+    by default the model input's) and CI too. With `groups` (N,) the bootstrap resamples those groups of images.
+    With `objects` (N, K-1): object precision/recall/F1, SQ, PQ, count ratio (pooled over images, with intervals from
+    the same resampling) and the mean absolute count error per image."""
     fg = per_image.foreground()
     total = fg.total()
     per_class: dict[str, dict[str, float]] = {}
@@ -210,7 +248,40 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             entry["hd95_one_sided"] = int(torch.isinf(hd95[:, k]).sum())  # class in truth or prediction only
             for row, value in zip(rows, hd95[:, k].tolist(), strict=True):
                 row[f"hd95_{cls}"] = value
+    if objects is not None and objects.tp.shape[0] == len(names):
+        add_object_metrics(per_class, rows, objects, class_names(cfg), resamples, seed, groups)
     return per_class, rows
+
+
+def add_object_metrics(per_class: dict[str, dict[str, float]], rows: list[dict], objects: ObjectCounts,
+                       classes: list[str], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                       groups: Tensor | None = None) -> None:
+    """Object metrics per class (in place): pooled from all images' matches, with percentile intervals; per image
+    the true and predicted counts, F1 and PQ."""
+    total = objects.total()
+    for metric, fn in OBJECT_METRICS.items():
+        value = fn(total)
+        ci = bootstrap_object_metric(objects, fn, resamples, seed, groups=groups) if resamples else None
+        for k, cls in enumerate(classes):
+            per_class[cls][metric] = float(value[k])
+            if ci is not None:
+                per_class[cls][f"{metric}_ci_low"], per_class[cls][f"{metric}_ci_high"] = \
+                    float(ci.low[k]), float(ci.high[k])
+    errors = count_error(objects)  # (N, K)
+    mean_ci = bootstrap_mean(torch.from_numpy(errors), resamples, seed, groups=groups) if resamples else None
+    for k, cls in enumerate(classes):
+        entry = per_class[cls]
+        entry["count_mae"] = float(errors[:, k].mean()) if len(errors) else float("nan")
+        if mean_ci is not None:
+            entry["count_mae_ci_low"], entry["count_mae_ci_high"] = float(mean_ci.low[k]), float(mean_ci.high[k])
+        entry["true_objects"], entry["predicted_objects"] = int(total.true[k]), int(total.predicted[k])
+    f1, pq = object_f1(objects), panoptic_quality(objects)
+    for i, row in enumerate(rows):
+        for k, cls in enumerate(classes):
+            row[f"true_objects_{cls}"] = int(objects.true[i, k])
+            row[f"predicted_objects_{cls}"] = int(objects.predicted[i, k])
+            row[f"object_f1_{cls}"] = float(f1[i, k])
+            row[f"pq_{cls}"] = float(pq[i, k])
 
 
 def _fmt(value: float | int | str) -> str:
@@ -244,6 +315,8 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     added = [f"{m}_ci_{end}" for m in ("dice", "iou", "precision", "recall") for end in ("low", "high")]
     added += ["hd95", "hd95_ci_low", "hd95_ci_high", "hd95_one_sided"]
     added += ["dice_image_mean_ci_low", "dice_image_mean_ci_high"]
+    added += [f"{m}{end}" for m in (*OBJECT_METRICS, "count_mae") for end in ("", "_ci_low", "_ci_high")]
+    added += ["true_objects", "predicted_objects"]
     # appended: old readers keep working
     columns += [c for c in added if per_class and c in next(iter(per_class.values()))]
     unit = f"{resampling.count} {resampling.unit}" if resampling else "images"
@@ -262,6 +335,10 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
                     "`flexunet infer` writes; loss and seed_metrics at the model's input size",
             "hd95": "pixels at the original size; mean over images with the class in truth or prediction; "
                     "hd95_one_sided images (class in only one of them) count as that image's diagonal",
+            "objects": "objects are 8-connected components of each class in truth and prediction (predictions "
+                       "watershed-separated where [postprocess] separate says so); a pair matches at IoU >= 0.5; "
+                       "object_precision/recall/f1, sq, pq (= sq x rq, rq = f1) and count_ratio (predicted / true "
+                       "objects) pooled over images; count_mae the mean over images of |predicted - true| objects",
         },
         **(extra or {}),
     }), indent=2, allow_nan=False))
@@ -277,6 +354,20 @@ def _json_safe(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
+
+
+def postprocess_record(cfg: Config, postprocess: PostprocessSettings, model_dir: Path) -> dict[str, object]:
+    """metrics.json's "postprocess": what was applied per class and, with auto, the validation choice it came from."""
+    names = cfg.label_names
+    record: dict[str, object] = {
+        "auto": cfg.postprocess.auto,
+        "classes": {names[c]: postprocess[c].describe() for c in sorted(postprocess)},
+        "separate": {names[c]: postprocess[c].separate for c in sorted(postprocess)
+                     if postprocess[c].separate != "none"},
+    }
+    if cfg.postprocess.auto:
+        record["choice"] = json.loads((model_dir / CHOICE_FILE).read_text())
+    return record
 
 
 def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None,
@@ -313,21 +404,29 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     tta = cfg.eval.tta if tta is None else tta
+    postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     with progress_bars(quiet) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
         device = next(model.parameters()).device
-        predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size)
+        predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size,
+                                          postprocess=postprocess_hook(postprocess))
         ev = evaluate_details(predictor, cfg, section, bar, hd95=True, examples=examples if report else 0,
-                              pairs=pairs)
+                              pairs=pairs, settings=postprocess)
     resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
-    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups)
+    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups,
+                                objects=ev.objects)
+    applied = postprocess_record(cfg, postprocess, run_dir_for(cfg).model_dir)
+    predicted = {name: int(v.get("predicted_objects", 0)) for name, v in per_class.items()}
+    for line in separation_notes(postprocess, cfg.label_names, predicted):
+        if not quiet:
+            note(line)
     leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report, evaluated=[p.image for p in pairs])
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
                                                            "source": leaks.source},
                            "tta": tta, "bootstrap": bootstrap_record(resampling),
-                           "provenance": provenance_record(training, cfg)},
+                           "provenance": provenance_record(training, cfg), "postprocess": applied},
                           resampling)
     if report:
         curve_pngs = tuple(p.read_bytes() for p in (eval_dir / "train_losses.png", eval_dir / "train_metrics.png")
@@ -338,6 +437,6 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                           [x for x in ev.best if x.name not in {w.name for w in ev.worst}],  # small splits: no repeats
                           leaks,
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
-                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training)
+                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training, applied)
         files += (write_report(eval_dir / "report.html", data),)
     return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks, resampling)

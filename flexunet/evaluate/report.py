@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage.segmentation import find_boundaries
 from torch import Tensor
 
 from flexunet.config.schema import SECTIONS, Config
@@ -25,6 +26,7 @@ from flexunet.evaluate.leakage import LeakSummary
 from flexunet.evaluate.provenance import origin_of
 from flexunet.files import atomic_write_text
 from flexunet.labels import LabelSpace, overlay
+from flexunet.postprocess import PostprocessSettings, instance_labels
 from flexunet.runs.checkpoint import TrainingConfig
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
@@ -96,6 +98,7 @@ class ReportData:
     seed: int
     resampling: Resampling | None = None  # what the bootstrap drew: source groups or images (None: images)
     training: TrainingConfig | None = None  # the checkpoint's config; None when the model was passed in code
+    postprocess: dict | None = None  # metrics.json's "postprocess": what was applied, and the auto choice
 
 
 def e(value: object) -> str:
@@ -223,6 +226,97 @@ def example_png(example, cfg: Config) -> bytes:
               gap, overlay(image, example.pred, colours, 0.45),
               gap, error_panel(np.ascontiguousarray(image), example.labels, example.pred)]
     return encode_png(np.ascontiguousarray(np.concatenate(panels, axis=1)))
+
+
+# Outline colours of numbered objects (Okabe & Ito, without black): neighbouring objects get different colours.
+OBJECT_COLOURS = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
+                           (213, 94, 0), (204, 121, 167)], np.uint8)
+
+
+def object_outlines(image: np.ndarray, labels: np.ndarray, postprocess: PostprocessSettings,
+                    num_labels: int) -> np.ndarray:
+    """The image in dimmed grey with each object's outline in its own colour: touching objects stay apart."""
+    instances, _ = instance_labels(labels, postprocess, num_labels)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 3 + 64
+    panel = np.repeat(grey[..., None], 3, axis=2)
+    edges = find_boundaries(instances, mode="inner")
+    panel[edges] = OBJECT_COLOURS[(instances[edges] - 1) % len(OBJECT_COLOURS)]
+    return panel
+
+
+def objects_png(example, cfg: Config, postprocess: PostprocessSettings) -> tuple[bytes, int, int]:
+    """(truth outlines | prediction outlines PNG, true objects, predicted objects) of one example image."""
+    image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
+    image = np.ascontiguousarray(image[..., ::-1] if cfg.image.color_order == "BGR" else image)
+    num_labels = LabelSpace.from_config(cfg).num_labels
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    truth = object_outlines(image, example.labels, {}, num_labels)
+    pred = object_outlines(image, example.pred, postprocess, num_labels)
+    counts = [int(instance_labels(lab, pp, num_labels)[0].max())
+              for lab, pp in ((example.labels, {}), (example.pred, postprocess))]
+    return encode_png(np.concatenate([truth, gap, pred], axis=1)), counts[0], counts[1]
+
+
+def objects_table(examples: Sequence, cfg: Config, postprocess: PostprocessSettings) -> str:
+    """The worst images' objects: true and predicted outlines, one colour per object, with the count of each."""
+    if not examples:
+        return ""
+    rows = []
+    for x in examples:
+        png, true_count, pred_count = objects_png(x, cfg, postprocess)
+        rows.append(f'<tr data-image="{e(x.name)}"><td>{e(x.name)}<br>true objects <strong class="true-count">'
+                    f'{e(true_count)}</strong><br>predicted objects <strong class="pred-count">{e(pred_count)}'
+                    f'</strong></td><td><img alt="{e(x.name)}: true and predicted objects" '
+                    f'src="{png_data_uri(png)}"></td></tr>')
+    return (f'<table class="examples" id="worst-objects"><tr><th class="name">image</th>'
+            f'<th class="name">true objects | predicted objects (one outline colour per object)</th></tr>'
+            f'{"".join(rows)}</table>')
+
+
+OBJECT_COLUMNS = (("object_precision", "precision"), ("object_recall", "recall"), ("object_f1", "F1"),
+                  ("sq", "SQ"), ("pq", "PQ"), ("count_mae", "count error / image"), ("count_ratio", "count ratio"))
+
+
+def object_table(per_class: dict[str, dict[str, float]]) -> str:
+    """Object-level numbers per class, with the same intervals as the pixel metrics."""
+    if not per_class or "object_f1" not in next(iter(per_class.values())):
+        return ""
+    head = ('<tr><th class="name">class</th><th>true objects</th><th>predicted objects</th>'
+            + "".join(f"<th>{e(label)}</th>" for _, label in OBJECT_COLUMNS) + "</tr>")
+    rows = []
+    for name, v in per_class.items():
+        cells = [f'<td class="name">{e(name)}</td>', f'<td>{e(v.get("true_objects", ""))}</td>',
+                 f'<td>{e(v.get("predicted_objects", ""))}</td>']
+        cells += [f'<td data-metric="{m}" data-value="{e(fmt(v.get(m, math.nan)))}">{_with_ci(v, m, 3)}</td>'
+                  for m, _ in OBJECT_COLUMNS]
+        rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
+    return f'<table id="objects">{head}{"".join(rows)}</table>'
+
+
+def postprocess_section(record: dict | None) -> str:
+    """What [postprocess] did per class and, with auto, what validation chose and the Dice before and after."""
+    if record is None:
+        return ""
+    applied = record.get("classes") or {}
+    separate = record.get("separate") or {}
+    lines = [f"<li><strong>{e(name)}</strong>: {e(what)}"
+             + (f"; touching objects separated by {e(separate[name])}" if name in separate else "") + "</li>"
+             for name, what in applied.items()]
+    text = "<ul>" + "".join(lines) + "</ul>" if lines else "<p>None: the masks are the thresholded predictions.</p>"
+    choice = record.get("choice")
+    if choice:
+        rows = "".join(f'<tr data-class="{e(name)}"><td class="name">{e(name)}</td>'
+                       f'<td class="name">{e(entry.get("described", ""))}</td>'
+                       f'<td>{e(fmt(entry.get("dice_before", math.nan)))}</td>'
+                       f'<td>{e(fmt(entry.get("dice_after", math.nan)))}</td></tr>'
+                       for name, entry in choice.get("classes", {}).items())
+        text += (f"<p>Chosen automatically (<code>auto = True</code>) on the {e(choice.get('split', 'validation'))} "
+                 f"split with {e(choice.get('checkpoint', 'the best checkpoint'))}, among "
+                 f"{e(choice.get('tried', ''))} combinations per class, by pooled validation Dice (ties keep the "
+                 "simpler choice):</p>"
+                 '<table id="postprocess-choice"><tr><th class="name">class</th><th class="name">chosen</th>'
+                 f"<th>validation Dice before</th><th>after</th></tr>{rows}</table>")
+    return f'<h2>Postprocessing</h2><div id="postprocess">{text}</div>'
 
 
 def error_legend() -> str:
@@ -407,6 +501,7 @@ def render_report(data: ReportData) -> str:
     """The whole page as one HTML string."""
     cfg = data.cfg
     names = list(data.per_class)
+    applied = _applied(data)
     histogram = png_data_uri(dice_histogram_png(data.per_image_dice, names)) if len(data.per_image_dice) else ""
     if data.history:
         curves = f'<img alt="training curves" src="{png_data_uri(curves_png(data.history))}">'
@@ -437,6 +532,13 @@ def render_report(data: ReportData) -> str:
         f"distance in original-size pixels, averaged over images that have the class in their truth or prediction; an "
         f"image with the class in only one of them (one-sided) counts as that image's diagonal.</p>",
         per_class_table(data.per_class),
+        postprocess_section(data.postprocess),
+        "<h2>Objects</h2><p>Objects are the connected components of each class (8-connected) in truth and prediction; "
+        "predictions are split by watershed where <code>[postprocess] separate</code> says so. A true and a predicted "
+        "object match at IoU &ge; 0.5. Precision, recall, F1, SQ (mean IoU of the matches) and PQ = SQ &times; RQ "
+        "(RQ = F1) are pooled over all images; the count error is the mean over images of |predicted &minus; true| "
+        "objects, the count ratio predicted / true objects. Intervals as above.</p>" + object_table(data.per_class)
+        if object_table(data.per_class) else "",
         "<h2>The seed's own metrics (for comparison only)</h2>",
         "<p>These are the numbers the original Keras tool reported, computed its way: soft (no threshold), pooled per "
         "batch, and some count the background, which inflates them on small objects. They are not comparable with the "
@@ -447,6 +549,8 @@ def render_report(data: ReportData) -> str:
         f"<h2>The {e(len(data.worst))} worst images</h2>",
         error_legend() if data.worst or data.best else "",
         examples_table(data.worst, cfg, "worst"),
+        f"<h2>Objects in the {e(len(data.worst))} worst images</h2>" + objects_table(data.worst, cfg, applied)
+        if data.worst and data.per_class and "object_f1" in next(iter(data.per_class.values())) else "",
         f"<h2>The {e(len(data.best))} best images</h2>" if data.best else "",
         examples_table(data.best, cfg, "best") if data.best else "",
         confusion,
@@ -457,6 +561,16 @@ def render_report(data: ReportData) -> str:
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def _applied(data: ReportData) -> PostprocessSettings:
+    """The postprocessing the evaluation applied (its watershed separation draws the predicted objects)."""
+    from flexunet.postprocess import settings_from_config
+
+    record = data.postprocess or {}
+    chosen = record.get("choice")
+    picks = {name: entry["choice"] for name, entry in chosen.get("classes", {}).items()} if chosen else None
+    return settings_from_config(data.cfg, picks)
 
 
 def write_report(path: Path, data: ReportData) -> Path:

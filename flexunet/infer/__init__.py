@@ -13,6 +13,7 @@ from flexunet.errors import ConfigError
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
 from flexunet.infer.predict import InferResult, predict_folder
+from flexunet.postprocess import postprocess_hook, settings_for_run
 from flexunet.predict import for_inference, predictor_from_config
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
@@ -45,15 +46,18 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
-                      resume: bool = False, compile_model: bool | None = None) -> InferResult:
+                      resume: bool = False, compile_model: bool | None = None, instances: bool = False) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
     so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model`
-    (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py).
+    (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py). Masks are
+    postprocessed as [postprocess] says (with `auto`, as the run's postprocess.json chose); objects.csv and counts.csv
+    go beside them, and with `instances` 16-bit instance maps to `<output_dir>/instances/`.
     """
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
+    settings = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
@@ -74,9 +78,10 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))
     with progress_bars(quiet) as progress:
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", total)
-        predictor = predictor_from_config(cfg, model, torch_device, tiled, tta)
+        predictor = predictor_from_config(cfg, model, torch_device, tiled, tta, postprocess=postprocess_hook(settings))
         return predict_folder(predictor, cfg, images_dir, output_dir, merged, on_image=bar.advance,
-                              resume_after=weights.stat().st_mtime if resume else None)
+                              resume_after=weights.stat().st_mtime if resume else None, settings=settings,
+                              instances_dir=output_dir / "instances" if instances else None)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:

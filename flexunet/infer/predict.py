@@ -12,7 +12,9 @@ from flexunet.config.schema import Config
 from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
+from flexunet.infer.objects import ObjectTable, image_objects, instance_png
 from flexunet.labels import LabelSpace, overlay
+from flexunet.postprocess import PostprocessSettings, separation_notes
 from flexunet.predict import Predictor, SlidingWindow
 
 
@@ -23,6 +25,10 @@ class InferResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per unreadable file
     resumed: list[Path] = field(default_factory=list)  # masks kept from an earlier pass (resume)
+    objects: Path | None = None  # objects.csv: one row per object of the masks written in this pass
+    counts: Path | None = None  # counts.csv: objects per image and class
+    total_objects: int = 0
+    notes: list[str] = field(default_factory=list)  # e.g. an instance map that a 16-bit PNG cannot hold
 
 
 def output_names(files: Sequence[Path], name_prefix: str = "") -> list[str]:
@@ -71,7 +77,8 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
 
 def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
                    name_prefix: str = "", limit: int | None = None, on_image: Callable[[], None] | None = None,
-                   resume_after: float | None = None) -> InferResult:
+                   resume_after: float | None = None, settings: PostprocessSettings | None = None,
+                   instances_dir: Path | None = None) -> InferResult:
     """Segment every image of `images_dir` (sorted) with `predictor`: `<stem>.png` masks at the original size,
     optional overlays. `cfg` gives only how files are read and written ([image], [segmentation], [infer] overlay).
 
@@ -79,12 +86,20 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
     `resume_after` (the checkpoint's mtime), masks and overlays already written after it are kept, so a stopped pass
     can go on. Each file is written atomically; a full disk stops the pass with OutputError.
+
+    The objects of the masks written in this pass (numbered as `settings` say: connected components, or watershed
+    where `separate` asks for it) go to `<output_dir>/objects.csv` and `counts.csv`; with `instances_dir`, their
+    16-bit instance maps to `<instances_dir>/<stem>.png`. The masks themselves are the predictor's (its postprocess).
     """
+    table = ObjectTable(predictor.space.names)
+    settings = settings or {}
     files = list_image_files(images_dir, "[infer] images_dir")[:limit]
     names = output_names(files, name_prefix)
     output_dir.mkdir(parents=True, exist_ok=True)
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
+    if instances_dir is not None:
+        instances_dir.mkdir(parents=True, exist_ok=True)
     result = InferResult()
     batch_size, tiled = predictor.images_per_pass, isinstance(predictor.tiler, SlidingWindow)
     for start in range(0, len(files), batch_size):
@@ -104,14 +119,29 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
                 result.skipped.append(str(exc))
                 if on_image is not None:
                     on_image()
-        labels = predictor.labels(images) if images else []
-        for path, image, lab in zip(chunk, images, labels, strict=True):
+        predictions = predictor.predict(images) if images else []
+        for path, image, prediction in zip(chunk, images, predictions, strict=True):
+            lab, name = prediction.labels, f"{name_prefix}{path.stem}.png"
             try:
                 result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix,
                                                        predictor.space))
+                found = image_objects(name, lab, prediction.probs, settings, table.names)
+                table.add(name, found)
+                if instances_dir is not None:
+                    try:
+                        instance_map = instance_png(found.instances, str(path))
+                    except DataError as exc:  # > 65,535 objects: the mask and objects.csv rows are still written
+                        result.notes.append(str(exc))
+                    else:
+                        write_image(instances_dir / name, instance_map)
             except OutputError as exc:
                 finished = len(result.written) + len(result.resumed)
                 raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None
             if on_image is not None:
                 on_image()
+    result.objects, result.counts = table.write(output_dir)
+    result.total_objects = len(table.rows)
+    if files and len(result.resumed) < len(files):  # classes with no object anywhere in what was segmented
+        totals = {name: sum(c[name] for _, c in table.counts) for name in table.names[1:]}
+        result.notes += separation_notes(settings, table.names, totals)
     return result

@@ -18,6 +18,7 @@ from flexunet.runs.device import choose_device, keep_freed_memory, seed_everythi
 from flexunet.runs.rundir import RunDir, run_dir_for
 from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import EpochCallback, FitResult, fit
+from flexunet.train.postprocess_choice import choice_summary, choose_on_validation
 
 __all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "train_from_config"]
 
@@ -84,6 +85,9 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
                 except OutputError as exc:  # e.g. a full disk: say how to go on once there is space again
                     hint = " with --resume (last.pt holds the last saved epoch)" if run.last.is_file() else ""
                     raise OutputError(f"{exc}{hint}") from None
+            if cfg.postprocess.auto and dist_ctx.is_main and run.best.is_file():
+                chosen = choose_on_validation(cfg, run, data.valid, torch_device)
+                log(f"[postprocess] auto: {choice_summary(chosen)} ({chosen})")
             barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
         return result
     finally:

@@ -119,7 +119,8 @@ def test_disk_full_during_infer_stops_with_one_line_and_resume_finishes(checkpoi
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--resume") == 0
     assert "wrote 3 masks" in capsys.readouterr().out  # img_001's overlay was missing: redone with the rest
     for folder in ("out", "merged"):
-        assert [cv2.imread(str(p)) is not None for p in sorted((root / folder).iterdir())] == [True] * 4
+        assert [cv2.imread(str(p)) is not None for p in sorted((root / folder).glob("*.png"))] == [True] * 4
+    assert sorted(p.name for p in (root / "out").iterdir() if p.suffix != ".png") == ["counts.csv", "objects.csv"]
 
 
 def test_resume_redoes_truncated_masks_and_missing_overlays(checkpointed: Path, monkeypatch: pytest.MonkeyPatch,
@@ -180,7 +181,7 @@ def test_images_option_takes_a_file_a_file_glob_and_a_folder_glob(checkpointed: 
     }
     for name, (images, expected) in cases.items():
         assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--images", images, "--output", str(root / name)) == 0
-        assert sorted(p.name for p in (root / name).iterdir()) == expected, name
+        assert sorted(p.name for p in (root / name).iterdir()) == sorted(expected + ["counts.csv", "objects.csv"]), name
         assert sorted(p.name for p in (root / f"{name}_merged").iterdir()) == expected, name  # overlays follow --output
         assert cv2.imread(str(root / name / expected[0]), cv2.IMREAD_UNCHANGED).shape == (20, 24)
     assert not (root / "merged").exists()  # the config's merged_dir was not used by any --output pass

@@ -261,3 +261,28 @@ def test_a_loaded_config_trains_one_step(model: dict[str, str], other: dict[tupl
     loss.backward()
     assert torch.isfinite(loss)
     event("trained one step")
+
+
+def test_postprocess_keys_per_class_and_their_errors() -> None:
+    from flexunet.config.load import config_from_dict
+
+    base = {"model": {"num_classes": 3}, "mask": {"class_names": ["background", "nucleus", "cytoplasm"]}}
+    cfg = config_from_dict({**base, "postprocess": {"min_object_px": {"nucleus": 30}, "keep_largest": True}})
+    assert cfg.postprocess.for_class("min_object_px", "nucleus") == 30
+    assert cfg.postprocess.for_class("min_object_px", "cytoplasm") == 0  # left out of the dict: off
+    assert cfg.postprocess.for_class("keep_largest", "cytoplasm") is True
+    assert config_from_dict({}).postprocess.auto is False
+    cases = {
+        "min_object_px": ({"nucleos": 3}, "[postprocess] min_object_px: no class named 'nucleos'; "
+                                          "did you mean 'nucleus'? the classes are nucleus, cytoplasm"),
+        "min_distance": (0, "[postprocess] min_distance = 0: must be >= 1"),
+        "compactness": (-0.5, "[postprocess] compactness = -0.5: must be >= 0"),
+        "min_object_fraction": ({"nucleus": 1.5}, "must be < 1"),
+    }
+    for key, (value, expected) in cases.items():
+        with pytest.raises(ConfigError) as err:
+            config_from_dict({**base, "postprocess": {key: value}})
+        assert expected in str(err.value)
+        assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match=r"min_object_px = -2: must be >= 0$"):
+        config_from_dict({**base, "postprocess": {"min_object_px": -2}})
