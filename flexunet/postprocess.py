@@ -230,11 +230,15 @@ def pooled_dice(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], cls: 
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
 
 
+AUTO_MIN_GAIN = 1e-4  # validation Dice a postprocessing choice must add over "off" to be kept
+
+
 def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],
                        names: Sequence[str], ignore_index: int | None = None) -> dict[str, dict[str, Any]]:
     """For each foreground class (names[1:]), the candidate with the highest pooled validation Dice of that class
-    (ties: the simplest, so off unless something helps): class name -> {"choice", "dice_before", "dice_after",
-    "tried"}. labels, probs, truths: one (H, W) / (C, H, W) / (H, W) array per validation image."""
+    (ties: the simplest, so off unless something adds at least AUTO_MIN_GAIN): class name -> {"choice",
+    "dice_before", "dice_after", "tried"}. labels, probs, truths: one (H, W) / (C, H, W) / (H, W) array per
+    validation image."""
     from skimage.measure import label as connected_components
 
     out: dict[str, dict[str, Any]] = {}
@@ -247,7 +251,9 @@ def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray]
         for each in candidates[1:]:
             cleaned = [postprocess_labels(lab, p, {cls: each}) for lab, p in zip(labels, probs, strict=True)]
             dice = pooled_dice(cleaned, truths, cls, ignore_index)
-            if dice > best_dice + 1e-9:  # strictly better: a tie keeps the simpler choice found first
+            # strictly better than the best so far (a tie keeps the simpler choice found first), and better than
+            # off by AUTO_MIN_GAIN: a gain in the 8th decimal is noise, not a reason to change the masks
+            if dice > best_dice + 1e-9 and dice >= before + AUTO_MIN_GAIN:
                 best, best_dice = each, dice
         choice = {key: getattr(best, key) for key in AUTO_KEYS}
         out[name] = {"choice": choice, "described": best.describe(), "dice_before": before,
