@@ -93,6 +93,8 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
     cfg = _load(config, set_, quiet=quiet)
     result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
                                   examples=examples, report=report)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     for name, values in result.per_class.items():
         say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
             f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
@@ -142,6 +144,8 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
                                resume=resume, compile_model=compile_model)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports (every process's files)
     for line in result.skipped:
         say(f"skipped: {line}")
     _, output_dir, merged_dir = infer_folders(cfg, tiled)

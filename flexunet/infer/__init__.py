@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from flexunet.config.folders import check_output_folders
@@ -23,6 +24,7 @@ from flexunet.infer.predict import (
 from flexunet.infer.tiling import tile_boxes, tiled_predict
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
+from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
 from flexunet.runs.rundir import run_dir_for
 
 __all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
@@ -59,13 +61,33 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
     so an interrupted pass over a large folder goes on where it stopped instead of starting again. `compile_model`
     (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py).
+
+    Under torchrun (`torchrun --nproc_per_node=N -m flexunet infer CONFIG`) each process segments its share of the
+    sorted file list (`runs.distributed.shard`) and every process returns the merged result of all of them.
     """
 
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
-    torch_device = choose_device(device)
+    dist_ctx, dist_device = init_distributed(device)
+    try:
+        result = _infer(cfg, images_dir, output_dir, merged, dist_device or choose_device(device), dist_ctx,
+                        checkpoint, quiet or not dist_ctx.is_main, tta, tiled, onnx, resume, compile_model)
+        return merge_results(gather_objects(result, dist_ctx))
+    finally:
+        shutdown(dist_ctx)
+
+
+def merge_results(results: list[InferResult]) -> InferResult:
+    """One InferResult from every process's, in rank order."""
+    return InferResult([p for r in results for p in r.written], [s for r in results for s in r.skipped],
+                       [p for r in results for p in r.resumed])
+
+
+def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
+           dist_ctx: DistContext, checkpoint: Path | None, quiet: bool, tta: bool | None, tiled: bool,
+           onnx: Path | None, resume: bool, compile_model: bool | None) -> InferResult:
     model: nn.Module
     use_compile = cfg.infer.compile if compile_model is None else compile_model
     if onnx is not None:
@@ -79,12 +101,12 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
         model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
-    total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))
+    files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
     with progress_bars(quiet) as progress:
-        bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", total)
+        bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", len(shard(files, dist_ctx)))
         return predict_folder(model, cfg, images_dir, output_dir, merged, torch_device,
                               cfg.infer.tta if tta is None else tta, on_image=bar.advance, tiled=tiled,
-                              resume_after=weights.stat().st_mtime if resume else None)
+                              resume_after=weights.stat().st_mtime if resume else None, dist_ctx=dist_ctx)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:

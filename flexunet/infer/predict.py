@@ -14,7 +14,9 @@ from flexunet.config.schema import Config
 from flexunet.data.io import read_image, read_mask, resize_image, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
+from flexunet.files import remove_temp_files
 from flexunet.labels import LabelSpace
+from flexunet.runs.distributed import DistContext, shard
 
 
 @torch.no_grad()
@@ -154,16 +156,19 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
 def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
                    device: torch.device, tta: bool = False, name_prefix: str = "", limit: int | None = None,
                    on_image: Callable[[], None] | None = None, tiled: bool = False,
-                   resume_after: float | None = None) -> InferResult:
+                   resume_after: float | None = None, dist_ctx: DistContext = DistContext()) -> InferResult:
     """Segment every image of `images_dir` (sorted): `<stem>.png` masks at the original size, optional overlays.
 
     Streams: only one batch of images ([infer] batch_size; one image when tiled) is in memory at a time.
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
     `resume_after` (the checkpoint's mtime), masks and overlays already written after it are kept, so a stopped pass
-    can go on. Each file is written atomically; a full disk stops the pass with OutputError.
+    can go on. Each file is written atomically; a full disk stops the pass with OutputError. Under torchrun
+    (`dist_ctx`) this process takes every world_size-th file of the sorted list from its rank, so each mask is
+    written by exactly one process; names are checked for clashes over the whole list first.
     """
     files = list_image_files(images_dir, "[infer] images_dir")[:limit]
     names = output_names(files, name_prefix)
+    files, names = shard(files, dist_ctx), shard(names, dist_ctx)
     output_dir.mkdir(parents=True, exist_ok=True)
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +183,9 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                 if on_image is not None:
                     on_image()
                 continue
+            if resume_after is not None:
+                for target in targets:  # this process alone writes these names: a killed pass's leftovers go
+                    remove_temp_files(target)
             try:
                 images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order,
                                          cfg.image.pixel_limit(tiled)))
