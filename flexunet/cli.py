@@ -132,10 +132,14 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           compile_model: Annotated[Optional[bool], typer.Option(
               "--compile/--no-compile",
               help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
+          slides: Annotated[bool, typer.Option(
+              "--slides", help="Whole slides: tiled TIFF / OME-Zarr read and blended band by band with [tiledinfer] "
+                               "settings; pyramidal TIFF masks (needs flexunet[slides]).")] = False,
           quiet: QuietOpt = False) -> None:
     """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir."""
     from flexunet.infer import infer_folders, infer_from_config
 
+    tiled = tiled or slides
     section = "tiledinfer" if tiled else "infer"
     extra = list(set_ or [])
     extra += [f"{section}.images_dir={images}"] if images else []
@@ -143,12 +147,13 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.merged_dir={merged}"] if merged else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume, compile_model=compile_model)
+                               resume=resume, compile_model=compile_model, slides=slides)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports (every process's files)
     for line in result.skipped:
         say(f"skipped: {line}")
     _, output_dir, merged_dir = infer_folders(cfg, tiled)
+    merged_dir = None if slides else merged_dir
     say(f"wrote {len(result.written)} masks to {output_dir}" + (f" and overlays to {merged_dir}" if merged_dir else "")
         + (f"; kept {len(result.resumed)} from an earlier pass" if result.resumed else "")
         + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,8 +21,11 @@ from flexunet.infer.predict import (
     overlay,
     predict_folder,
     predict_images,
+    to_input,
 )
+from flexunet.infer.slides import list_slides, predict_slides
 from flexunet.infer.tiling import tile_boxes, tiled_predict
+from flexunet.labels import LabelSpace
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
@@ -55,7 +59,7 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
-                      resume: bool = False, compile_model: bool | None = None) -> InferResult:
+                      resume: bool = False, compile_model: bool | None = None, slides: bool = False) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
@@ -64,16 +68,20 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
 
     Under torchrun (`torchrun --nproc_per_node=N -m flexunet infer CONFIG`) each process segments its share of the
     sorted file list (`runs.distributed.shard`) and every process returns the merged result of all of them.
-    """
 
+    `slides`: whole-slide inference (flexunet/infer/slides.py) on the tiled TIFF / OME-Zarr slides of [tiledinfer]
+    images_dir, each read and blended band by band; `<stem>.tif` pyramidal masks, no overlays.
+    """
+    tiled = tiled or slides
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
+    merged = None if slides else merged
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
     dist_ctx, dist_device = init_distributed(device)
     try:
         result = _infer(cfg, images_dir, output_dir, merged, dist_device or choose_device(device), dist_ctx,
-                        checkpoint, quiet or not dist_ctx.is_main, tta, tiled, onnx, resume, compile_model)
+                        checkpoint, quiet or not dist_ctx.is_main, tta, tiled, onnx, resume, compile_model, slides)
         return merge_results(gather_objects(result, dist_ctx))
     finally:
         shutdown(dist_ctx)
@@ -87,7 +95,7 @@ def merge_results(results: list[InferResult]) -> InferResult:
 
 def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
            dist_ctx: DistContext, checkpoint: Path | None, quiet: bool, tta: bool | None, tiled: bool,
-           onnx: Path | None, resume: bool, compile_model: bool | None) -> InferResult:
+           onnx: Path | None, resume: bool, compile_model: bool | None, slides: bool = False) -> InferResult:
     model: nn.Module
     use_compile = cfg.infer.compile if compile_model is None else compile_model
     if onnx is not None:
@@ -101,12 +109,23 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
         model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
+    tta = cfg.infer.tta if tta is None else tta
+    resume_after = weights.stat().st_mtime if resume else None
+    if slides:
+        slide_files = shard(list_slides(images_dir), dist_ctx)
+        space = LabelSpace.from_config(cfg)
+
+        def probs_fn(tiles: np.ndarray) -> np.ndarray:  # (n, t, t, C) uint8 -> (n, K, t, t)
+            return forward_probs(model, to_input(list(tiles), torch_device), space, tta).cpu().numpy()
+
+        with progress_bars(quiet) as progress:
+            bar = Bar(progress, "inferring slides", len(slide_files))
+            return predict_slides(slide_files, output_dir, probs_fn, cfg, resume_after, bar.advance)
     files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
     with progress_bars(quiet) as progress:
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", len(shard(files, dist_ctx)))
         return predict_folder(model, cfg, images_dir, output_dir, merged, torch_device,
-                              cfg.infer.tta if tta is None else tta, on_image=bar.advance, tiled=tiled,
-                              resume_after=weights.stat().st_mtime if resume else None, dist_ctx=dist_ctx)
+                              tta, on_image=bar.advance, tiled=tiled, resume_after=resume_after, dist_ctx=dist_ctx)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:
