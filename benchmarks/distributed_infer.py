@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
-
 import cv2
 import numpy as np
+from machine import machine_info  # noqa: E402
 
 from flexunet.config import load_config
 from flexunet.train import train_from_config

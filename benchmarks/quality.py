@@ -127,18 +127,18 @@ def score_flexunet(split: str, checkpoint: Path, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     from flexunet.runs.checkpoint import load_trained_model
-    from flexunet.infer.predict import forward_probs, to_input
-    from flexunet.labels import LabelSpace
+    from flexunet.predict import predictor_from_config, to_input
     from flexunet.data.dataset import make_dataset, pairs_for
 
     cfg = flex_config(split, checkpoint.parent.parent)
     model, _ = load_trained_model(checkpoint, torch.device("cpu"), cfg)
     dataset = make_dataset(cfg, pairs_for(cfg, "test"))
+    predictor = predictor_from_config(cfg, model, torch.device("cpu"), tta=False)
     probs = {}
     for start in range(0, len(dataset), 16):
         idx = range(start, min(start + 16, len(dataset)))
         x = to_input([dataset[i][0].permute(1, 2, 0).numpy() for i in idx], torch.device("cpu"))
-        for i, p in zip(idx, forward_probs(model, x, LabelSpace.from_config(cfg))[:, 0].numpy()):
+        for i, p in zip(idx, predictor.batch_probs(x)[:, 0].numpy()):
             probs[dataset.pairs[i].stem] = p
     return score(cfg, probs.__getitem__)
 

@@ -7,7 +7,7 @@ by benchmarks/tf_reference/setup_venv.sh), in alternating order, so each side's 
 warms up (excluded), then times training at batch 4 through its own data pipeline (flexunet: `train_from_config`, the
 `flexunet train` path, streaming JPEGs from disk, timed from its history rows; TF: the seed's in-memory arrays and
 `model.fit`), then inference
-at batch 1 and 16 (flexunet: `predict_images`, the `flexunet infer` path; TF: the model under `tf.function`).
+at batch 1 and 16 (flexunet: `Predictor.probs`, the `flexunet infer` path; TF: the model under `tf.function`).
 Ratios are flexunet / reference within each repeat; the figure reported is their median (the machine is shared, so
 absolute numbers move with load; the ratio of two runs seconds apart is the robust figure).
 
@@ -146,7 +146,7 @@ def flex_worker(args: argparse.Namespace) -> dict:
     from flexunet.data.io import read_image
     from flexunet.runs.checkpoint import load_trained_model
     from flexunet.infer.compiled import compile_for_inference
-    from flexunet.infer.predict import for_inference, predict_images
+    from flexunet.predict import for_inference, predictor_from_config
     from flexunet.runs.device import cpu_has_bf16
 
     batch = 4
@@ -185,12 +185,13 @@ def flex_worker(args: argparse.Namespace) -> dict:
 
     def infer(net: torch.nn.Module, b: int, n_batches: int, channels_last: bool = False) -> tuple[float, float]:
         """(img/s, seconds of the warm-up call: compilation for a compiled model)."""
+        predictor = predictor_from_config(cfg, net, device, tta=False, batch_size=b, channels_last=channels_last)
         t0 = time.perf_counter()
-        predict_images(net, images[:b], cfg, device, batch_size=b, channels_last=channels_last)
+        predictor.probs(images[:b])
         warm = time.perf_counter() - t0
         t0 = time.perf_counter()
         for i in range(n_batches):
-            predict_images(net, images[i * b:(i + 1) * b], cfg, device, batch_size=b, channels_last=channels_last)
+            predictor.probs(images[i * b:(i + 1) * b])
         return n_batches * b / (time.perf_counter() - t0), warm
 
     sizes = ((1, args.b1_images), (16, args.b16_batches))
@@ -345,7 +346,7 @@ def main() -> None:
                              "stalls the model")
     ablation = [x["ablation_train_img_s"] for x in runs["flexunet"] if "ablation_train_img_s" in x]
     report["contiguous_inference"] = {
-        "what": "predict_images with the model in PyTorch's default (contiguous) layout, flexunet's CPU default before "
+        "what": "Predictor.probs (before 2026-12-02: predict_images) with the model in PyTorch's default (contiguous) layout, flexunet's CPU default before "
                 "2026-11-23 (now channels_last, for_inference); measured after the default in each flexunet worker",
         **{s: {b: statistics.median(x["ablation_infer_img_s_contiguous"][b] for x in runs[s])
                for b in ("b1", "b16")} for s in runs if s.startswith("flexunet") and

@@ -20,16 +20,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
-
 import numpy as np
 import torch
+from machine import machine_info  # noqa: E402
 
 from flexunet.config import config_from_dict
-from flexunet.infer.predict import forward_probs, to_input
 from flexunet.infer.slides import list_slides, predict_slides, require
 from flexunet.labels import LabelSpace
 from flexunet.models import build_model
+from flexunet.predict import forward_probs, to_input
 
 RESULT = Path(__file__).resolve().parent / "results" / "slides.json"
 MODEL = {"image_width": 256, "image_height": 256, "num_classes": 1, "base_filters": 8, "num_layers": 3}

@@ -2,7 +2,7 @@
 
 Throughput: the pap-smear model (128 px tiles, 16 filters, 7 levels, 31.1 M parameters, random weights: speed does
 not depend on them) on one image at several overlaps; megapixels/s counts image pixels, so overlap costs show.
-Memory: each case runs in a fresh process that reads a PNG, runs `predict_folder(tiled=True)` and writes the mask,
+Memory: each case runs in a fresh process that reads a PNG, runs `predict_folder` with a tiled Predictor and writes the mask,
 and reports its peak RSS (VmHWM, reset after a warm-up call) and the RSS before the image was read. The 8000×8000 case uses a one-layer
 stand-in model (the pap-smear model would take most of an hour on 2 cores), so it measures what grows with the
 image; the pap-smear model's own share at the same tile batch is measured on a small image and adds to it.
@@ -30,7 +30,8 @@ from torch import nn
 
 from flexunet.config import config_from_dict
 from flexunet.infer.predict import predict_folder
-from flexunet.infer.tiling import tile_boxes
+from flexunet.predict import predictor_from_config
+from flexunet.predict.tiling import tile_boxes
 from flexunet.models import build_model
 
 RESULT = Path(__file__).resolve().parent / "results" / "tiled_infer.json"
@@ -80,7 +81,8 @@ def child(kind: str, side: int, overlap: int, folder: Path) -> None:
     reset_peak_rss()
     before = peak_rss_mb()
     began = time.perf_counter()
-    result = predict_folder(model, cfg, str(folder / "images"), folder / "masks", None, torch.device("cpu"), tiled=True)
+    predictor = predictor_from_config(cfg, model, torch.device("cpu"), tiled=True)
+    result = predict_folder(predictor, cfg, str(folder / "images"), folder / "masks", None)
     seconds = time.perf_counter() - began
     print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "written": len(result.written)}))
 

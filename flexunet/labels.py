@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import overload
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -95,3 +96,18 @@ class LabelSpace:
         if self.binary and int(colours[1].max()) - int(colours[1].min()) < 64:  # white, black, grey: no hue
             colours[1] = BINARY_OVERLAY_COLOUR
         return colours
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """Alpha-blend class colours (`LabelSpace.overlay_colours`) over the image where a label is not background
+    (float math: no uint8 wrap-around), with a rim in the class colour so thin structures stay visible."""
+    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    blended = rgb.astype(np.float32)
+    labels = np.where(labels < len(colours), labels, 0).astype(labels.dtype)  # [mask] ignore_index: shown unpainted
+    fg = labels > 0
+    blended[fg] = (1 - alpha) * blended[fg] + alpha * colours[labels[fg]].astype(np.float32)
+    kernel = np.ones((3, 3), np.uint8)
+    edges = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_GRADIENT, kernel) > 0
+    nearest_class = cv2.dilate(labels, kernel)  # a rim pixel outside a region takes that region's class colour
+    blended[edges] = colours[nearest_class[edges]]
+    return blended.round().clip(0, 255).astype(np.uint8)

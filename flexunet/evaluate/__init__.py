@@ -19,12 +19,12 @@ from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import provenance_record
 from flexunet.files import atomic_write_text
-from flexunet.infer.predict import for_inference, forward_probs, resize_probs, to_input
 from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import hd95_per_image, mean_hd95, one_sided_as
+from flexunet.predict import Predictor, for_inference, predictor_from_config, resize_probs, to_input
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, barrier, gather_objects, init_distributed, shard, shutdown
@@ -93,12 +93,12 @@ def _keep_extremes(kept: list[Example], new: list[Example], k: int, worst: bool)
     return merged[:k]
 
 
-def at_original_size(truths: list[np.ndarray], probs: Tensor, space: LabelSpace) -> list[tuple[Tensor, Tensor]]:
+def at_original_size(truths: list[np.ndarray], probs: Tensor, predictor: Predictor) -> list[tuple[Tensor, Tensor]]:
     """(prediction, truth) label maps (1, H0, W0) per image at its mask's own size. The probabilities are resized
-    and thresholded exactly as `flexunet infer` does before it writes a mask."""
+    and turned into labels by `predictor.label_map`, exactly as `flexunet infer` does before it writes a mask."""
     out = []
     for truth, p in zip(truths, probs.float().cpu().numpy(), strict=True):
-        labels = space.labels(resize_probs(p, truth.shape[1], truth.shape[0]))
+        labels = predictor.label_map(resize_probs(p, truth.shape[1], truth.shape[0]))
         out.append((torch.from_numpy(labels).long()[None], torch.from_numpy(truth).long()[None]))
     return out
 
@@ -120,10 +120,11 @@ class BatchMeasures:
 
 
 @torch.no_grad()
-def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", device: torch.device | None = None,
-                     tta: bool = False, bar: Bar | None = None, hd95: bool = True, examples: int = 0,
-                     pairs: list[Pair] | None = None, dist_ctx: DistContext = DistContext()) -> Evaluation:
-    """One pass over [section] (its `pairs` when the caller already listed them): loss, seed metrics, per-image
+def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", bar: Bar | None = None,
+                     hd95: bool = True, examples: int = 0, pairs: list[Pair] | None = None,
+                     dist_ctx: DistContext = DistContext()) -> Evaluation:
+    """One pass of `predictor` over [section] (its `pairs` when the caller already listed them; `cfg` gives the
+    data, loss and seed metrics): loss, seed metrics, per-image
     counts, pixel confusion matrix, HD95 per image and class, and the `examples` worst and best images by Dice (kept
     as they go, not the whole split).
 
@@ -134,13 +135,12 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     every batch's measures, folded in batch order: the batches are the ones one process would make, so the
     per-batch loss and seed metrics, and every per-image row, are those of one process.
     """
-    device = device or next(model.parameters()).device
     dataset = make_dataset(cfg, pairs_for(cfg, section) if pairs is None else pairs)
     batch = cfg.eval.batch_size
     mine = shard(list(enumerate(range(0, len(dataset), batch))), dist_ctx)
     measured = []
     for index, start in mine:
-        measured.append(measure_batch(model, dataset, cfg, index, start, device, tta, hd95, examples))
+        measured.append(measure_batch(predictor, dataset, cfg, index, start, hd95, examples))
         if bar is not None:
             bar.advance(len(measured[-1].names))
     every = sorted((m for part in gather_objects(measured, dist_ctx) for m in part), key=lambda m: m.index)
@@ -152,8 +152,7 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
     distances = [d for m in every for d in m.distances]
     diagonals = [d for m in every for d in m.diagonals]
     per_image = Counts(*(torch.cat([getattr(m.counts, f) for m in every]).cpu() for f in ("tp", "fp", "fn")))
-    confusion = torch.zeros(LabelSpace.from_config(cfg).num_labels, LabelSpace.from_config(cfg).num_labels,
-                            dtype=torch.float64)
+    confusion = torch.zeros(predictor.space.num_labels, predictor.space.num_labels, dtype=torch.float64)
     for m in every:
         confusion += m.confusion
     return Evaluation(float(np.mean([m.loss for m in every])),
@@ -162,27 +161,27 @@ def evaluate_details(model: nn.Module, cfg: Config, section: str = "test", devic
                       worst, best, torch.tensor(diagonals, dtype=torch.float64) if diagonals else None)
 
 
-def measure_batch(model: nn.Module, dataset: SegmentationDataset, cfg: Config, index: int, start: int,
-                  device: torch.device, tta: bool, hd95: bool, examples: int) -> BatchMeasures:
+def measure_batch(predictor: Predictor, dataset: SegmentationDataset, cfg: Config, index: int, start: int,
+                  hd95: bool, examples: int) -> BatchMeasures:
     """The measures of [eval] batch `index` (images start .. start + batch_size of `dataset`)."""
     loss_fn = build_loss(cfg.model)
-    space = LabelSpace.from_config(cfg)
+    space = predictor.space
     num_labels = space.num_labels
     # each file read once
     loaded = [dataset.load_original(i) for i in range(start, min(start + cfg.eval.batch_size, len(dataset)))]
     truths = [labels for _, labels, _ in loaded]
     resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
     images = [image for image, _ in resized]
-    x = to_input(images, device)
-    y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(device).long()
-    probs = forward_probs(model, x, space, tta)
+    x = to_input(images, predictor.device, predictor.channels_last)
+    y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(predictor.device).long()
+    probs = predictor.batch_probs(x)
     logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if space.binary else probs.clamp_min(1e-8).log()
     loss = loss_fn(logits, y).item()
     kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
     seed = {name: SEED_METRICS[name](target, kept_probs).item() for name in cfg.model.metrics}
     pred = space.labels(probs)
     # honest metrics at each image's original size, on the masks `flexunet infer` would write
-    originals = at_original_size(truths, probs, space)
+    originals = at_original_size(truths, probs, predictor)
     each = [confusion_counts(p, t, num_labels) for p, t in originals]
     batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]).cpu() for f in ("tp", "fp", "fn")))
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
@@ -360,8 +359,10 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     with progress_bars(quiet or not dist_ctx.is_main) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
-        ev = evaluate_details(model, cfg, section, None, tta, bar,
-                              hd95=True, examples=examples if report else 0, pairs=pairs, dist_ctx=dist_ctx)
+        device = next(model.parameters()).device
+        predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size)
+        ev = evaluate_details(predictor, cfg, section, bar, hd95=True, examples=examples if report else 0,
+                              pairs=pairs, dist_ctx=dist_ctx)
     resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
     per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups)
     if not dist_ctx.is_main:

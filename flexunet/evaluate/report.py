@@ -24,8 +24,7 @@ from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
 from flexunet.evaluate.provenance import origin_of
 from flexunet.files import atomic_write_text
-from flexunet.infer.predict import overlay
-from flexunet.labels import LabelSpace
+from flexunet.labels import LabelSpace, overlay
 from flexunet.runs.checkpoint import TrainingConfig
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart

@@ -14,26 +14,16 @@ from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
-from flexunet.infer.predict import (
-    InferResult,
-    for_inference,
-    forward_probs,
-    overlay,
-    predict_folder,
-    predict_images,
-    to_input,
-)
+from flexunet.infer.predict import InferResult, predict_folder
 from flexunet.infer.slides import list_slides, predict_slides
-from flexunet.infer.tiling import tile_boxes, tiled_predict
-from flexunet.labels import LabelSpace
+from flexunet.predict import for_inference, predictor_from_config, to_input
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
 from flexunet.runs.rundir import run_dir_for
 
-__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "forward_probs",
-           "infer_folders", "infer_from_config", "overlay", "predict_folder", "predict_images",
-           "tile_boxes", "tiled_predict"]
+__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "infer_folders",
+           "infer_from_config", "predict_folder"]
 
 
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
@@ -109,14 +99,13 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
         model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
-    tta = cfg.infer.tta if tta is None else tta
     resume_after = weights.stat().st_mtime if resume else None
+    predictor = predictor_from_config(cfg, model, torch_device, tiled, tta)
     if slides:
         slide_files = shard(list_slides(images_dir), dist_ctx)
-        space = LabelSpace.from_config(cfg)
 
-        def probs_fn(tiles: np.ndarray) -> np.ndarray:  # (n, t, t, C) uint8 -> (n, K, t, t)
-            return forward_probs(model, to_input(list(tiles), torch_device), space, tta).cpu().numpy()
+        def probs_fn(tiles: np.ndarray) -> np.ndarray:  # (n, t, t, C) uint8 -> (n, K, t, t), TTA included
+            return predictor.batch_probs(to_input(list(tiles), torch_device, predictor.channels_last)).cpu().numpy()
 
         with progress_bars(quiet) as progress:
             bar = Bar(progress, "inferring slides", len(slide_files))
@@ -124,8 +113,8 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
     files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
     with progress_bars(quiet) as progress:
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", len(shard(files, dist_ctx)))
-        return predict_folder(model, cfg, images_dir, output_dir, merged, torch_device,
-                              tta, on_image=bar.advance, tiled=tiled, resume_after=resume_after, dist_ctx=dist_ctx)
+        return predict_folder(predictor, cfg, images_dir, output_dir, merged, on_image=bar.advance,
+                              resume_after=resume_after, dist_ctx=dist_ctx)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:

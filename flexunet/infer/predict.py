@@ -1,4 +1,4 @@
-"""Predict masks for image files: probabilities at the original size, masks and overlays written as PNG."""
+"""Segment image files with a Predictor: masks at the original size and overlays, written as PNG."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -7,86 +7,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from flexunet.config.schema import Config
-from flexunet.data.io import read_image, read_mask, resize_image, write_image
+from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
 from flexunet.files import remove_temp_files
-from flexunet.labels import LabelSpace
+from flexunet.labels import LabelSpace, overlay
+from flexunet.predict import Predictor, SlidingWindow
 from flexunet.runs.distributed import DistContext, shard
-
-
-@torch.no_grad()
-def forward_probs(model: nn.Module, batch: Tensor, space: LabelSpace, tta: bool = False) -> Tensor:
-    """Class probabilities (N, C, H, W) for a float batch in [0, 1], by `space.probabilities`.
-
-    With tta, the mean over the identity, horizontal and vertical flips (each flipped back first).
-    """
-    views: list[tuple[int, ...]] = [(), (3,), (2,)] if tta else [()]
-    total: Tensor | None = None
-    for dims in views:
-        x = batch.flip(dims) if dims else batch
-        logits = model(x).float()
-        probs = space.probabilities(logits)
-        probs = probs.flip(dims) if dims else probs
-        total = probs if total is None else total + probs
-    assert total is not None  # views is never empty
-    return total / len(views)
-
-
-def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model in eval mode, laid out for fast inference on `device`: channels_last weights on the CPU, where
-    oneDNN's channels_last convolutions ran 2.1x faster at batch 1 and 1.16x at batch 16 than the default layout
-    (seed Pap-Smear UNet; benchmarks/run.py measures both, the old layout as `contiguous_inference`). Same numbers,
-    other memory layout."""
-    model.eval()
-    if device.type != "cpu":
-        return model
-    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # documented; the stub omits it
-
-
-def to_input(images_hwc: Sequence[np.ndarray], device: torch.device, channels_last: bool = False) -> Tensor:
-    """Stack uint8 (H, W, C) images into a float batch (N, C, H, W) in [0, 1] on `device`."""
-    batch = torch.from_numpy(np.stack(images_hwc)).to(device).permute(0, 3, 1, 2).float().div_(255)
-    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
-
-
-def resize_probs(probs: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Bilinear resize of (C, H, W) probabilities: upsample before thresholding, not the label map, for smooth edges."""
-    if probs.shape[1:] == (height, width):
-        return probs
-    return np.stack([cv2.resize(p, (width, height), interpolation=cv2.INTER_LINEAR) for p in probs])
-
-
-def predict_images(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
-                   tta: bool = False, batch_size: int = 4, channels_last: bool = False) -> list[np.ndarray]:
-    """Probabilities (C, H0, W0) per image at its original size; each image is resized to the model input first."""
-    m, space = cfg.model, LabelSpace.from_config(cfg)
-    out = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        resized = [resize_image(im, m.image_width, m.image_height) for im in chunk]
-        probs = forward_probs(model, to_input(resized, device, channels_last), space, tta).cpu().numpy()
-        out += [resize_probs(p, im.shape[1], im.shape[0]) for p, im in zip(probs, chunk, strict=True)]
-    return out
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    """Alpha-blend class colours over the image where a label is not background (float math: no uint8 wrap-around)."""
-    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
-    blended = rgb.astype(np.float32)
-    labels = np.where(labels < len(colours), labels, 0).astype(labels.dtype)  # [mask] ignore_index: shown unpainted
-    fg = labels > 0
-    blended[fg] = (1 - alpha) * blended[fg] + alpha * colours[labels[fg]].astype(np.float32)
-    # outline the predicted regions so thin structures stay visible
-    kernel = np.ones((3, 3), np.uint8)
-    edges = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_GRADIENT, kernel) > 0
-    nearest_class = cv2.dilate(labels, kernel)  # a rim pixel outside a region takes that region's class colour
-    blended[edges] = colours[nearest_class[edges]]
-    return blended.round().clip(0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -127,22 +56,11 @@ def is_done(targets: Sequence[Path], newer_than: float | None) -> bool:
     return all(t.is_file() and t.stat().st_mtime > newer_than and _readable(t) for t in targets)
 
 
-def predict_labels(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
-                   tta: bool = False, tiled: bool = False) -> list[np.ndarray]:
-    """Label maps (H0, W0) per image: whole image resized to the model input, or sliding window at native scale."""
-    if not tiled:
-        probs = predict_images(model, images, cfg, device, tta, cfg.infer.batch_size)
-        return [LabelSpace.from_config(cfg).labels(p) for p in probs]
-    from flexunet.infer.tiling import tiled_labels
-
-    return [tiled_labels(model, image, cfg, device, tta) for image in images]
-
-
 def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Config, output_dir: Path,
-                     merged_dir: Path | None, name_prefix: str = "") -> Path:
+                     merged_dir: Path | None, name_prefix: str = "", space: LabelSpace | None = None) -> Path:
     """`<output_dir>/<stem>.png` mask and, with a merged_dir, the overlay of the same name; returns the mask path."""
     target = output_dir / f"{name_prefix}{path.stem}.png"
-    space = LabelSpace.from_config(cfg)
+    space = space or LabelSpace.from_config(cfg)
     write_image(target, space.mask_pixels(labels))
     if merged_dir is not None:
         shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
@@ -153,13 +71,13 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
     return target
 
 
-def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
-                   device: torch.device, tta: bool = False, name_prefix: str = "", limit: int | None = None,
-                   on_image: Callable[[], None] | None = None, tiled: bool = False,
+def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
+                   name_prefix: str = "", limit: int | None = None, on_image: Callable[[], None] | None = None,
                    resume_after: float | None = None, dist_ctx: DistContext = DistContext()) -> InferResult:
-    """Segment every image of `images_dir` (sorted): `<stem>.png` masks at the original size, optional overlays.
+    """Segment every image of `images_dir` (sorted) with `predictor`: `<stem>.png` masks at the original size,
+    optional overlays. `cfg` gives only how files are read and written ([image], [segmentation], [infer] overlay).
 
-    Streams: only one batch of images ([infer] batch_size; one image when tiled) is in memory at a time.
+    Streams: only `predictor.images_per_pass` images (a batch; one image when tiled) are in memory at a time.
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
     `resume_after` (the checkpoint's mtime), masks and overlays already written after it are kept, so a stopped pass
     can go on. Each file is written atomically; a full disk stops the pass with OutputError. Under torchrun
@@ -173,7 +91,7 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
     result = InferResult()
-    batch_size = 1 if tiled else cfg.infer.batch_size
+    batch_size, tiled = predictor.images_per_pass, isinstance(predictor.tiler, SlidingWindow)
     for start in range(0, len(files), batch_size):
         chunk, images = [], []
         for path, name in zip(files[start : start + batch_size], names[start : start + batch_size], strict=True):
@@ -194,10 +112,11 @@ def predict_folder(model: nn.Module, cfg: Config, images_dir: str, output_dir: P
                 result.skipped.append(str(exc))
                 if on_image is not None:
                     on_image()
-        labels = predict_labels(model, images, cfg, device, tta, tiled) if images else []
+        labels = predictor.labels(images) if images else []
         for path, image, lab in zip(chunk, images, labels, strict=True):
             try:
-                result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix))
+                result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix,
+                                                       predictor.space))
             except OutputError as exc:
                 finished = len(result.written) + len(result.resumed)
                 raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None

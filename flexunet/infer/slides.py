@@ -27,8 +27,9 @@ from flexunet.config.schema import Config
 from flexunet.errors import DataError, FlexunetError
 from flexunet.files import output_error
 from flexunet.infer.predict import InferResult
-from flexunet.infer.tiling import Box, gaussian_weights_1d, tile_settings, tile_starts, weight_sums
 from flexunet.labels import LabelSpace
+from flexunet.predict import tile_settings
+from flexunet.predict.tiling import Box, gaussian_weights_1d, tile_starts, weight_sums
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".zarr")  # .ome.tif, .ome.tiff and .ome.zarr end so too
 OUTPUT_TILE = 256  # side of the written TIFF tiles and of the on-disk zarr chunks

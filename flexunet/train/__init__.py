@@ -54,6 +54,8 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         foreign = [] if resume else run.foreign_folders()
         if foreign:  # before the lock creates model_dir: a refused run writes nothing
             raise OutputError("\n".join(foreign))
+        barrier(dist_ctx)  # every rank has looked at the folders before rank 0 creates them (a slow rank saw a
+        # half-written marker as a foreign file)
         data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
         model = build_model(cfg.model)
         loss_fn = build_loss(cfg.model)

@@ -24,10 +24,10 @@ from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import ConfigError, DataError, TrainingError
-from flexunet.infer.predict import predict_images
 from flexunet.labels import LabelSpace
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
+from flexunet.predict import predictor_from_config
 from flexunet.runs.checkpoint import (
     checkpoint_config,
     first_nonfinite,
@@ -272,20 +272,19 @@ class EpochPreview:
     def write(self, model: nn.Module, epoch: int, step: StepSettings) -> None:
         """This epoch's previews; `epoch` is numbered from 1, as in every file and message."""
         from flexunet.data.io import read_image, write_image
-        from flexunet.infer.tiling import tiled_labels
 
         model.eval()
-        space = LabelSpace.from_config(self.cfg)
         if self.images:
-            probs = predict_images(model, [im for _, im in self.images], self.cfg, step.device,
-                                   channels_last=step.channels_last)
-            for (stem, _), p in zip(self.images, probs, strict=True):
-                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", space.mask_pixels(space.labels(p)))
-        for path in self.tiled_files:
-            image = read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order)
-            labels = tiled_labels(model, image, self.cfg, step.device)
-            target = Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png"
-            write_image(target, space.mask_pixels(labels))
+            whole = predictor_from_config(self.cfg, model, step.device, tta=False, channels_last=step.channels_last)
+            for (stem, _), labels in zip(self.images, whole.labels([im for _, im in self.images]), strict=True):
+                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", whole.space.mask_pixels(labels))
+        if self.tiled_files:
+            tiled = predictor_from_config(self.cfg, model, step.device, tiled=True, tta=False)
+            for path in self.tiled_files:
+                image = read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order)
+                [labels] = tiled.labels([image])
+                target = Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png"
+                write_image(target, tiled.space.mask_pixels(labels))
 
 
 def _rng_state() -> dict:

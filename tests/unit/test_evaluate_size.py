@@ -11,9 +11,9 @@ import torch
 
 from flexunet.config import load_config
 from flexunet.evaluate import evaluate_details
-from flexunet.infer.predict import predict_images
 from flexunet.labels import LabelSpace
 from flexunet.models import build_model
+from flexunet.predict import predictor_from_config
 from tests.conftest import make_config, write_disc_pairs
 
 
@@ -36,7 +36,8 @@ def test_counts_cover_every_original_pixel_and_match_infer(tmp_path: Path, size:
                                                              "masks_dir": str(data / "test" / "masks")}}))
     assert (cfg.model.image_width, cfg.model.image_height) == (32, 32)
     model = Oracle().eval()
-    ev = evaluate_details(model, cfg, "test", torch.device("cpu"), hd95=True)
+    predictor = predictor_from_config(cfg, model, torch.device("cpu"))
+    ev = evaluate_details(predictor, cfg, "test", hd95=True)
     assert ev.confusion.sum().item() == 5 * size * size  # every pixel of every original mask, not 32 x 32
     masks = [cv2.imread(str(p), 0) > 127 for p in sorted((data / "test" / "masks").glob("*.png"))]
     fg = ev.counts.foreground()
@@ -44,7 +45,7 @@ def test_counts_cover_every_original_pixel_and_match_infer(tmp_path: Path, size:
     assert torch.allclose(ev.diagonals, torch.full((5,), math.hypot(size, size), dtype=torch.float64))
     # the predictions scored are the masks infer writes: same resize, same threshold
     images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((data / "test" / "images").glob("*.png"))]
-    written = [LabelSpace.from_config(cfg).labels(p) for p in predict_images(model, images, cfg, torch.device("cpu"))]
+    written = predictor.labels(images)  # what `flexunet infer` writes
     tp = [float((w.astype(bool) & m).sum()) for w, m in zip(written, masks)]
     assert fg.tp[:, 0].tolist() == tp
 
@@ -54,7 +55,8 @@ def test_evaluation_of_a_real_model_at_original_size_runs(tmp_path: Path) -> Non
     write_disc_pairs(data / "test", 3, size=80, seed=1)
     cfg = load_config(make_config(tmp_path, data, {"test": {"images_dir": str(data / "test" / "images"),
                                                              "masks_dir": str(data / "test" / "masks")}}))
-    ev = evaluate_details(build_model(cfg.model).eval(), cfg, "test", torch.device("cpu"), examples=2)
+    ev = evaluate_details(predictor_from_config(cfg, build_model(cfg.model).eval(), torch.device("cpu")), cfg, "test",
+                          examples=2)
     assert ev.counts.tp.shape == (3, 2) and ev.confusion.sum().item() == 3 * 80 * 80
     assert all(e.image.shape[:2] == (32, 32) for e in ev.worst)  # examples are shown at model size
     assert np.isfinite(ev.loss)
@@ -70,7 +72,7 @@ def test_masks_of_different_sizes_in_one_batch(tmp_path: Path) -> None:
                 f.rename(data / kind / f"{size}_{f.name}")
     cfg = load_config(make_config(tmp_path, tmp_path / "data", {
         "test": {"images_dir": str(data / "images"), "masks_dir": str(data / "masks")}, "eval": {"batch_size": 4}}))
-    ev = evaluate_details(Oracle().eval(), cfg, "test", torch.device("cpu"), hd95=True)
+    ev = evaluate_details(predictor_from_config(cfg, Oracle().eval(), torch.device("cpu")), cfg, "test", hd95=True)
     assert ev.confusion.sum().item() == 2 * 48 * 48 + 2 * 96 * 96
     sizes = [48, 48, 96, 96]  # names sort 48_* before 96_*
     assert ev.diagonals.tolist() == [math.hypot(s, s) for s in sizes]

@@ -206,8 +206,8 @@ def test_compile_with_onnx_is_a_config_error(checkpointed: Path, monkeypatch: py
 
 
 def test_cpu_inference_runs_channels_last_with_the_same_numbers(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flexunet.infer import predict as predict_module
-    from flexunet.infer.predict import for_inference
+    from flexunet import predict as predict_module
+    from flexunet.predict import for_inference
     from flexunet.runs.checkpoint import load_trained_model
 
     model, _ = load_trained_model(run_dir_for(load_config(checkpointed)).best, torch.device("cpu"))

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from flexunet.config import config_from_dict
 from flexunet.evaluate import at_original_size
-from flexunet.infer.predict import forward_probs
+from flexunet.predict import Predictor, WholeImage, forward_probs
 from flexunet.labels import BINARY_OVERLAY_COLOUR, LabelSpace
 from flexunet.train.loop import StepSettings, validate
 
@@ -44,7 +44,8 @@ def test_validation_and_evaluation_give_the_same_labels(num_classes: int, logits
     model = FixedLogits(torch.tensor(logits)).eval()
     x = torch.zeros(1, 3, 1, 6)
     probs = forward_probs(model, x, space)  # what evaluation runs
-    [(evaluated, _)] = at_original_size([np.zeros((1, 6), np.uint8)], probs, space)
+    predictor = Predictor(model, space, WholeImage(6, 1), torch.device("cpu"))
+    [(evaluated, _)] = at_original_size([np.zeros((1, 6), np.uint8)], probs, predictor)
     assert set(evaluated.unique().tolist()) == set(range(space.num_labels))  # every class present: Dice defined
     # validation scores its own labels against these: Dice 1 for every class only when the labels agree everywhere
     loader = [(torch.zeros(1, 3, 1, 6, dtype=torch.uint8), evaluated)]

@@ -78,7 +78,10 @@ def test_training_data_skips_a_bomb_with_one_warning(tmp_path: Path, capsys: pyt
 @pytest.mark.parametrize(("tiled", "limit"), [(False, 8000**2), (True, 20000**2)])
 def test_inference_reads_with_the_limit_of_its_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiled: bool,
                                                     limit: int) -> None:
+    import torch
+
     import flexunet.infer.predict as predict
+    from flexunet.predict import predictor_from_config
 
     data = write_disc_pairs(tmp_path, 2, size=32)
     asked = []
@@ -88,6 +91,7 @@ def test_inference_reads_with_the_limit_of_its_mode(tmp_path: Path, monkeypatch:
         raise ImageTooLarge(path, (1, 1), max_pixels)
 
     monkeypatch.setattr(predict, "read_image", refuse)
-    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}})
-    result = predict.predict_folder(None, cfg, str(data / "images"), tmp_path / "out", None, None, tiled=tiled)
+    cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "tiledinfer": {"overlapping": 8}})
+    predictor = predictor_from_config(cfg, torch.nn.Identity(), torch.device("cpu"), tiled=tiled)
+    result = predict.predict_folder(predictor, cfg, str(data / "images"), tmp_path / "out", None)
     assert asked == [limit, limit] and len(result.skipped) == 2 and not result.written

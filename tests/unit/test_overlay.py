@@ -7,7 +7,9 @@ import numpy as np
 
 from flexunet.config import config_from_dict
 from flexunet.data.io import read_image
-from flexunet.infer.predict import overlay, resize_probs, write_prediction
+from flexunet.infer.predict import write_prediction
+from flexunet.labels import overlay
+from flexunet.predict import resize_probs
 from flexunet.labels import LabelSpace
 
 

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from flexunet.config import config_from_dict
-from flexunet.infer.tiling import (
+from flexunet.predict import Predictor, SlidingWindow
+from flexunet.predict.tiling import (
     Box,
     and_labels,
     blend,
     gaussian_weights,
     gaussian_weights_1d,
-    sliding_window_probs,
     tile_boxes,
     tile_starts,
     weight_sums,
@@ -25,6 +25,13 @@ from flexunet.labels import LabelSpace
 SIZES = [64, 65, 100, 127, 128, 129, 191, 255, 256, 257, 333, 1000]
 
 BINARY = LabelSpace.from_config(config_from_dict({"model": {"num_classes": 1}}))
+
+
+def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap: int, tta: bool = False,
+                         batch_size: int = 4, background: int = 0) -> np.ndarray:
+    """The tiled probabilities `flexunet infer --tiled` computes: a Predictor with a SlidingWindow tiler."""
+    predictor = Predictor(model, BINARY, SlidingWindow(tile, overlap, background), torch.device("cpu"), tta, batch_size)
+    return predictor.probs([image])[0]
 
 
 @pytest.mark.parametrize("tile,overlap", [(64, 0), (64, 16), (64, 63), (32, 7)])
@@ -124,7 +131,7 @@ def test_tiled_output_equals_whole_image_output_without_seams() -> None:
     model = ConvNet().eval()
     image = structured_image(203, 171)
     tile, overlap = 48, 16
-    tiled = sliding_window_probs(model, image, tile, overlap, torch.device("cpu"), BINARY, batch_size=5)
+    tiled = sliding_window_probs(model, image, tile, overlap, batch_size=5)
     whole = whole_probs(model, image)
     assert tiled.shape == whole.shape == (1, 203, 171)
     border = 3  # the receptive-field radius: the whole-image prediction itself sees padding there
@@ -156,16 +163,16 @@ def naive_tiles(model: nn.Module, image: np.ndarray, tile: int, overlap: int) ->
 def test_any_size_is_padded_not_cropped(height: int, width: int) -> None:
     model = ConvNet().eval()
     image = structured_image(height, width)
-    probs = sliding_window_probs(model, image, 48, 8, torch.device("cpu"), BINARY, background=128)
+    probs = sliding_window_probs(model, image, 48, 8, background=128)
     assert probs.shape == (1, height, width) and np.isfinite(probs).all()
 
 
 def test_tta_on_tiles_averages_flips() -> None:
     model = ConvNet().eval()
     image = structured_image(70, 90)
-    plain = sliding_window_probs(model, image, 32, 8, torch.device("cpu"), BINARY)
-    tta = sliding_window_probs(model, image, 32, 8, torch.device("cpu"), BINARY, tta=True)
-    flipped = sliding_window_probs(model, image[:, ::-1].copy(), 32, 8, torch.device("cpu"), BINARY)[:, :, ::-1]
+    plain = sliding_window_probs(model, image, 32, 8)
+    tta = sliding_window_probs(model, image, 32, 8, tta=True)
+    flipped = sliding_window_probs(model, image[:, ::-1].copy(), 32, 8)[:, :, ::-1]
     assert not np.allclose(plain, tta)
     # the flip-averaged prediction is closer to the average of the plain and mirrored predictions than plain alone
     assert np.abs(tta - (plain + flipped) / 2).mean() < np.abs(tta - plain).mean()

@@ -12,13 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
-
-from flexunet.config.schema import Config
-from flexunet.errors import ConfigError
-from flexunet.infer.predict import forward_probs, predict_images, to_input
-from flexunet.labels import LabelSpace
 
 SIGMA_SCALE = 0.125  # sigma = tile / 8, as MONAI's sliding_window_inference(mode="gaussian")
 MIN_WEIGHT = 1e-3  # 1-D floor: a pixel covered only by tile edges (image corners) still gets a finite weight
@@ -128,25 +121,15 @@ def pad_to_tile(image: np.ndarray, tile: int, value: int) -> np.ndarray:
 
 
 TileHook = Callable[[Box, np.ndarray, np.ndarray], None]  # (box, tile image (t, t, C) uint8, tile probs (C, t, t))
+CropsToProbs = Callable[[Sequence[np.ndarray]], np.ndarray]  # uint8 (t, t, C) crops -> probabilities (n, C, t, t)
 
 
-def tile_settings(cfg: Config) -> tuple[int, int]:
-    """(tile, overlap) from [tiledinfer] split_size (default: the model input size) and overlapping."""
-    t = cfg.tiledinfer
-    tile = t.split_size or min(cfg.model.image_width, cfg.model.image_height)
-    if t.overlapping >= tile:
-        raise ConfigError(f"{t.where('overlapping')} = {t.overlapping}: must be smaller than the tile size {tile} "
-                          "([tiledinfer] split_size, default the model input size)")
-    return tile, t.overlapping
-
-
-@torch.no_grad()
-def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap: int, device: torch.device,
-                         space: LabelSpace, tta: bool = False, batch_size: int = 4, background: int = 0,
-                         on_tile: TileHook | None = None) -> np.ndarray:
+def sliding_window_probs(forward: CropsToProbs, image: np.ndarray, tile: int, overlap: int, batch_size: int = 4,
+                         background: int = 0, on_tile: TileHook | None = None) -> np.ndarray:
     """Probabilities (C, H, W) of a uint8 (H, W, C) image of any size, from overlapping `tile`-px windows.
 
-    Only `batch_size` tiles are converted to float and sent to `device` at a time; the blended map stays on the CPU.
+    `forward` is the Predictor's crops -> probabilities function, so tiling knows nothing of models or devices. Only
+    `batch_size` tiles go through it at a time; the blended map stays on the CPU.
     """
     height, width = image.shape[:2]
     padded = pad_to_tile(image, tile, background)
@@ -155,7 +138,7 @@ def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
         crops = [padded[b.slices] for b in chunk]
-        probs = forward_probs(model, to_input(crops, device), space, tta).cpu().numpy()  # (n, C, tile, tile)
+        probs = forward(crops)  # (n, C, tile, tile)
         if acc is None:
             acc = BlendAccumulator(probs.shape[1], padded.shape[0], padded.shape[1], boxes)
         for box, crop, p in zip(chunk, crops, probs, strict=True):
@@ -164,28 +147,6 @@ def sliding_window_probs(model: nn.Module, image: np.ndarray, tile: int, overlap
                 on_tile(box, crop, p)
     assert acc is not None  # tile_boxes gives at least one box
     return acc.result()[:, :height, :width]
-
-
-def tiled_predict(model: nn.Module, image: np.ndarray, cfg: Config, device: torch.device, tta: bool = False,
-                  on_tile: TileHook | None = None) -> np.ndarray:
-    """Probabilities (C, H, W) by sliding window with the [tiledinfer] settings; tiles batched by [infer] batch_size."""
-    tile, overlap = tile_settings(cfg)
-    return sliding_window_probs(model, image, tile, overlap, device, LabelSpace.from_config(cfg), tta,
-                                cfg.infer.batch_size, cfg.tiledinfer.background, on_tile)
-
-
-def tiled_labels(model: nn.Module, image: np.ndarray, cfg: Config, device: torch.device, tta: bool = False,
-                 on_tile: TileHook | None = None) -> np.ndarray:
-    """Label map (H, W) of a tiled prediction.
-
-    ANDed with the whole-image prediction when [tiledinfer] bitwise_blending.
-    """
-    space = LabelSpace.from_config(cfg)
-    labels = space.labels(tiled_predict(model, image, cfg, device, tta, on_tile))
-    if cfg.tiledinfer.bitwise_blending:
-        whole = space.labels(predict_images(model, [image], cfg, device, tta)[0])
-        labels = and_labels(labels, whole)
-    return labels
 
 
 def and_labels(tiled: np.ndarray, whole: np.ndarray) -> np.ndarray:
