@@ -10,20 +10,23 @@ from torch import nn
 from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
+from flexunet.data.dataset import pairs_for
+from flexunet.data.io import read_image, resize_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
 from flexunet.infer.compiled import compile_for_inference
-from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
+from flexunet.infer.export import ExportResult, Int8Result, OnnxModel, export_onnx, int8_path, quantize_int8
 from flexunet.infer.predict import InferResult, predict_folder
 from flexunet.infer.slides import list_slides, predict_slides
+from flexunet.labels import LabelSpace
 from flexunet.predict import for_inference, predictor_from_config, to_input
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
 from flexunet.runs.rundir import run_dir_for
 
-__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "infer_folders",
-           "infer_from_config", "predict_folder"]
+__all__ = ["ExportResult", "InferResult", "Int8Result", "OnnxModel", "export_from_config", "export_int8_from_config",
+           "export_onnx", "infer_folders", "infer_from_config", "predict_folder", "quantize_int8"]
 
 
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
@@ -122,3 +125,26 @@ def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) 
 
     model, _ = load_trained_model(_checkpoint(cfg, checkpoint), choose_device("cpu"), cfg)
     return export_onnx(model, cfg, Path(onnx))
+
+
+def calibration_inputs(cfg: Config, count: int) -> list[np.ndarray]:
+    """`count` float (1, C, H, W) model inputs for int8 calibration: [train] images (then [valid]'s when train has
+    fewer), evenly spread over the sorted pairs, read and resized exactly as inference reads them."""
+    pairs = pairs_for(cfg, "train", warn=False)
+    if len(pairs) < count and cfg.valid.images_dir:
+        pairs += pairs_for(cfg, "valid", warn=False)
+    if not pairs:
+        raise ConfigError(f"{cfg.train.where('images_dir')}: int8 calibration needs training images; none found")
+    chosen = [pairs[round(i)] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs)))]
+    m = cfg.model
+    return [to_input([resize_image(read_image(p.image, m.image_channels, cfg.image.color_order), m.image_width,
+                                   m.image_height)], torch.device("cpu")).numpy() for p in chosen]
+
+
+def export_int8_from_config(cfg: Config, onnx: Path, calibration: int = 64,
+                            checkpoint: Path | None = None) -> tuple[ExportResult, Int8Result]:
+    """`flexunet export --int8`: the fp32 ONNX file at `onnx`, then `<stem>.int8.onnx` beside it, statically
+    quantized (onnxruntime, QDQ, per-channel) with `calibration` training images."""
+    exported = export_from_config(cfg, onnx, checkpoint)
+    return exported, quantize_int8(Path(onnx), int8_path(Path(onnx)), calibration_inputs(cfg, calibration),
+                                   LabelSpace.from_config(cfg))
