@@ -6,6 +6,7 @@ and thresholds stay identical.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,11 +150,13 @@ def quantize_int8(fp32: Path, int8: Path, calibration: Sequence[np.ndarray], spa
             return None if item is None else {INPUT_NAME: item}
 
     int8.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # onnxruntime suggests pre-processing for every model; the result is checked below
-        warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing hint for every model; checked below
+    try:
         quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
+    finally:
+        logging.disable(logging.NOTSET)
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
     worst, same, total = 0.0, 0, 0
     for x in calibration:
