@@ -28,6 +28,8 @@ def test_int8_export_and_infer(tmp_path: Path, tiny_dataset: Path, monkeypatch: 
     graph = onnx.load(str(int8)).graph
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    [last] = [node for node in graph.node if "logits" in node.output]
+    assert last.op_type == "Conv"  # the logits layer stays fp32: its output is not re-quantized to 8 bits
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert int8_weights and sum(np.prod(t.dims) for t in int8_weights) > 1000  # the conv weights, stored as int8
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
