@@ -21,7 +21,7 @@ from machine import machine_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "demo.json"
-INSTALL = "pip install torch==2.13.0 && pip install -e ."  # the README's first command, before `&& flexunet demo`
+INSTALL = "pip install torch==2.13.0 torchvision==0.28.0 && pip install -e ."  # the README's first command, before `&& flexunet demo`
 
 
 def readme_demo_command() -> str:

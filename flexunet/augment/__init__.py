@@ -5,8 +5,9 @@ batch, never on validation batches. `preview_grid` and `augment_offline` back `f
 """
 from __future__ import annotations
 
-from flexunet.augment.augmenter import Augmenter, Lens
+from flexunet.augment.augmenter import Augmenter
 from flexunet.augment.offline import augment_offline, preview_grid
+from flexunet.augment.ops import Lens
 from flexunet.config.schema import Config
 
 

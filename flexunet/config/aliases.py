@@ -24,6 +24,7 @@ KEY_ALIASES: dict[tuple[str, str], str] = {
     ("infer", "mages_dir"): "images_dir",
     ("train", "mages_dir"): "images_dir",
     ("model", "batchnorm"): "batch_norm",
+    ("model", "freeze_backbone"): "freeze_encoder",
 }
 
 # [model] keys that mean the same thing in two seed models, each spelled its own way (UNet normalization, TransUNet
@@ -40,8 +41,6 @@ MODEL_KEY_SYNONYMS: dict[str, str] = {
 # (either silently winning could validate on the wrong set).
 EVAL_DATA_KEYS = ("images_dir", "masks_dir", "image_datapath", "mask_datapath")
 
-_ALL_TRAINED = "encoders start from [model] pretrained_weights or random weights and are all trained"
-
 # Keys the seed reads but that change nothing here, with the reason shown to the user.
 NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
     ("model", "show_history"): "history is always written to eval_dir/history.csv",
@@ -51,9 +50,7 @@ NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
     ("model", "final_activation"): "binary models always end in a sigmoid, applied to the logits by the loss",
     ("model", "show_summary"): "use `flexunet inspect CONFIG` for the layer table, parameters and FLOPs",
     ("model", "shift_window"): "SwinUNETR shifts windows in every other block",
-    ("model", "weights"): "nothing is downloaded; give a local file in [model] pretrained_weights",
-    ("model", "freeze_backbone"): _ALL_TRAINED,
-    ("model", "freeze_batch_norm"): _ALL_TRAINED,
+    ("model", "weights"): "use [model] encoder_weights (smp architectures) or pretrained_weights (a local file)",
     ("generator", "base_dir"): "dataset generation is `flexunet prepare herlev RAW_DIR OUT_DIR`",
     ("generator", "output_dir"): "dataset generation is `flexunet prepare herlev RAW_DIR OUT_DIR`",
     ("generator", "resize"): "dataset generation is `flexunet prepare herlev RAW_DIR OUT_DIR --canvas N`",
@@ -81,13 +78,13 @@ NOTE_ONLY_KEYS: dict[tuple[str, str], str] = {
     ("distortion", "gaussian_filter_sigma"): "the seed read it and never used it",
 }
 
-# Seed class names -> registry names (see flexunet.models).
+# Seed class names -> registry names (see flexunet.models). The seed's DeepLabV3+ and EfficientNet UNets are smp
+# builds with the seed's encoder (flexunet/models/smp_models.py); "unet" is smp's UNet, the seed's is "flexunet".
 MODEL_ALIASES: dict[str, str] = {
     "tensorflowflexunet": "flexunet",
     "tensorflowunet": "flexunet",
     "tensorflowslightlyflexibleunet": "flexunet",
     "flexunet": "flexunet",
-    "unet": "flexunet",
     "tensorflowflexattentionunet": "attention_unet",
     "tensorflowattentionunet": "attention_unet",
     "tensorflowflexmultiresunet": "multires_unet",

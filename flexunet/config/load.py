@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from flexunet.config.aliases import EVAL_DATA_KEYS, KEY_ALIASES, MODEL_KEY_SYNONYMS, NOTE_ONLY_KEYS
 from flexunet.config.resolve import resolve
-from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section
+from flexunet.config.schema import PATH_KEYS, SECTIONS, Config, ModelSection, Section, looks_like_file
 from flexunet.errors import ConfigError
 
 ORIGIN_FILE = "file"
@@ -145,9 +145,13 @@ class _Collector:
         if origin == ORIGIN_CLI and _is_text_field(schema, key) and isinstance(value, (int, float)) \
                 and not isinstance(value, bool):
             value = raw.strip()  # `--set infer.output_dir=2024` names a folder, not the number 2024
-        if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+        if key == "encoder_weights" and isinstance(value, str) and looks_like_file(value):
+            key_is_path = True  # a local file, resolved like any path; otherwise a tag such as "imagenet"
+        else:
+            key_is_path = key in PATH_KEYS
+        if key_is_path and isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
             value = os.path.normpath(base_dir / os.path.expanduser(value))
-        elif key in PATH_KEYS and isinstance(value, str):
+        elif key_is_path and isinstance(value, str):
             value = os.path.expanduser(value)
         name = f"{section}.{key}"
         earlier = self.given_as.get(name)

@@ -23,6 +23,13 @@ PATH_KEYS = frozenset(
     }
 )
 
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
+
+
+def looks_like_file(value: str) -> bool:
+    """[model] encoder_weights names a local file (a weights suffix or a folder in it), not a tag like "imagenet"."""
+    return value.lower().endswith(WEIGHT_FILE_SUFFIXES) or "/" in value or "\\" in value
+
 
 class Section(BaseModel):
     """Base of every section: frozen, unknown keys forbidden, and able to say where a key came from."""
@@ -61,7 +68,21 @@ class ModelSection(Section):
     clipvalue: Optional[float] = Field(0.2, ge=0)  # gradient value clipping; 0 or None turns it off
     loss: Optional[str] = None  # None -> categorical_crossentropy (num_classes > 1) or bce_iou_loss
     metrics: list[str] = Field(default_factory=lambda: ["dice_coef_multiclass"])
-    pretrained_weights: Optional[str] = None  # local .pt file; nothing is ever downloaded
+    pretrained_weights: Optional[str] = None  # local .pt file of the whole model; nothing is downloaded
+    # smp architectures (unet, unetplusplus, fpn, deeplabv3plus, ...: flexunet/models/smp_models.py)
+    encoder: Optional[str] = None  # any smp encoder ("resnet34", "efficientnet-b0") or timm's with "tu-"; None ->
+    # the architecture's default (resnet50 for deeplabv3plus, resnet34 otherwise)
+    # None: random weights; a tag smp/timm knows ("imagenet": downloaded by their hub code); or a local file
+    # (.pth/.pt/.safetensors) of the encoder's weights, every tensor checked
+    encoder_weights: Optional[str] = None
+    # the widest decoder width (None: smp's, 256); unet/unetplusplus halve it at each of their 5 stages (down to
+    # 16), fpn's segmentation head is half of it (a multiple of 32, at least 32)
+    decoder_channels: Optional[int] = Field(None, ge=16)
+    # training of models with an encoder (smp architectures): the encoder's parameters stay fixed ...
+    freeze_encoder: bool = False
+    unfreeze_encoder_after: Optional[int] = Field(None, ge=0)  # ... for this many epochs (None: the whole run)
+    freeze_batch_norm: bool = False  # the encoder's BatchNorm layers keep their statistics and affine weights
+    encoder_lr_scale: float = Field(1.0, gt=0)  # the encoder's learning rate = learning_rate x this
     # Keys of the other architectures (see `flexunet.models`); each builder reads the ones it needs.
     efficientnet: str = "B0"
     filters: Optional[list[int]] = None

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -80,16 +80,29 @@ def export_onnx(model: nn.Module, cfg: Config, path: Path, opset: int = 17) -> E
     generator = torch.Generator().manual_seed(0)
     native = torch.rand(2, m.image_channels, m.image_height, m.image_width, generator=generator)
     larger = torch.rand(1, m.image_channels, 2 * m.image_height, 2 * m.image_width, generator=generator)
-    _export(model, native[:1], path, True, opset)
+    try:
+        _export(model, native[:1], path, True, opset)
+    except torch.onnx.errors.OnnxExporterError:  # an op that needs fixed sizes (e.g. UPerNet's pyramid pooling)
+        return _export_fixed(model, native, path, opset, ort)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     diff = _max_diff(model, session, native)
     try:
         diff = max(diff, _max_diff(model, session, larger))
         return ExportResult(path, True, diff)
     except Exception:  # the graph has the input size baked in: export it fixed so the file says what it accepts
+        return _export_fixed(model, native, path, opset, ort)
+
+
+def _export_fixed(model: nn.Module, native: Tensor, path: Path, opset: int, ort: Any) -> ExportResult:
+    """The export with the config's height and width fixed; an op ONNX cannot express at that size is one line."""
+    try:
         _export(model, native[:1], path, False, opset)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return ExportResult(path, False, _max_diff(model, session, native))
+    except torch.onnx.errors.OnnxExporterError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        size = "x".join(map(str, native.shape[-2:]))
+        raise FlexunetError(f"this model cannot be exported to ONNX at {size} ({first})") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ExportResult(path, False, _max_diff(model, session, native))
 
 
 class OnnxModel(nn.Module):

@@ -1,12 +1,10 @@
 """Segmentation networks by name. Each architecture module below registers itself when imported."""
 from flexunet.models import (  # noqa: F401  (each registers its builder under the name in its file)
     attention_unet,
-    deeplabv3plus,
-    efficient_unet,
-    efficientnet_b7_unet,
     flexunet,
     multires_unet,
     sharp_unet,
+    smp_models,
     swin_unet,
     trans_unet,
     u2net,

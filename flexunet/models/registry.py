@@ -29,6 +29,8 @@ COMMON_MODEL_KEYS = frozenset(
     {
         "model", "generator", "image_width", "image_height", "image_channels", "num_classes", "loss", "metrics",
         "optimizer", "learning_rate", "weight_decay", "clipvalue", "pretrained_weights",
+        # read by training (flexunet/train/param_groups.py); a ConfigError for a model without an encoder
+        "freeze_encoder", "unfreeze_encoder_after", "freeze_batch_norm", "encoder_lr_scale",
     }
 )
 

@@ -151,7 +151,8 @@ def load_trained_model(checkpoint: Path, device: torch.device, cfg: Config | Non
 
 
 def model_from_state(state: dict, checkpoint: Path, cfg: Config, device: torch.device) -> nn.Module:
-    """`cfg`'s model with the checkpoint's weights, on `device`, in eval mode."""
-    model = build_model(cfg.model)
+    """`cfg`'s model with the checkpoint's weights, on `device`, in eval mode. The encoder's starting weights
+    ([model] encoder_weights) are not fetched again: the checkpoint holds every tensor, input statistics too."""
+    model = build_model(cfg.model.model_copy(update={"encoder_weights": None}))
     load_weights(model, state, checkpoint)
     return model.to(device).eval()

@@ -48,6 +48,7 @@ from flexunet.train.distributed import (
     per_rank_batch,
 )
 from flexunet.train.history import History
+from flexunet.train.param_groups import apply_encoder_schedule, check_freezing_supported, parameter_groups
 from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 from flexunet.train.tensorboard import open_board
@@ -81,7 +82,7 @@ class FitResult:
 def make_optimizer(model: nn.Module, cfg: Config) -> Optimizer:
     """Adam or AdamW with Keras' epsilon; the fused kernel where this PyTorch has it (3x faster step on CPU)."""
     m = cfg.model
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = parameter_groups(model, m)  # the encoder's own group: encoder_lr_scale, freezing (param_groups.py)
     kwargs: dict = {"lr": m.learning_rate, "eps": 1e-7}
     cls = torch.optim.AdamW if m.optimizer.lower() == "adamw" else torch.optim.Adam
     if cls is torch.optim.AdamW:
@@ -550,6 +551,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
     train_model = prepare_model(model, step, dist_ctx)
     optim = make_optimizer(model, cfg)
+    check_freezing_supported(cfg.model, dist_ctx.enabled)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
@@ -568,6 +570,9 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
         try:
             for epoch in range(state.start_epoch, t.epochs):  # 0-based index; files and messages say `number`
                 number, began = epoch + 1, time.perf_counter()
+                schedule_note = apply_encoder_schedule(model, cfg.model, epoch)
+                if schedule_note:
+                    log(schedule_note)
                 row, val_stats = runner.run_epoch(epoch, run)
                 monitored = monitored_value(t, val_stats)
                 improved, stop = monitored < early.best, early.update(monitored)

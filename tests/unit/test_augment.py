@@ -10,29 +10,37 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flexunet.augment import Augmenter, Lens, augment_offline, build_augmenter, preview_grid
+from flexunet.augment import Augmenter, augment_offline, build_augmenter, preview_grid
+from flexunet.augment.ops import (
+    OPS,
+    Barrel,
+    Brighten,
+    Distortion,
+    Elastic,
+    Flip,
+    Pincushion,
+    Rotation,
+    Sharpen,
+    Shear,
+    Shrink,
+)
 from flexunet.config import config_from_dict
 from flexunet.errors import ConfigError, DataError
 
-ALWAYS = dict(
-    flip_probability=1.0, rotation_probability=1.0, shrink_probability=1.0, shear_probability=1.0,
-    deformation_probability=1.0, distortion_probability=1.0, barrdistortion_probability=1.0,
-    pincdistortion_probability=1.0, sharpening_probability=1.0, brightening_probability=1.0,
-)
-
 # Each operation alone, applied to every sample.
 OPERATIONS = {
-    "hflip": dict(hflip=True),
-    "vflip": dict(vflip=True),
-    "rotation": dict(angles=(30.0, 90.0)),
-    "shrink": dict(shrinks=(0.8,)),
-    "shear": dict(shears=(0.2,)),
-    "deformation": dict(elastic_alpha=150.0, elastic_sigmas=(4.0, 8.0)),
-    "distortion": dict(distortion_sizes=(0.05,), distortion_sigma=10.0),
-    "barrdistortion": dict(barrel=Lens(0.5, 0.5, ((0.5, 0.5), (0.3, 0.6)))),
-    "pincdistortion": dict(pincushion=Lens(0.5, -0.5, ((0.5, 0.5),))),
+    "hflip": Flip(True, False, 1.0),
+    "vflip": Flip(False, True, 1.0),
+    "rotation": Rotation((30.0, 90.0), 1.0),
+    "shrink": Shrink((0.8,), 1.0),
+    "shear": Shear((0.2,), 1.0),
+    "deformation": Elastic(150.0, (4.0, 8.0), 1.0),
+    "distortion": Distortion((0.05,), 10.0, 1.0),
+    "barrdistortion": Barrel(0.5, 0.5, ((0.5, 0.5), (0.3, 0.6)), 1.0),
+    "pincdistortion": Pincushion(0.5, -0.5, ((0.5, 0.5),), 1.0),
 }
-GEOMETRIC = Augmenter(**{k: v for op in OPERATIONS.values() for k, v in op.items()}, **ALWAYS)
+GEOMETRIC = Augmenter((Flip(True, True, 1.0), *list(OPERATIONS.values())[2:]))
+INTENSITY = (Sharpen(1.0, 1.0), Brighten(1.2, 10.0, 1.0))
 
 
 def block_labels(n: int, size: int, num_classes: int, seed: int = 0, block: int = 8) -> torch.Tensor:
@@ -72,7 +80,7 @@ def test_mask_values_are_preserved() -> None:
 
 def test_flips_and_right_angles_keep_the_exact_label_histogram() -> None:
     labels = block_labels(4, 32, 4)
-    augment = Augmenter(hflip=True, vflip=True, angles=(90.0, 180.0, 270.0), **ALWAYS)
+    augment = Augmenter((Flip(True, True, 1.0), Rotation((90.0, 180.0, 270.0), 1.0)))
     _, out = augment(torch.rand(4, 3, 32, 32), labels, torch.Generator().manual_seed(0))
     for before, after in zip(labels, out):
         assert torch.equal(before.flatten().bincount(minlength=4), after.flatten().bincount(minlength=4))
@@ -92,7 +100,7 @@ def test_image_and_mask_get_the_same_field(seed: int) -> None:
 def test_same_seed_repeats_and_another_seed_differs() -> None:
     labels = block_labels(4, 32, 3)
     images = torch.rand(4, 3, 32, 32)
-    augment = replace(GEOMETRIC, sharpen_k=1.0, brighten=(1.2, 10.0))
+    augment = Augmenter(GEOMETRIC.ops + INTENSITY)
     a = augment(images, labels, torch.Generator().manual_seed(7))
     b = augment(images, labels, torch.Generator().manual_seed(7))
     c = augment(images, labels, torch.Generator().manual_seed(8))
@@ -106,8 +114,7 @@ def test_samples_of_one_batch_get_different_draws() -> None:
     assert len({tuple(x.flatten().tolist()) for x in out}) > 1
 
 
-@pytest.mark.parametrize("augment", [Augmenter(sharpen_k=1.0, **ALWAYS), Augmenter(brighten=(1.2, 10.0), **ALWAYS)],
-                         ids=["sharpening", "brightening"])
+@pytest.mark.parametrize("augment", [Augmenter((op,)) for op in INTENSITY], ids=["sharpening", "brightening"])
 def test_sharpen_and_brighten_change_images_only(augment: Augmenter) -> None:
     labels = block_labels(3, 32, 4)
     images = encode(labels) + 0.1
@@ -119,7 +126,7 @@ def test_sharpen_and_brighten_change_images_only(augment: Augmenter) -> None:
 
 @pytest.mark.parametrize("name", list(OPERATIONS))
 def test_every_operation_runs_on_a_batch(name: str) -> None:
-    augment = Augmenter(**OPERATIONS[name], **ALWAYS)
+    augment = Augmenter((OPERATIONS[name],))
     labels = block_labels(3, 48, 3)
     images = torch.rand(3, 1, 48, 48)
     out_images, out_labels = augment(images, labels, torch.Generator().manual_seed(0))
@@ -132,15 +139,14 @@ def test_every_operation_runs_on_a_batch(name: str) -> None:
 def test_probability_zero_changes_nothing() -> None:
     labels = block_labels(2, 32, 3)
     images = torch.rand(2, 3, 32, 32)
-    never = {k: 0.0 for k in ALWAYS}
-    augment = replace(GEOMETRIC, sharpen_k=1.0, brighten=(1.2, 10.0), **never)
+    augment = Augmenter(tuple(replace(op, probability=0.0) for op in GEOMETRIC.ops + INTENSITY))
     out_images, out_labels = augment(images, labels, torch.Generator().manual_seed(0))
     assert torch.equal(out_images, images) and torch.equal(out_labels, labels)
 
 
 def test_rotation_by_90_turns_the_content_anticlockwise() -> None:
     labels = torch.arange(16).view(1, 4, 4)
-    _, out = Augmenter(angles=(90.0,), rotation_probability=1.0)(torch.rand(1, 1, 4, 4), labels, torch.Generator())
+    _, out = Augmenter((Rotation((90.0,), 1.0),))(torch.rand(1, 1, 4, 4), labels, torch.Generator())
     assert torch.equal(out[0], torch.rot90(labels[0], 1))
 
 
@@ -154,17 +160,19 @@ def test_build_augmenter_follows_the_switches() -> None:
         "deformation": {"alpah": 300, "sigmoids": [4, 6]},
     })
     augment = build_augmenter(cfg)
-    assert augment is not None and not augment.hflip and augment.vflip
-    assert augment.angles == (45.0,) and augment.rotation_probability == 0.9
-    assert augment.elastic_alpha == 300 and augment.elastic_sigmas == (4.0, 6.0)
-    assert augment.barrel == Lens(0.5, 0.5, ((0.5, 0.5),)) and augment.pincushion is None
-    assert augment.sharpen_k == 1.0 and augment.brighten is None and augment.distortion_sizes == ()
+    assert augment is not None and augment.op(Flip) == Flip(False, True, 0.5)
+    assert augment.op(Rotation) == Rotation((45.0,), 0.9)
+    assert augment.op(Elastic) == Elastic(300, (4.0, 6.0), 0.25)
+    assert augment.op(Barrel) == Barrel(0.5, 0.5, ((0.5, 0.5),), 0.25) and augment.op(Pincushion) is None
+    assert augment.op(Sharpen) == Sharpen(1.0, 0.25) and augment.op(Brighten) is None and augment.op(Distortion) is None
+    kinds = [type(op) for op in augment.ops]
+    assert {Flip, Rotation, Elastic, Barrel, Sharpen} <= set(kinds) and kinds == sorted(kinds, key=OPS.index)
 
 
 def test_seed_transformer_switch_reads_augmentor_alpha_and_sigmoid() -> None:
     cfg = config_from_dict({"augmentor": {"transformer": True, "alpah": 500, "sigmoid": 5}})
     augment = Augmenter.from_config(cfg)
-    assert augment.elastic_alpha == 500 and augment.elastic_sigmas == (5.0,)
+    assert augment.op(Elastic) == Elastic(500, (5.0,), 0.25)
 
 
 def test_bad_probability_and_shrink_are_config_errors() -> None:
@@ -241,3 +249,21 @@ def test_half_precision_channels_last_batches_keep_their_dtype_and_layout() -> N
     assert out_images.dtype == torch.bfloat16 and out_images.is_contiguous(memory_format=torch.channels_last)
     assert out_labels.dtype == labels.dtype
     assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist())
+
+
+def test_every_operation_file_registers_its_operation() -> None:
+    """Adding an operation is one file in flexunet/augment/ops/ plus its line in OPS: a class left out is found."""
+    import importlib
+    import inspect
+
+    folder = Path(__file__).resolve().parents[2] / "flexunet" / "augment" / "ops"
+    found = set()
+    for path in sorted(folder.glob("*.py")):
+        if path.stem in {"__init__", "base"}:
+            continue
+        module = importlib.import_module(f"flexunet.augment.ops.{path.stem}")
+        found |= {cls for _, cls in inspect.getmembers(module, inspect.isclass)
+                  if cls.__module__ == module.__name__ and "from_config" in vars(cls)}
+    assert found == set(OPS)
+    methods = {"affine": "matrices", "field": "add_displacement", "intensity": "apply"}
+    assert all(callable(getattr(op, methods[op.kind], None)) for op in OPS)

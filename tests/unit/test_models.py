@@ -18,6 +18,7 @@ from flexunet.errors import CheckpointError, ConfigError
 from flexunet.models import MODELS, build_model
 from flexunet.models.inspect import inspect_model, write_summary
 
+TINY_SMP: dict[str, object] = {"encoder": "tu-mobilenetv3_small_050", "decoder_channels": 32}
 # name -> (small [model] keys, multiple the image size must have, or None when any size works)
 # swin_unet is tried at 64 px: at 32 its bottleneck is 1x1, where InstanceNorm cannot train
 SMALL: dict[str, tuple[dict[str, object], int | None]] = {
@@ -31,16 +32,27 @@ SMALL: dict[str, tuple[dict[str, object], int | None]] = {
         {"filter_num": [8, 16, 32], "embed_dim": 32, "num_heads": 4, "num_mlp": 64, "num_transformer": 2,
          "dropout_rate": 0.0}, 4,
     ),
-    "deeplabv3plus": ({"base_filters": 8}, 16),
     "sharp_unet": ({"filters": [8, 16, 32], "dropout_rate": 0.0}, 8),
-    "efficient_unet": ({"base_filters": 4, "efficientnet": "B0", "dropout_rate": 0.0}, 32),
-    "efficientnet_b7_unet": ({"base_filters": 4, "dropout_rate": 0.0}, 32),
+    # smp architectures on a 0.4M-parameter timm encoder with narrow decoders; smp's UNet takes any size itself
+    "unet": (TINY_SMP, None),
+    "unetplusplus": (TINY_SMP, 32),
+    "fpn": (TINY_SMP, 32),
+    "deeplabv3plus": (TINY_SMP, 16),
+    "segformer": (TINY_SMP, 32),
+    "upernet": (TINY_SMP, 32),
+    "manet": (TINY_SMP, 32),
+    "deeplabv3": (TINY_SMP, 8),
+    "efficient_unet": ({"efficientnet": "B0", "decoder_channels": 32}, None),
+    "efficientnet_b7_unet": ({"decoder_channels": 32}, None),
 }
+SMP_MODELS = ("unet", "unetplusplus", "fpn", "deeplabv3plus", "segformer", "upernet", "manet", "deeplabv3",
+              "efficient_unet", "efficientnet_b7_unet")
 
 
 def side_for(name: str) -> int:
-    """The square side each model is tried at: 32 px, the smallest all accept, 64 for swin_unet."""
-    return 64 if name == "swin_unet" else 32
+    """The square side each model is tried at: 32 px, the smallest all accept; 64 for swin_unet and the smp
+    models (at 32 their stride-32 encoders end in one pixel)."""
+    return 64 if name == "swin_unet" or name in SMP_MODELS else 32
 
 
 def make_model(name: str, size: int = 32, num_classes: int = 1, **extra: object) -> nn.Module:
@@ -216,14 +228,6 @@ def test_training_path_does_not_load_monai_until_a_monai_model_is_built() -> Non
             "print(sorted(m for m in ('monai', 'matplotlib', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_deeplab_expansion_matches_monai_bottleneck() -> None:
-    from monai.networks.nets.resnet import ResNetBottleneck
-
-    from flexunet.models.deeplabv3plus import EXPANSION
-
-    assert EXPANSION == ResNetBottleneck.expansion
 
 
 @pytest.mark.parametrize("p", [0.05, 0.3])
