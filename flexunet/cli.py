@@ -93,6 +93,8 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
     cfg = _load(config, set_, quiet=quiet)
     result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
                                   examples=examples, report=report)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     for name, values in result.per_class.items():
         say(f"{name}: dice {values['dice']:.4f} [{values['dice_ci_low']:.4f}, {values['dice_ci_high']:.4f}]  "
             f"iou {values['iou']:.4f}  precision {values['precision']:.4f}  recall {values['recall']:.4f}  "
@@ -137,11 +139,15 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           instances: Annotated[bool, typer.Option(
               "--instances", help="Also write 16-bit instance label PNGs (one number per object, as in objects.csv) "
                                   "to OUTPUT/instances.")] = False,
+          slides: Annotated[bool, typer.Option(
+              "--slides", help="Whole slides: tiled TIFF / OME-Zarr read and blended band by band with [tiledinfer] "
+                               "settings; pyramidal TIFF masks (needs flexunet[slides]).")] = False,
           quiet: QuietOpt = False) -> None:
     """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir,
     objects.csv and counts.csv beside the masks."""
     from flexunet.infer import infer_folders, infer_from_config
 
+    tiled = tiled or slides
     section = "tiledinfer" if tiled else "infer"
     extra = list(set_ or [])
     extra += [f"{section}.images_dir={images}"] if images else []
@@ -149,12 +155,15 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.merged_dir={merged}"] if merged else []
     cfg = _load(config, extra, quiet=quiet)
     result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume, compile_model=compile_model, instances=instances)
+                               resume=resume, compile_model=compile_model, instances=instances, slides=slides)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports (every process's files)
     for line in result.skipped:
         say(f"skipped: {line}")
     for line in result.notes:
         note(line)
     _, output_dir, merged_dir = infer_folders(cfg, tiled)
+    merged_dir = None if slides else merged_dir
     say(f"wrote {len(result.written)} masks to {output_dir}" + (f" and overlays to {merged_dir}" if merged_dir else "")
         + (f"; kept {len(result.resumed)} from an earlier pass" if result.resumed else "")
         + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""))
@@ -166,17 +175,28 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
 @app.command()
 def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = None,
            onnx: Annotated[Path, typer.Option(help="The ONNX file to write.")] = Path("model.onnx"),
+           int8: Annotated[bool, typer.Option(
+               "--int8", help="Also write <stem>.int8.onnx, statically quantized with training images.")] = False,
+           calibration: Annotated[int, typer.Option(
+               min=1, help="How many [train] images calibrate the int8 ranges.")] = 64,
            quiet: QuietOpt = False) -> None:
     """Export the trained model to ONNX (outputs logits; dynamic batch, and height/width where the model allows)."""
-    from flexunet.infer import export_from_config
+    from flexunet.infer import export_from_config, export_int8_from_config
 
     cfg = _load(config, set_, quiet=quiet)
-    result = export_from_config(cfg, onnx, checkpoint)
+    if int8:
+        result, quantized = export_int8_from_config(cfg, onnx, calibration, checkpoint)
+    else:
+        result = export_from_config(cfg, onnx, checkpoint)
     say(f"wrote {result.path}: input 'image' (N, {cfg.model.image_channels}, H, W) floats in [0, 1], output 'logits' "
         f"(N, {cfg.model.num_classes}, H, W); "
         + ("batch, height and width are dynamic" if result.dynamic_spatial
            else f"batch is dynamic, size fixed at {cfg.model.image_height}x{cfg.model.image_width}")
         + f"; max |torch - onnxruntime| = {result.max_abs_diff:.2e}")
+    if int8:
+        say(f"wrote {quantized.path}: int8 (QDQ, per-channel), calibrated on {quantized.calibration_images} [train] "
+            f"images; on them {quantized.label_agreement:.2%} of pixels get the fp32 label, max |fp32 - int8| "
+            f"probability {quantized.max_abs_prob_diff:.3f}; run it with flexunet infer --onnx {quantized.path}")
 
 
 @app.command()

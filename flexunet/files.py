@@ -3,6 +3,7 @@ reported as a user error (OutputError) instead of a traceback or a silently empt
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,15 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def remove_temp_files(path: Path) -> list[Path]:
+    """Delete the temporary files that writers of `path` killed before their rename (SIGKILL, power loss) left
+    behind. Only for a path no running process is writing: a resumed pass calls it for the files it owns."""
+    stale = sorted(Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 def output_error(path: Path, exc: OSError) -> OutputError:

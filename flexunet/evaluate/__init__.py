@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
-from flexunet.data.dataset import make_dataset, pairs_for
+from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
 from flexunet.data.pairing import Pair
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
@@ -44,6 +44,7 @@ from flexunet.postprocess import (
 from flexunet.predict import Predictor, for_inference, predictor_from_config, resize_probs, to_input
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
+from flexunet.runs.distributed import DistContext, barrier, gather_objects, init_distributed, shard, shutdown
 from flexunet.runs.rundir import run_dir_for
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -130,10 +131,27 @@ def object_matches(pred: np.ndarray, truth: np.ndarray, space: LabelSpace,
     return object_counts(truth, pred, space.num_labels, pred_instances=instances, ignore=ignore)
 
 
+@dataclass(frozen=True)
+class BatchMeasures:
+    """What one evaluation batch measured; batch `index` orders them when processes return theirs."""
+
+    index: int
+    loss: float
+    seed_metrics: dict[str, float]
+    counts: Counts  # per image (n, K)
+    names: list[str]
+    confusion: Tensor  # (K, K)
+    distances: list[Tensor]  # HD95 (1, K-1) per image, when asked for
+    diagonals: list[float]
+    worst: list[Example]  # at most `examples` of this batch
+    best: list[Example]
+    objects: list[ObjectCounts]  # (K-1,) object matches per image
+
+
 @torch.no_grad()
 def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", bar: Bar | None = None,
                      hd95: bool = True, examples: int = 0, pairs: list[Pair] | None = None,
-                     settings: PostprocessSettings | None = None) -> Evaluation:
+                     settings: PostprocessSettings | None = None, dist_ctx: DistContext = DistContext()) -> Evaluation:
     """One pass of `predictor` over [section] (its `pairs` when the caller already listed them; `cfg` gives the
     data, loss and seed metrics): loss, seed metrics, per-image
     counts, pixel confusion matrix, HD95 per image and class, and the `examples` worst and best images by Dice (kept
@@ -143,63 +161,82 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
     matrix, HD95 and object matches at each image's original size, on labels after the predictor's postprocess;
     predicted objects are numbered as `settings` ([postprocess] separate) say. The examples show the model-size
     images.
+
+    Under torchrun (`dist_ctx`) each process measures every world_size-th [eval] batch and all processes gather
+    every batch's measures, folded in batch order: the batches are the ones one process would make, so the
+    per-batch loss and seed metrics, and every per-image row, are those of one process.
     """
     dataset = make_dataset(cfg, pairs_for(cfg, section) if pairs is None else pairs)
+    batch = cfg.eval.batch_size
+    mine = shard(list(enumerate(range(0, len(dataset), batch))), dist_ctx)
+    measured = []
+    for index, start in mine:
+        measured.append(measure_batch(predictor, dataset, cfg, index, start, hd95, examples, settings))
+        if bar is not None:
+            bar.advance(len(measured[-1].names))
+    every = sorted((m for part in gather_objects(measured, dist_ctx) for m in part), key=lambda m: m.index)
+    worst: list[Example] = []
+    best: list[Example] = []
+    for m in every:  # stable sorts in batch order: the extremes one process would keep
+        worst = _keep_extremes(worst, m.worst, examples, worst=True)
+        best = _keep_extremes(best, m.best, examples, worst=False)
+    distances = [d for m in every for d in m.distances]
+    diagonals = [d for m in every for d in m.diagonals]
+    per_image = Counts(*(torch.cat([getattr(m.counts, f) for m in every]).cpu() for f in ("tp", "fp", "fn")))
+    confusion = torch.zeros(predictor.space.num_labels, predictor.space.num_labels, dtype=torch.float64)
+    for m in every:
+        confusion += m.confusion
+    return Evaluation(float(np.mean([m.loss for m in every])),
+                      {k: float(np.mean([m.seed_metrics[k] for m in every])) for k in cfg.model.metrics}, per_image,
+                      [n for m in every for n in m.names], confusion, torch.cat(distances) if distances else None,
+                      worst, best, torch.tensor(diagonals, dtype=torch.float64) if diagonals else None,
+                      ObjectCounts.stack([o for m in every for o in m.objects]))
+
+
+def measure_batch(predictor: Predictor, dataset: SegmentationDataset, cfg: Config, index: int, start: int,
+                  hd95: bool, examples: int, settings: PostprocessSettings | None = None) -> BatchMeasures:
+    """The measures of [eval] batch `index` (images start .. start + batch_size of `dataset`)."""
     loss_fn = build_loss(cfg.model)
     space = predictor.space
     num_labels = space.num_labels
-    batch = cfg.eval.batch_size
-    losses: list[float] = []
-    seed: dict[str, list[float]] = {name: [] for name in cfg.model.metrics}
-    counts, names, distances, diagonals, objects = [], [], [], [], []
+    # each file read once
+    loaded = [dataset.load_original(i) for i in range(start, min(start + cfg.eval.batch_size, len(dataset)))]
+    truths = [labels for _, labels, _ in loaded]
+    resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
+    images = [image for image, _ in resized]
+    x = to_input(images, predictor.device, predictor.channels_last)
+    y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(predictor.device).long()
+    probs = predictor.batch_probs(x)
+    logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if space.binary else probs.clamp_min(1e-8).log()
+    loss = loss_fn(logits, y).item()
+    kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
+    seed = {name: SEED_METRICS[name](target, kept_probs).item() for name in cfg.model.metrics}
+    pred = space.labels(probs)
+    if predictor.postprocess is not None:  # the examples show postprocessed masks too
+        pred = torch.stack([torch.from_numpy(predictor.label_map(p)) for p in probs.float().cpu().numpy()])
+    # honest metrics at each image's original size, on the masks `flexunet infer` would write
+    originals = at_original_size(truths, probs, predictor)
+    each = [confusion_counts(p, t, num_labels) for p, t in originals]
+    batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]).cpu() for f in ("tp", "fp", "fn")))
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64)
+    for p, t in originals:
+        confusion += confusion_matrix(p, t, num_labels).sum(0).double().cpu()
+    names = [dataset.pairs[i].image.name for i in range(start, start + len(loaded))]
+    distances = [hd95_per_image(p, t, num_labels).cpu() for p, t in originals] if hd95 else []
+    diagonals = [math.hypot(*t.shape[-2:]) for _, t in originals] if hd95 else []
     worst: list[Example] = []
     best: list[Example] = []
-    for start in range(0, len(dataset), batch):
-        # each file read once
-        loaded = [dataset.load_original(i) for i in range(start, min(start + batch, len(dataset)))]
-        truths = [labels for _, labels, _ in loaded]
-        resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
-        images = [image for image, _ in resized]
-        x = to_input(images, predictor.device, predictor.channels_last)
-        y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(predictor.device).long()
-        probs = predictor.batch_probs(x)
-        logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if space.binary else probs.clamp_min(1e-8).log()
-        losses.append(loss_fn(logits, y).item())
-        kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
-        for name in seed:
-            seed[name].append(SEED_METRICS[name](target, kept_probs).item())
-        pred = space.labels(probs)
-        if predictor.postprocess is not None:  # the examples show postprocessed masks too
-            pred = torch.stack([torch.from_numpy(predictor.label_map(p)) for p in probs.float().cpu().numpy()])
-        # honest metrics at each image's original size, on the masks `flexunet infer` would write
-        originals = at_original_size(truths, probs, predictor)
-        each = [confusion_counts(p, t, num_labels) for p, t in originals]
-        batch_counts = Counts(*(torch.cat([getattr(c, f) for c in each]) for f in ("tp", "fp", "fn")))
-        counts.append(batch_counts)
-        for p, t in originals:
-            confusion += confusion_matrix(p, t, num_labels).sum(0).double()
-        batch_names = [dataset.pairs[i].image.name for i in range(start, start + len(loaded))]
-        names += batch_names
-        objects += [object_matches(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
-        if hd95:
-            distances += [hd95_per_image(p, t, num_labels) for p, t in originals]
-            diagonals += [math.hypot(*t.shape[-2:]) for _, t in originals]
-        if examples:
-            scores = nanmean(dice(batch_counts.foreground()), dim=1)
-            candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8),
-                                  p.cpu().numpy().astype(np.uint8))
-                          for n, s, im, lab, p in zip(batch_names, scores.tolist(), images, y, pred, strict=True)
-                          if not math.isnan(s)]
-            worst = _keep_extremes(worst, candidates, examples, worst=True)
-            best = _keep_extremes(best, candidates, examples, worst=False)
-        if bar is not None:
-            bar.advance(len(loaded))
-    per_image = Counts(*(torch.cat([getattr(c, f) for c in counts]).cpu() for f in ("tp", "fp", "fn")))
-    return Evaluation(float(np.mean(losses)), {k: float(np.mean(v)) for k, v in seed.items()}, per_image, names,
-                      confusion, torch.cat(distances) if distances else None, worst, best,
-                      torch.tensor(diagonals, dtype=torch.float64) if diagonals else None,
-                      ObjectCounts.stack(objects))
+    if examples:
+        scores = nanmean(dice(batch_counts.foreground()), dim=1)
+        candidates = [Example(n, float(s), im.copy(), lab.cpu().numpy().astype(np.uint8),
+                              p.cpu().numpy().astype(np.uint8))
+                      for n, s, im, lab, p in zip(names, scores.tolist(), images, y, pred, strict=True)
+                      if not math.isnan(s)]
+        worst = _keep_extremes([], candidates, examples, worst=True)
+        best = _keep_extremes([], candidates, examples, worst=False)
+    objects = [object_matches(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
+    return BatchMeasures(index, loss, seed, batch_counts, names, confusion, distances, diagonals, worst, best,
+                         objects)
 
 
 def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
@@ -375,26 +412,33 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
                          examples: int = 4, report: bool = True) -> EvalResult:
     """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]).
 
-    The API of `flexunet evaluate`.
+    The API of `flexunet evaluate`. Under torchrun each process evaluates its share of the batches, and rank 0
+    writes the reports from every process's per-image rows: the same files as one process.
     """
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
-    torch_device = choose_device(device)
-    checkpoint = run.checkpoint(checkpoint)
-    state = load_checkpoint(checkpoint, torch_device)
-    model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
-    return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
-                        read_training_config(state, checkpoint))
+    dist_ctx, dist_device = init_distributed(device)
+    try:
+        torch_device = dist_device or choose_device(device)
+        checkpoint = run.checkpoint(checkpoint)
+        state = load_checkpoint(checkpoint, torch_device)
+        model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
+        return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
+                            read_training_config(state, checkpoint), dist_ctx)
+    finally:
+        shutdown(dist_ctx)
 
 
 def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str = "", quiet: bool = False,
                  tta: bool | None = None, doctor: Path | None = None, examples: int = 4, report: bool = True,
-                 training: TrainingConfig | None = None) -> EvalResult:
+                 training: TrainingConfig | None = None, dist_ctx: DistContext = DistContext()) -> EvalResult:
     """Evaluate `model` on [test] (or [valid]) and write the CSVs, metrics.json and, with `report`, report.html.
 
     The page shows the `examples` worst and best images, and the leakage verdict from the `doctor` JSON, a
     doctor*.json in eval_dir, or a doctor run on small datasets. `training` is the config the checkpoint was trained
     with, shown apart from `cfg` (the evaluation's); None when the model was not read from a checkpoint.
+    Under torchrun (`dist_ctx`) every process measures its share and rank 0 alone writes; the other processes
+    return the same numbers with no files and no leakage verdict.
     """
     from flexunet.evaluate.report import ReportData, read_history, write_report
 
@@ -406,16 +450,19 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     tta = cfg.eval.tta if tta is None else tta
     postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
-    with progress_bars(quiet) as progress:
+    with progress_bars(quiet or not dist_ctx.is_main) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
         device = next(model.parameters()).device
         predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size,
                                           postprocess=postprocess_hook(postprocess))
         ev = evaluate_details(predictor, cfg, section, bar, hd95=True, examples=examples if report else 0,
-                              pairs=pairs, settings=postprocess)
+                              pairs=pairs, settings=postprocess, dist_ctx=dist_ctx)
     resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
     per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups,
                                 objects=ev.objects)
+    if not dist_ctx.is_main:
+        barrier(dist_ctx)  # rank 0 writes the reports
+        return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, (), None, resampling)
     applied = postprocess_record(cfg, postprocess, run_dir_for(cfg).model_dir)
     predicted = {name: int(v.get("predicted_objects", 0)) for name, v in per_class.items()}
     for line in separation_notes(postprocess, cfg.label_names, predicted):
@@ -439,4 +486,5 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
                           BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training, applied)
         files += (write_report(eval_dir / "report.html", data),)
+    barrier(dist_ctx)
     return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks, resampling)

@@ -3,24 +3,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import nn
 
 from flexunet.config.folders import check_output_folders
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
+from flexunet.data.dataset import pairs_for
+from flexunet.data.io import read_image, resize_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
 from flexunet.infer.compiled import compile_for_inference
-from flexunet.infer.export import ExportResult, OnnxModel, export_onnx
+from flexunet.infer.export import ExportResult, Int8Result, OnnxModel, export_onnx, int8_path, quantize_int8
 from flexunet.infer.predict import InferResult, predict_folder
-from flexunet.postprocess import postprocess_hook, settings_for_run
-from flexunet.predict import for_inference, predictor_from_config
+from flexunet.infer.slides import list_slides, predict_slides
+from flexunet.labels import LabelSpace
+from flexunet.postprocess import PostprocessSettings, postprocess_hook, settings_for_run
+from flexunet.predict import for_inference, predictor_from_config, to_input
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
+from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
 from flexunet.runs.rundir import run_dir_for
 
-__all__ = ["ExportResult", "InferResult", "OnnxModel", "export_from_config", "export_onnx", "infer_folders",
-           "infer_from_config", "predict_folder"]
+__all__ = ["ExportResult", "InferResult", "Int8Result", "OnnxModel", "export_from_config", "export_int8_from_config",
+           "export_onnx", "infer_folders", "infer_from_config", "predict_folder", "quantize_int8"]
 
 
 def _checkpoint(cfg: Config, checkpoint: Path | None) -> Path:
@@ -46,7 +53,8 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
-                      resume: bool = False, compile_model: bool | None = None, instances: bool = False) -> InferResult:
+                      resume: bool = False, compile_model: bool | None = None, instances: bool = False,
+                      slides: bool = False) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
@@ -54,14 +62,44 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     (default [infer] compile) runs the checkpoint under torch.compile (flexunet/infer/compiled.py). Masks are
     postprocessed as [postprocess] says (with `auto`, as the run's postprocess.json chose); objects.csv and counts.csv
     go beside them, and with `instances` 16-bit instance maps to `<output_dir>/instances/`.
-    """
 
+    Under torchrun (`torchrun --nproc_per_node=N -m flexunet infer CONFIG`) each process segments its share of the
+    sorted file list (`runs.distributed.shard`) and every process returns the merged result of all of them.
+
+    `slides`: whole-slide inference (flexunet/infer/slides.py) on the tiled TIFF / OME-Zarr slides of [tiledinfer]
+    images_dir, each read and blended band by band; `<stem>.tif` pyramidal masks, no overlays, no [postprocess]
+    (a slide's objects are not counted).
+    """
+    tiled = tiled or slides
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
+    merged = None if slides else merged
     settings = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
-    torch_device = choose_device(device)
+    dist_ctx, dist_device = init_distributed(device)
+    try:
+        result = _infer(cfg, images_dir, output_dir, merged, dist_device or choose_device(device), dist_ctx,
+                        checkpoint, quiet or not dist_ctx.is_main, tta, tiled, onnx, resume, compile_model, slides,
+                        settings, instances)
+        return merge_results(gather_objects(result, dist_ctx))
+    finally:
+        shutdown(dist_ctx)
+
+
+def merge_results(results: list[InferResult]) -> InferResult:
+    """One InferResult from every process's, in rank order; objects.csv and its counts are rank 0's (it wrote the
+    rows of every process)."""
+    main = results[0]
+    return InferResult([p for r in results for p in r.written], [s for r in results for s in r.skipped],
+                       [p for r in results for p in r.resumed], main.objects, main.counts, main.total_objects,
+                       list(dict.fromkeys(n for r in results for n in r.notes)))
+
+
+def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
+           dist_ctx: DistContext, checkpoint: Path | None, quiet: bool, tta: bool | None, tiled: bool,
+           onnx: Path | None, resume: bool, compile_model: bool | None, slides: bool = False,
+           settings: PostprocessSettings | None = None, instances: bool = False) -> InferResult:
     model: nn.Module
     use_compile = cfg.infer.compile if compile_model is None else compile_model
     if onnx is not None:
@@ -75,13 +113,24 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
         model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
-    total = len(list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir"))
+    resume_after = weights.stat().st_mtime if resume else None
+    settings = settings or {}
+    predictor = predictor_from_config(cfg, model, torch_device, tiled, tta, postprocess=postprocess_hook(settings))
+    if slides:
+        slide_files = shard(list_slides(images_dir), dist_ctx)
+
+        def probs_fn(tiles: np.ndarray) -> np.ndarray:  # (n, t, t, C) uint8 -> (n, K, t, t), TTA included
+            return predictor.batch_probs(to_input(list(tiles), torch_device, predictor.channels_last)).cpu().numpy()
+
+        with progress_bars(quiet) as progress:
+            bar = Bar(progress, "inferring slides", len(slide_files))
+            return predict_slides(slide_files, output_dir, probs_fn, cfg, resume_after, bar.advance)
+    files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
     with progress_bars(quiet) as progress:
-        bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", total)
-        predictor = predictor_from_config(cfg, model, torch_device, tiled, tta, postprocess=postprocess_hook(settings))
+        bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", len(shard(files, dist_ctx)))
         return predict_folder(predictor, cfg, images_dir, output_dir, merged, on_image=bar.advance,
-                              resume_after=weights.stat().st_mtime if resume else None, settings=settings,
-                              instances_dir=output_dir / "instances" if instances else None)
+                              resume_after=resume_after, settings=settings,
+                              instances_dir=output_dir / "instances" if instances else None, dist_ctx=dist_ctx)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:
@@ -89,3 +138,26 @@ def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) 
 
     model, _ = load_trained_model(_checkpoint(cfg, checkpoint), choose_device("cpu"), cfg)
     return export_onnx(model, cfg, Path(onnx))
+
+
+def calibration_inputs(cfg: Config, count: int) -> list[np.ndarray]:
+    """`count` float (1, C, H, W) model inputs for int8 calibration: [train] images (then [valid]'s when train has
+    fewer), evenly spread over the sorted pairs, read and resized exactly as inference reads them."""
+    pairs = pairs_for(cfg, "train", warn=False)
+    if len(pairs) < count and cfg.valid.images_dir:
+        pairs += pairs_for(cfg, "valid", warn=False)
+    if not pairs:
+        raise ConfigError(f"{cfg.train.where('images_dir')}: int8 calibration needs training images; none found")
+    chosen = [pairs[round(i)] for i in np.linspace(0, len(pairs) - 1, min(count, len(pairs)))]
+    m = cfg.model
+    return [to_input([resize_image(read_image(p.image, m.image_channels, cfg.image.color_order), m.image_width,
+                                   m.image_height)], torch.device("cpu")).numpy() for p in chosen]
+
+
+def export_int8_from_config(cfg: Config, onnx: Path, calibration: int = 64,
+                            checkpoint: Path | None = None) -> tuple[ExportResult, Int8Result]:
+    """`flexunet export --int8`: the fp32 ONNX file at `onnx`, then `<stem>.int8.onnx` beside it, statically
+    quantized (onnxruntime, QDQ, per-channel) with `calibration` training images."""
+    exported = export_from_config(cfg, onnx, checkpoint)
+    return exported, quantize_int8(Path(onnx), int8_path(Path(onnx)), calibration_inputs(cfg, calibration),
+                                   LabelSpace.from_config(cfg))

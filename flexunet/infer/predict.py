@@ -12,10 +12,12 @@ from flexunet.config.schema import Config
 from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
+from flexunet.files import remove_temp_files
 from flexunet.infer.objects import ObjectTable, image_objects, instance_png
 from flexunet.labels import LabelSpace, overlay
 from flexunet.postprocess import PostprocessSettings, separation_notes
 from flexunet.predict import Predictor, SlidingWindow
+from flexunet.runs.distributed import DistContext, gather_objects, shard
 
 
 @dataclass
@@ -78,23 +80,28 @@ def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Con
 def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
                    name_prefix: str = "", limit: int | None = None, on_image: Callable[[], None] | None = None,
                    resume_after: float | None = None, settings: PostprocessSettings | None = None,
-                   instances_dir: Path | None = None) -> InferResult:
+                   instances_dir: Path | None = None, dist_ctx: DistContext = DistContext()) -> InferResult:
     """Segment every image of `images_dir` (sorted) with `predictor`: `<stem>.png` masks at the original size,
     optional overlays. `cfg` gives only how files are read and written ([image], [segmentation], [infer] overlay).
 
     Streams: only `predictor.images_per_pass` images (a batch; one image when tiled) are in memory at a time.
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. With
     `resume_after` (the checkpoint's mtime), masks and overlays already written after it are kept, so a stopped pass
-    can go on. Each file is written atomically; a full disk stops the pass with OutputError.
+    can go on. Each file is written atomically; a full disk stops the pass with OutputError. Under torchrun
+    (`dist_ctx`) this process takes every world_size-th file of the sorted list from its rank, so each mask is
+    written by exactly one process; names are checked for clashes over the whole list first.
 
     The objects of the masks written in this pass (numbered as `settings` say: connected components, or watershed
-    where `separate` asks for it) go to `<output_dir>/objects.csv` and `counts.csv`; with `instances_dir`, their
-    16-bit instance maps to `<instances_dir>/<stem>.png`. The masks themselves are the predictor's (its postprocess).
+    where `separate` asks for it) go to `<output_dir>/objects.csv` and `counts.csv` (under torchrun, gathered from
+    every process and written by rank 0, in file order); with `instances_dir`, their 16-bit instance maps to
+    `<instances_dir>/<stem>.png`. The masks themselves are the predictor's (its postprocess).
     """
     table = ObjectTable(predictor.space.names)
     settings = settings or {}
     files = list_image_files(images_dir, "[infer] images_dir")[:limit]
     names = output_names(files, name_prefix)
+    position = {name: i for i, name in enumerate(names)}  # objects.csv follows the sorted files, however sharded
+    files, names = shard(files, dist_ctx), shard(names, dist_ctx)
     output_dir.mkdir(parents=True, exist_ok=True)
     if merged_dir is not None:
         merged_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +118,9 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
                 if on_image is not None:
                     on_image()
                 continue
+            if resume_after is not None:
+                for target in targets:  # this process alone writes these names: a killed pass's leftovers go
+                    remove_temp_files(target)
             try:
                 images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order,
                                          cfg.image.pixel_limit(tiled)))
@@ -139,7 +149,12 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
                 raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None
             if on_image is not None:
                 on_image()
-    result.objects, result.counts = table.write(output_dir)
+    if dist_ctx.enabled:  # one objects.csv for the pass: every process's rows, in the sorted files' order
+        parts = gather_objects((table.rows, table.counts), dist_ctx)
+        table.rows = sorted((r for rows, _ in parts for r in rows), key=lambda r: position[str(r["image"])])
+        table.counts = sorted((c for _, counts in parts for c in counts), key=lambda c: position[c[0]])
+    if dist_ctx.is_main:
+        result.objects, result.counts = table.write(output_dir)
     result.total_objects = len(table.rows)
     if files and len(result.resumed) < len(files):  # classes with no object anywhere in what was segmented
         totals = {name: sum(c[name] for _, c in table.counts) for name in table.names[1:]}

@@ -1,52 +1,20 @@
-"""Multi-process training with torchrun + DistributedDataParallel: which process this is, and reductions.
+"""Multi-process training with torchrun + DistributedDataParallel: training's reductions.
 
-`torchrun --nproc_per_node=N -m flexunet train CONFIG` sets RANK/WORLD_SIZE/LOCAL_RANK; without them this is a
-single process and every helper here is a no-op.
+Which process this is (DistContext, init_distributed, barrier) lives in flexunet/runs/distributed.py, shared with
+evaluate and infer; it is re-exported here. Without torchrun every helper is a no-op.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from flexunet.errors import ConfigError
+from flexunet.runs.distributed import DistContext, barrier, init_distributed, launched_by_torchrun, shutdown
 
-
-@dataclass(frozen=True)
-class DistContext:
-    """Rank and world size of this process; rank 0 alone writes files and prints."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def init_distributed(device_name: str | None) -> tuple[DistContext, torch.device | None]:
-    """Join the process group torchrun set up: nccl with one GPU per process, gloo on CPU. (ctx, device or None)."""
-    if not launched_by_torchrun():
-        return DistContext(), None
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = torch.cuda.is_available() and device_name not in ("cpu",)
-    if use_cuda:
-        torch.cuda.set_device(local)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistContext(rank, world, local), torch.device(f"cuda:{local}" if use_cuda else "cpu")
+__all__ = ["DistContext", "all_reduce_sum", "any_rank", "barrier", "gather_batch", "gather_uneven", "init_distributed",
+           "launched_by_torchrun", "max_over_ranks", "per_rank_batch", "shutdown"]
 
 
 def per_rank_batch(batch_size: int, ctx: DistContext) -> int:
@@ -133,11 +101,3 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     return bool(value.item() > 0)
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()
-
-
-def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
-        dist.destroy_process_group()
