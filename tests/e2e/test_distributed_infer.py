@@ -117,7 +117,8 @@ def test_sigkill_of_one_rank_then_resume_gives_every_mask_once(trained: Path) ->
     # a mask is finished when its overlay is written too (the kill may fall between the two)
     kept = len({n for n in names[1:-1] if (root / "killed_merged" / n).is_file()})
     resumed = run(root, "infer", str(trained), "-q", "--output", "killed", "--resume", procs=2)
-    assert f"wrote {120 - kept} masks" in resumed and f"kept {kept} from an earlier pass" in resumed
+    assert f"wrote {120 - kept} masks" in resumed
+    assert (f"kept {kept} from an earlier pass" in resumed) == (kept > 0)  # a kill after 2 masks keeps none
     assert masks(out) == masks(root / "ref")
     for path in out.glob("*.png"):
         assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
