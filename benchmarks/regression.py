@@ -3,8 +3,9 @@
 Each commit is unpacked with `git archive` into a temporary folder and driven through the API both commits have:
 `train_from_config` (img/s from the history rows' training seconds, the first epoch left out as warm-up) and
 `infer_from_config` (wall seconds for the Pap-Smear test images, whole image, batch [infer] batch_size) on the seed's
-Pap-Smear config. Every measurement runs in a fresh process; the commits alternate which goes first. The medians and
-the after/before ratios are written to benchmarks/results/regression.json with the CPU flags and load averages.
+Pap-Smear config, and the process's peak RSS after training (ru_maxrss). Every measurement runs in a fresh process;
+the commits alternate which goes first. The medians and the after/before ratios are written to
+benchmarks/results/regression.json with the CPU flags and load averages.
 
     python benchmarks/regression.py 3bd7ddf HEAD [--repeats 3] [--threads 2]
 """
@@ -29,7 +30,7 @@ DATA = Path(os.environ.get("FLEXUNET_PAP_SMEAR", "/work/shared/data/pap-smear"))
 SEED_CONFIG = Path(os.environ.get("FLEXUNET_PAP_CONFIG", "/work/shared/data/configs/pap-smear.config"))
 
 CHILD = r"""
-import json, sys, time
+import json, resource, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(int(sys.argv[1]))
@@ -45,11 +46,12 @@ cfg = load_config(config, [*folders, "train.epoch_change_infer=False", "train.ep
 fit = train_from_config(cfg, device="cpu", quiet=True)
 timed = fit.history[1:]
 train_img_s = len(timed) * steps * cfg.train.batch_size / sum(r["seconds"] for r in timed)
+train_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 began = time.perf_counter()
 result = infer_from_config(cfg, device="cpu", quiet=True)
 infer_s = time.perf_counter() - began
 print(json.dumps({"train_img_s": train_img_s, "infer_img_s": len(result.written) / infer_s,
-                  "infer_images": len(result.written)}))
+                  "infer_images": len(result.written), "peak_rss_mb_train": train_rss_mb}))
 """
 
 
@@ -91,14 +93,13 @@ def main() -> None:
                 runs[name].append(measure(trees[name], args.threads, args.steps))
                 loads.append(os.getloadavg())
                 print(name, runs[name][-1], flush=True)
-    medians = {name: {k: statistics.median(r[k] for r in rows) for k in ("train_img_s", "infer_img_s")}
-               for name, rows in runs.items()}
+    keys = ("train_img_s", "infer_img_s", "peak_rss_mb_train")
+    medians = {name: {k: statistics.median(r[k] for r in rows if k in r) for k in keys} for name, rows in runs.items()}
     result = {"what": __doc__.split("\n\n")[0], "command": "python benchmarks/regression.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(), "threads": args.threads,
               "commits": hashes, "repeats": args.repeats, "seconds": round(time.time() - began, 1),
               "load_averages": [round(x[0], 2) for x in loads], "runs": runs, "medians": medians,
-              "ratio_after_over_before": {k: medians["after"][k] / medians["before"][k]
-                                          for k in ("train_img_s", "infer_img_s")}}
+              "ratio_after_over_before": {k: medians["after"][k] / medians["before"][k] for k in keys}}
     out = ROOT / "benchmarks" / "results" / "regression.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["ratio_after_over_before"]), "->", out)
