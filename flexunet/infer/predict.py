@@ -102,11 +102,9 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
     names = output_names(files, name_prefix)
     position = {name: i for i, name in enumerate(names)}  # objects.csv follows the sorted files, however sharded
     files, names = shard(files, dist_ctx), shard(names, dist_ctx)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if merged_dir is not None:
-        merged_dir.mkdir(parents=True, exist_ok=True)
-    if instances_dir is not None:
-        instances_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (output_dir, merged_dir, instances_dir):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     result = InferResult()
     batch_size, tiled = predictor.images_per_pass, isinstance(predictor.tiler, SlidingWindow)
     for start in range(0, len(files), batch_size):
@@ -135,28 +133,41 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
             try:
                 result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix,
                                                        predictor.space))
-                found = image_objects(name, lab, prediction.probs, settings, table.names)
-                table.add(name, found)
-                if instances_dir is not None:
-                    try:
-                        instance_map = instance_png(found.instances, str(path))
-                    except DataError as exc:  # > 65,535 objects: the mask and objects.csv rows are still written
-                        result.notes.append(str(exc))
-                    else:
-                        write_image(instances_dir / name, instance_map)
+                _add_objects(table, name, path, lab, prediction.probs, settings, instances_dir, result)
             except OutputError as exc:
                 finished = len(result.written) + len(result.resumed)
                 raise OutputError(f"{exc} with --resume ({finished} of {len(files)} images are finished)") from None
             if on_image is not None:
                 on_image()
-    if dist_ctx.enabled:  # one objects.csv for the pass: every process's rows, in the sorted files' order
+    _write_objects(table, position, dist_ctx, output_dir, result)
+    if files and len(result.resumed) < len(files):  # classes with no object anywhere in what was segmented
+        totals = {name: sum(c[name] for _, c in table.counts) for name in table.names[1:]}
+        result.notes += separation_notes(settings, table.names, totals)
+    return result
+
+
+def _add_objects(table: ObjectTable, name: str, path: Path, labels: np.ndarray, probs: np.ndarray,
+                 settings: PostprocessSettings, instances_dir: Path | None, result: InferResult) -> None:
+    """One written mask's objects into `table`, and its 16-bit instance map into `instances_dir` when asked."""
+    found = image_objects(name, labels, probs, settings, table.names)
+    table.add(name, found)
+    if instances_dir is not None:
+        try:
+            instance_map = instance_png(found.instances, str(path))
+        except DataError as exc:  # > 65,535 objects: the mask and objects.csv rows are still written
+            result.notes.append(str(exc))
+        else:
+            write_image(instances_dir / name, instance_map)
+
+
+def _write_objects(table: ObjectTable, position: dict[str, int], dist_ctx: DistContext, output_dir: Path,
+                   result: InferResult) -> None:
+    """objects.csv and counts.csv of the pass; under torchrun every process's rows, in the sorted files' order,
+    written once by rank 0."""
+    if dist_ctx.enabled:
         parts = gather_objects((table.rows, table.counts), dist_ctx)
         table.rows = sorted((r for rows, _ in parts for r in rows), key=lambda r: position[str(r["image"])])
         table.counts = sorted((c for _, counts in parts for c in counts), key=lambda c: position[c[0]])
     if dist_ctx.is_main:
         result.objects, result.counts = table.write(output_dir)
     result.total_objects = len(table.rows)
-    if files and len(result.resumed) < len(files):  # classes with no object anywhere in what was segmented
-        totals = {name: sum(c[name] for _, c in table.counts) for name in table.names[1:]}
-        result.notes += separation_notes(settings, table.names, totals)
-    return result
