@@ -57,6 +57,31 @@ def build_model(section: ModelSection) -> nn.Module:
     return model
 
 
+def read_state_dict(path: Path, noun: str) -> dict[str, torch.Tensor]:
+    """The parameter name -> tensor dict of an existing weights file: safetensors by its suffix, else a torch file
+    read with weights_only (data, never code), unwrapped from a flexunet checkpoint or a `state_dict` layout.
+    Unreadable: CheckpointError "<path>: not a readable <noun>"."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: object = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable {noun} ({first[:200]})") from None
+    if isinstance(state, dict):
+        for wrapper in ("model", "state_dict"):  # a flexunet checkpoint, or a common training-script layout
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state_dict (expected a dict of parameter name -> tensor)")
+    return state
+
+
 @dataclass(frozen=True)
 class PretrainedReport:
     """What a pretrained state_dict gave the model: loaded tensors, and the keys that did not fit."""
@@ -90,19 +115,7 @@ def load_pretrained(model: nn.Module, path: Path) -> PretrainedReport:
     """
     if not path.is_file():
         raise CheckpointError(f"{path}: pretrained weights not found (nothing is downloaded; give a local .pt file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable state_dict ({first[:200]})") from None
-    if isinstance(state, dict):
-        for wrapper in ("model", "state_dict"):  # a flexunet checkpoint, or a common training-script layout
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state_dict (expected a dict of parameter name -> tensor)")
+    state = read_state_dict(path, "state_dict")
     expected = model.state_dict()
     mismatched = tuple(k for k, v in state.items() if k in expected and v.shape != expected[k].shape)
     usable = {k: v for k, v in state.items() if k in expected and k not in mismatched}

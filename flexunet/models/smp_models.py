@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-import pickle
 import sys
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -26,7 +24,7 @@ from torch import Tensor, nn
 
 from flexunet.config.schema import ModelSection, looks_like_file
 from flexunet.errors import CheckpointError, ConfigError
-from flexunet.models.registry import register_model
+from flexunet.models.registry import read_state_dict, register_model
 
 # registry name -> smp architecture name
 ARCHITECTURES = {
@@ -222,25 +220,7 @@ def read_weights_file(path: Path, where: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{where} = {str(path)!r}: file not found (a tag such as \"imagenet\" has no '/' "
                               "and no weights suffix)")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: object = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable weights file ({first[:200]})") from None
-    if isinstance(state, dict):
-        for wrapper in ("model", "state_dict"):
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state_dict (expected a dict of parameter name -> tensor)")
-    return state
+    return read_state_dict(path, "weights file")
 
 
 # keys of a classifier head that an encoder never has: reported, then left out
