@@ -1,6 +1,9 @@
 """Exceptions a user can act on. The CLI prints their message on one line and exits non-zero."""
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class FlexunetError(Exception):
     """Base class: the message alone tells the user what is wrong and where."""
@@ -28,3 +31,11 @@ class TrainingError(FlexunetError):
 
 class OutputError(FlexunetError):
     """An output file or folder cannot be written (disk full, no permission) or would destroy a user's files."""
+
+
+def require_extra(module: str, extra: str, need: str = "install the optional extra") -> ModuleType:
+    """Import `module` of an optional extra lazily; missing, a FlexunetError saying which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise FlexunetError(f"{module} is not installed; {need}: pip install 'flexunet[{extra}]'") from None

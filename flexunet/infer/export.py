@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from flexunet.config.schema import Config
-from flexunet.errors import CheckpointError, FlexunetError
+from flexunet.errors import CheckpointError, FlexunetError, require_extra
 from flexunet.labels import LabelSpace
 
 if TYPE_CHECKING:
@@ -30,11 +30,7 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 def _require(module: str) -> ModuleType:
     """Import onnx/onnxruntime lazily: they are the optional [onnx] extra, not needed for training."""
-    try:
-        return __import__(module)
-    except ImportError:
-        raise FlexunetError(f"{module} is not installed; "
-                            "install the optional extra: pip install 'flexunet[onnx]'") from None
+    return require_extra(module, "onnx")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from flexunet.config.schema import Config
-from flexunet.errors import DataError, FlexunetError
+from flexunet.errors import DataError, require_extra
 from flexunet.files import output_error
 from flexunet.infer.predict import InferResult
 from flexunet.labels import LabelSpace
@@ -38,11 +38,7 @@ ProbsFn = Callable[[np.ndarray], np.ndarray]  # (n, t, t, C) uint8 tiles -> (n, 
 
 def require(module: str) -> ModuleType:
     """Import tifffile/zarr lazily: they are the optional [slides] extra."""
-    try:
-        return __import__(module)
-    except ImportError:
-        raise FlexunetError(f"{module} is not installed; whole-slide inference needs the optional extra: "
-                            "pip install 'flexunet[slides]'") from None
+    return require_extra(module, "slides", "whole-slide inference needs the optional extra")
 
 
 def is_slide(path: Path) -> bool:
