@@ -2,7 +2,7 @@
 
 Each model is built with its config defaults (only size and classes set), so the table shows what a config that
 names the model gets. Counting only: nothing is trained, and no training speed or accuracy is measured here.
-Writes benchmarks/results/model_zoo.json and model_zoo.md.
+Writes benchmarks/results/model_zoo.json (model_zoo.md is model_zoo_train.py's table).
 
     python benchmarks/model_zoo.py
 
@@ -116,7 +116,6 @@ def main() -> None:
     rows = [measure(name) for name in sorted(MODELS)]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "model_zoo.json").write_text(json.dumps({"machine": machine_info(), "size": SIZE, "models": rows}, indent=2))
-    (RESULTS / "model_zoo.md").write_text(to_markdown(rows))
     print(to_markdown(rows))
 
 
