@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from flexunet.config.schema import ModelSection
-from flexunet.models.layers import Dropout, make_activation, require_divisible
+from flexunet.models.layers import Conv2d, Dropout, make_activation, require_divisible
 from flexunet.models.registry import register_model
 
 Pair = tuple[int, int]
@@ -42,7 +42,7 @@ class ConvPair(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for i, c in enumerate((cin, cout)):
-            conv = nn.Conv2d(c, cout, kernel, padding="same", dilation=dilation)
+            conv = Conv2d(c, cout, kernel, padding="same", dilation=dilation)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # Keras he_normal
             assert conv.bias is not None  # bias=True
             nn.init.zeros_(conv.bias)
