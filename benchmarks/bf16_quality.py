@@ -55,10 +55,9 @@ def one(seed: int, bf16: bool, epochs: int, steps: int, work: Path) -> dict[str,
     result = evaluate_from_config(cfg, device="cpu", quiet=True, report=False)
     test = {k: round(result.per_class["class_1"][k], 4) for k in ("dice", "iou", "dice_image_mean")}
     last = fit.history[-1]
-    valid = {"dice": round(last[VAL_DICE], 4)}
     return {"seed": seed, "precision": "bf16" if bf16 else "fp32", "train_seconds": round(seconds, 1),
-            "final_train_loss": round(fit.history[-1]["loss"], 4), "best_epoch": fit.best_epoch,
-            "valid_last_epoch": valid, "test": test}
+            "final_train_loss": round(last["loss"], 4), "best_epoch": fit.best_epoch,
+            "valid_last_epoch": {"dice": round(last[VAL_DICE], 4)}, "test": test}
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, object]]:

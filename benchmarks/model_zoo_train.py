@@ -41,14 +41,20 @@ DATASETS = ["pap-smear-grouped", "cervical-cancer"]
 CERVICAL_CLASSES = ["background", "koilocytotic", "metaplastic", "parabasal"]  # blue, green, orange
 
 
+def architecture(model: str) -> dict[str, object]:
+    """The [model] keys that name the network as this benchmark trains it: smp rows on ENCODER, random init."""
+    net: dict[str, object] = {"model": model}
+    if model in SMP:
+        net |= {"encoder": ENCODER, "encoder_weights": None}
+    return net
+
+
 def sections(dataset: str, model: str, work: Path) -> dict[str, dict[str, object]]:
     """The config of one run, as config_from_dict takes it."""
     train: dict[str, object] = {"epochs": 10_000, "patience": 10_000, "batch_size": 4, "seed": 1, "num_workers": 0,
                                 "model_dir": str(work / "models"), "eval_dir": str(work / "eval"),
                                 "epoch_change_infer": False}
-    net: dict[str, object] = {"model": model, "learning_rate": 0.001}
-    if model in SMP:
-        net |= {"encoder": ENCODER, "encoder_weights": None}
+    net = architecture(model) | {"learning_rate": 0.001}
     if dataset == "pap-smear-grouped":
         pap, split = DATA / "pap-smear", HERE / "splits" / "pap_smear_grouped.csv"
         files = {"images_dir": f"{pap}/*/images/", "masks_dir": f"{pap}/*/masks/", "split_file": str(split)}
@@ -135,9 +141,7 @@ def measure_cost(model: str) -> dict[str, object]:
     from flexunet.config.load import config_from_dict
     from flexunet.models.inspect import inspect_model
 
-    net: dict[str, object] = {"model": model, "image_height": 256, "image_width": 256, "num_classes": 1}
-    if model in SMP:
-        net |= {"encoder": ENCODER, "encoder_weights": None}
+    net = architecture(model) | {"image_height": 256, "image_width": 256, "num_classes": 1}
     summary = inspect_model(config_from_dict({"model": net}))
     return {"params": summary.params, "gflops": round(summary.flops / 1e9, 2)}
 

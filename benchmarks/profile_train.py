@@ -22,6 +22,8 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -33,38 +35,36 @@ sys.path.insert(0, str(HERE.parent))
 from machine import machine_info  # noqa: E402
 from run import count_flops, flex_config, peak_gflops, timed_training  # noqa: E402
 
+from flexunet.runs.device import cpu_has_bf16  # noqa: E402
+
 VARIANTS = {"fp32": (), "fp32_without_small_map_matmul": (), "channels_last": ("train.channels_last=True",),
             "bf16": ("train.cpu_bf16=True",), "bf16+channels_last": ("train.cpu_bf16=True", "train.channels_last=True")}
 # the variants that run every convolution through oneDNN (flexunet.models.layers.Conv2d's matmul path off)
 WITHOUT_SMALL_MAP_MATMUL = {"fp32_without_small_map_matmul"}
 
 
+@contextmanager
+def small_map_matmul(on: bool) -> Iterator[None]:
+    """flexunet.models.layers.Conv2d's small-map matmul path on (the default) or off, restored afterwards."""
+    from flexunet.models import layers
+
+    default = layers.SMALL_MAP_PIXELS
+    layers.SMALL_MAP_PIXELS = default if on else 0
+    try:
+        yield
+    finally:
+        layers.SMALL_MAP_PIXELS = default
+
+
 def timed(work: Path, steps: int, name: str) -> float:
     """img/s of variant `name` through train_from_config."""
-    from flexunet.models import layers
-
-    default = layers.SMALL_MAP_PIXELS
-    layers.SMALL_MAP_PIXELS = 0 if name in WITHOUT_SMALL_MAP_MATMUL else default
-    try:
+    with small_map_matmul(name not in WITHOUT_SMALL_MAP_MATMUL):
         return timed_training(work, max(2, steps // 2), steps, VARIANTS[name])["img_s"]
-    finally:
-        layers.SMALL_MAP_PIXELS = default
 
 
-def profile(work: Path, steps: int, peak: float, small_map_matmul: bool = True) -> dict:
+def profile(work: Path, steps: int, peak: float, matmul: bool = True) -> dict:
     """Per-op self CPU time and FLOPs of one epoch of `steps` fp32 steps, after a warm-up epoch."""
-    from flexunet.models import layers
     from flexunet.train import train_from_config
-
-    default = layers.SMALL_MAP_PIXELS
-    layers.SMALL_MAP_PIXELS = default if small_map_matmul else 0
-    try:
-        return profiled(work, steps, peak, train_from_config)
-    finally:
-        layers.SMALL_MAP_PIXELS = default
-
-
-def profiled(work: Path, steps: int, peak: float, train_from_config) -> dict:
 
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True,
                                   record_shapes=True)
@@ -78,7 +78,8 @@ def profiled(work: Path, steps: int, peak: float, train_from_config) -> dict:
 
     cfg = flex_config(("train.epochs=2", f"train.steps_per_epoch={steps}", "train.validation_steps=1",
                        f"train.model_dir={work}/models", f"train.eval_dir={work}/eval", "train.create_backup=False"))
-    train_from_config(cfg, device="cpu", quiet=True, on_epoch_end=window)
+    with small_map_matmul(matmul):
+        train_from_config(cfg, device="cpu", quiet=True, on_epoch_end=window)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     rows = []
@@ -153,8 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     info = machine_info()
-    names = [n for n in args.variants
-             if "bf16" not in n or {"avx512_bf16", "amx_bf16"} & set(info.get("cpu_flags", []))]
+    names = [n for n in args.variants if "bf16" not in n or cpu_has_bf16()]
     peak = peak_gflops(args.threads)
     flops = count_flops()
     with tempfile.TemporaryDirectory() as tmp:
