@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from flexunet.console import error, error_console, note, say
+from flexunet.console import error, error_console, note, plural, say
 from flexunet.errors import FlexunetError
-from flexunet.files import output_error
+from flexunet.files import check_outputs, output_error
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -46,6 +46,20 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed ([train] seed)
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-epoch lines.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(help="Checkpoint to use (default: model_dir/best.pt).")]
 TtaOpt = Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average predictions over flips.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace existing files that flexunet did not write (never the config, a checkpoint the "
+                        "command reads, or an input).")]
+
+
+def _guard(overwrite: bool, cfg=None, reads: tuple[tuple[Optional[Path], str], ...] = ()):
+    """Every write of the command goes through flexunet.files: it refuses the config, its inputs and `reads`, and
+    (without --overwrite) existing files flexunet did not write."""
+    from flexunet.config.folders import protected_inputs
+    from flexunet.files import Protected, guarded
+
+    if cfg is not None:
+        return guarded(protected_inputs(cfg, reads), overwrite)
+    return guarded([Protected(Path(path), why) for path, why in reads if path is not None], overwrite)
 
 
 def _load(config: Path, overrides: Optional[list[str]], seed: Optional[int] = None, quiet: bool = False):
@@ -86,13 +100,14 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
              examples: Annotated[int, typer.Option(
                  min=0, help="How many worst and best images report.html shows.")] = 4,
              report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
-             quiet: QuietOpt = False) -> None:
+             overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Evaluate on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
     from flexunet.evaluate import evaluate_from_config
 
     cfg = _load(config, set_, quiet=quiet)
-    result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
-                                  examples=examples, report=report)
+    with _guard(overwrite, cfg):
+        result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
+                                      examples=examples, report=report)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     for name, values in result.per_class.items():
@@ -132,7 +147,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           onnx: Annotated[Optional[Path], typer.Option(
               help="Run this ONNX file with onnxruntime instead of the checkpoint.")] = None,
           resume: Annotated[bool, typer.Option(
-              "--resume", help="Keep masks already written after the checkpoint (or ONNX file).")] = False,
+              "--resume", help="Keep masks already made with the same weights and settings; make the rest.")] = False,
           compile_model: Annotated[Optional[bool], typer.Option(
               "--compile/--no-compile",
               help="torch.compile the model: ~10 s to compile, then faster; pays off on large folders.")] = None,
@@ -142,7 +157,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           slides: Annotated[bool, typer.Option(
               "--slides", help="Whole slides: tiled TIFF / OME-Zarr read and blended band by band with [tiledinfer] "
                                "settings; pyramidal TIFF masks (needs flexunet[slides]).")] = False,
-          quiet: QuietOpt = False) -> None:
+          overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir,
     objects.csv and counts.csv beside the masks."""
     from flexunet.infer import infer_folders, infer_from_config
@@ -154,8 +169,10 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     extra += [f"{section}.output_dir={output}"] if output else []
     extra += [f"{section}.merged_dir={merged}"] if merged else []
     cfg = _load(config, extra, quiet=quiet)
-    result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled, onnx=onnx,
-                               resume=resume, compile_model=compile_model, instances=instances, slides=slides)
+    with _guard(overwrite, cfg):
+        result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled,
+                                   onnx=onnx, resume=resume, compile_model=compile_model, instances=instances,
+                                   slides=slides)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports (every process's files)
     for line in result.skipped:
@@ -164,9 +181,11 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
         note(line)
     _, output_dir, merged_dir = infer_folders(cfg, tiled)
     merged_dir = None if slides else merged_dir
-    say(f"wrote {len(result.written)} masks to {output_dir}" + (f" and overlays to {merged_dir}" if merged_dir else "")
+    written, skipped = len(result.written), len(result.skipped)
+    say(f"wrote {written} {plural(written, 'mask')} to {output_dir}"
+        + (f" and overlays to {merged_dir}" if merged_dir else "")
         + (f"; kept {len(result.resumed)} from an earlier pass" if result.resumed else "")
-        + (f"; skipped {len(result.skipped)} unreadable files" if result.skipped else ""))
+        + (f"; skipped {skipped} {plural(skipped, 'file')} it could not read" if skipped else ""))
     if result.objects is not None:
         say(f"{result.total_objects} objects in {result.objects.name} and per image in {result.counts}"
             + (f"; instance maps in {output_dir / 'instances'}" if instances else ""))
@@ -179,15 +198,16 @@ def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = N
                "--int8", help="Also write <stem>.int8.onnx, statically quantized with training images.")] = False,
            calibration: Annotated[int, typer.Option(
                min=1, help="How many [train] images calibrate the int8 ranges.")] = 64,
-           quiet: QuietOpt = False) -> None:
+           overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Export the trained model to ONNX (outputs logits; dynamic batch, and height/width where the model allows)."""
     from flexunet.infer import export_from_config, export_int8_from_config
 
     cfg = _load(config, set_, quiet=quiet)
-    if int8:
-        result, quantized = export_int8_from_config(cfg, onnx, calibration, checkpoint)
-    else:
-        result = export_from_config(cfg, onnx, checkpoint)
+    with _guard(overwrite, cfg):
+        if int8:
+            result, quantized = export_int8_from_config(cfg, onnx, calibration, checkpoint)
+        else:
+            result = export_from_config(cfg, onnx, checkpoint)
     say(f"wrote {result.path}: input 'image' (N, {cfg.model.image_channels}, H, W) floats in [0, 1], output 'logits' "
         f"(N, {cfg.model.num_classes}, H, W); "
         + ("batch, height and width are dynamic" if result.dynamic_spatial
@@ -203,11 +223,12 @@ def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = N
 def demo(out: Annotated[Path, typer.Option(
              help="Folder for the synthetic data, config and results.")] = Path("flexunet-demo"),
          epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 30,
-         device: DeviceOpt = None, quiet: QuietOpt = False) -> None:
+         device: DeviceOpt = None, overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Generate a synthetic 3-class cell dataset, then train -> evaluate -> infer on it (a few minutes on a CPU)."""
     from flexunet.demo import run_demo
 
-    result = run_demo(out, epochs=epochs, device=device, quiet=quiet)
+    with _guard(overwrite):
+        result = run_demo(out, epochs=epochs, device=device, quiet=quiet)
     per_class = "  ".join(f"{k} {v:.4f}" for k, v in result.per_class_dice.items())
     say(f"demo: test dice per class: {per_class}")
     say(f"demo: foreground Dice {result.foreground_dice:.4f}; {result.masks_written} masks in {result.output_dir}, "
@@ -224,18 +245,24 @@ def augment(config: ConfigArg, set_: SetOpt = None, seed: SeedOpt = None,
             offline: Annotated[Optional[Path], typer.Option(
                 help="Write augmented [train] pairs to OUT_DIR/images and OUT_DIR/masks.")] = None,
             copies: Annotated[int, typer.Option(help="Augmented copies of each pair with --offline.")] = 1,
-            quiet: QuietOpt = False) -> None:
+            overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Show what [augmentor] does to [train] samples (--preview N), or write an augmented set (--offline OUT_DIR)."""
     from flexunet.augment import augment_offline, preview_grid
 
     if preview is None and offline is None:
         raise FlexunetError("augment: give --preview N or --offline OUT_DIR")
     cfg = _load(config, set_, seed, quiet)
-    if preview is not None:
-        say(f"wrote {preview} augmented samples to {preview_grid(cfg, preview, out, cfg.train.seed)}")
-    if offline is not None:
-        count = augment_offline(cfg, offline, copies, cfg.train.seed)
-        say(f"wrote {count} augmented image/mask pairs to {offline / 'images'} and {offline / 'masks'}")
+    with _guard(overwrite, cfg):
+        if preview is not None:
+            if Path(out).suffix.lower() != ".png":
+                raise FlexunetError(f"--out {out}: the preview is a PNG image; give a file name ending in .png")
+            check_outputs([Path(out)])  # before --offline writes anything either
+            say(f"wrote {preview} augmented {plural(preview, 'sample')} to "
+                f"{preview_grid(cfg, preview, out, cfg.train.seed)}")
+        if offline is not None:
+            count = augment_offline(cfg, offline, copies, cfg.train.seed)
+            say(f"wrote {count} augmented image/mask {plural(count, 'pair')} to {offline / 'images'} and "
+                f"{offline / 'masks'}")
 
 
 @app.command()
@@ -243,16 +270,19 @@ def inspect(config: ConfigArg, set_: SetOpt = None,
             out: Annotated[Optional[Path], typer.Option(help="Summary text file (default: [inspect] summary).")] = None,
             graph: Annotated[Optional[Path], typer.Option(
                 help="Graph image (default: [inspect] model_graph); needs graphviz dot.")] = None,
-            quiet: QuietOpt = False) -> None:
+            overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Show [model]: parameters, FLOPs per image at the config size, receptive field, and a layer table file."""
     from flexunet.models.inspect import inspect_model, write_graph, write_summary
 
     cfg = _load(config, set_, quiet=quiet)
-    summary = inspect_model(cfg)
-    for line in summary.headline().splitlines():
-        say(line)
-    say(f"layer table: {write_summary(summary, out or Path(cfg.inspect.summary))}")
-    drawn = write_graph(summary, graph or Path(cfg.inspect.model_graph))
+    summary_path, graph_path = out or Path(cfg.inspect.summary), graph or Path(cfg.inspect.model_graph)
+    with _guard(overwrite, cfg):
+        check_outputs([summary_path, graph_path])  # both, before the first is written
+        summary = inspect_model(cfg)
+        for line in summary.headline().splitlines():
+            say(line)
+        say(f"layer table: {write_summary(summary, summary_path)}")
+        drawn = write_graph(summary, graph_path)
     say(f"graph: {drawn}" if drawn else "graph: skipped (graphviz `dot` not found)")
 
 
@@ -266,13 +296,26 @@ SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the train/valid/test sp
 
 
 def _say_import(result) -> None:
-    say(f"imported {result.pairs} pairs into {result.out_dir / 'all'}"
-        + (f", {result.unlabelled} unlabelled images" if result.unlabelled else "")
+    pairs = result.pairs
+    say(f"imported {pairs} {plural(pairs, 'pair')} into {result.out_dir / 'all'}"
+        + (f", {result.unlabelled} unlabelled {plural(result.unlabelled, 'image')}" if result.unlabelled else "")
         + (f"; config {result.config}" if result.config else ""))
     for line in result.skipped[:10]:
         note(line)
     if len(result.skipped) > 10:
         note(f"... and {len(result.skipped) - 10} more skipped files")
+
+
+def _importing(raw_dir: Path, out_dir: Path, overwrite: bool):
+    """An import's guard: RAW_DIR is never written, and OUT's config and split list are checked first."""
+    from contextlib import ExitStack
+
+    from flexunet.prepare.importers import importing
+
+    stack = ExitStack()
+    stack.enter_context(_guard(overwrite))
+    stack.enter_context(importing(raw_dir, out_dir))
+    return stack
 
 
 @prepare_app.command("herlev")
@@ -284,48 +327,54 @@ def prepare_herlev(raw_dir: RawArg, out_dir: OutArg,
                        help="Blend the cell into the canvas (cv2.seamlessClone).")] = False,
                    keep_unlabelled: Annotated[bool, typer.Option(
                        help="Frame images without mask into unlabelled/images.")] = False,
-                   seed: SplitSeedOpt = 137) -> None:
+                   seed: SplitSeedOpt = 137, overwrite: OverwriteOpt = False) -> None:
     """Herlev/DTU smear2005: <category>/X.BMP images with X-d.bmp masks (nucleus = pure blue)."""
     from flexunet.prepare.herlev import Canvas, herlev
 
-    _say_import(herlev(raw_dir, out_dir, Canvas(canvas, crop or None, size or None, seamless), seed=seed,
-                       keep_unlabelled=keep_unlabelled))
+    with _importing(raw_dir, out_dir, overwrite):
+        _say_import(herlev(raw_dir, out_dir, Canvas(canvas, crop or None, size or None, seamless), seed=seed,
+                           keep_unlabelled=keep_unlabelled))
 
 
 @prepare_app.command("sipakmed")
-def prepare_sipakmed(raw_dir: RawArg, out_dir: OutArg, seed: SplitSeedOpt = 137) -> None:
+def prepare_sipakmed(raw_dir: RawArg, out_dir: OutArg, seed: SplitSeedOpt = 137,
+                     overwrite: OverwriteOpt = False) -> None:
     """SIPaKMeD: <raw>/im_<Class>/<id>.bmp slides with <id>_nuc_<k>.dat nucleus boundaries."""
     from flexunet.prepare.importers import import_sipakmed
 
-    _say_import(import_sipakmed(raw_dir, out_dir, seed=seed))
+    with _importing(raw_dir, out_dir, overwrite):
+        _say_import(import_sipakmed(raw_dir, out_dir, seed=seed))
 
 
 @prepare_app.command("isic")
 def prepare_isic(raw_dir: RawArg, out_dir: OutArg,
                  max_side: Annotated[int, typer.Option(help="Shrink larger images to this side.")] = 1024,
-                 seed: SplitSeedOpt = 137) -> None:
+                 seed: SplitSeedOpt = 137, overwrite: OverwriteOpt = False) -> None:
     """ISIC 2017 Task 1: ISIC_*.jpg with ISIC_*_segmentation.png."""
     from flexunet.prepare.importers import import_isic
 
-    _say_import(import_isic(raw_dir, out_dir, max_side, seed=seed))
+    with _importing(raw_dir, out_dir, overwrite):
+        _say_import(import_isic(raw_dir, out_dir, max_side, seed=seed))
 
 
 @prepare_app.command("ucsb")
-def prepare_ucsb(raw_dir: RawArg, out_dir: OutArg, seed: SplitSeedOpt = 137) -> None:
+def prepare_ucsb(raw_dir: RawArg, out_dir: OutArg, seed: SplitSeedOpt = 137, overwrite: OverwriteOpt = False) -> None:
     """UCSB breast-cancer cells: <name>_ccd.tif images with <name>.TIF masks (benign/malignant from the name)."""
     from flexunet.prepare.importers import import_ucsb
 
-    _say_import(import_ucsb(raw_dir, out_dir, seed=seed))
+    with _importing(raw_dir, out_dir, overwrite):
+        _say_import(import_ucsb(raw_dir, out_dir, seed=seed))
 
 
 @prepare_app.command("generic")
 def prepare_generic(raw_dir: RawArg, out_dir: OutArg,
                     mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "",
-                    seed: SplitSeedOpt = 137) -> None:
+                    seed: SplitSeedOpt = 137, overwrite: OverwriteOpt = False) -> None:
     """Any RAW_DIR/images + RAW_DIR/masks pair of folders, matched by file stem."""
     from flexunet.prepare.importers import import_generic
 
-    _say_import(import_generic(raw_dir / "images", raw_dir / "masks", out_dir, mask_suffix, seed=seed))
+    with _importing(raw_dir, out_dir, overwrite):
+        _say_import(import_generic(raw_dir / "images", raw_dir / "masks", out_dir, mask_suffix, seed=seed))
 
 
 @app.command()
@@ -339,7 +388,8 @@ def split(images_dir: Annotated[Path, typer.Argument(show_default=False)],
           seed: SplitSeedOpt = 137,
           files: Annotated[str, typer.Option(
               help="none, copy or link files into OUT/<split>/{images,masks}.")] = "none",
-          mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "") -> None:
+          mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "",
+          overwrite: OverwriteOpt = False) -> None:
     """Split pairs into train/valid/test so that no source (with its augmented copies) crosses two splits."""
     from flexunet.prepare.split import split_dataset
 
@@ -347,8 +397,10 @@ def split(images_dir: Annotated[Path, typer.Argument(show_default=False)],
         fractions = tuple(float(v) for v in ratios.split(","))
     except ValueError:
         raise FlexunetError(f"--ratios {ratios}: expected numbers like 0.8,0.1,0.1") from None
-    result = split_dataset(images_dir, masks_dir, out, fractions, group_by, seed, mask_suffix, files)
-    say(", ".join(f"{name} {len(p)} pairs ({result.groups[name]} groups)" for name, p in result.pairs.items())
+    with _guard(overwrite):
+        result = split_dataset(images_dir, masks_dir, out, fractions, group_by, seed, mask_suffix, files)
+    say(", ".join(f"{name} {len(p)} {plural(len(p), 'pair')} ({result.groups[name]} "
+                  f"{plural(result.groups[name], 'group')})" for name, p in result.pairs.items())
         + f"; list in {result.split_file}")
 
 
@@ -357,16 +409,20 @@ def stats(dataset: Annotated[Path, typer.Argument(
               help="Folder with <split>/images and <split>/masks.", show_default=False)],
           plot: Annotated[Optional[Path], typer.Option(
               help="Bar-chart PNG (default: <name>_Statistics.png here).")] = None,
-          mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "") -> None:
+          mask_suffix: Annotated[str, typer.Option(help="Mask stem = image stem + this.")] = "",
+          overwrite: OverwriteOpt = False) -> None:
     """Pairs per split, class pixel fractions, unpaired files, unmapped colours and files shared by two splits."""
     from flexunet.prepare.stats import dataset_stats, format_stats, plot_stats
 
-    result = dataset_stats(dataset, mask_suffix=mask_suffix)
-    for line in format_stats(result):
-        say(line)
-    for line in result.warnings:
-        say(f"warning: {line}")
-    say(f"chart: {plot_stats(result, plot or Path(f'{dataset.resolve().name}_Statistics.png'))}")
+    chart = plot or Path(f"{dataset.resolve().name}_Statistics.png")
+    with _guard(overwrite, reads=((dataset, "the dataset being examined"),)):
+        check_outputs([chart])  # before the dataset is read
+        result = dataset_stats(dataset, mask_suffix=mask_suffix)
+        for line in format_stats(result):
+            say(line)
+        for line in result.warnings:
+            say(f"warning: {line}")
+        say(f"chart: {plot_stats(result, chart)}")
 
 
 @app.command()
@@ -375,7 +431,7 @@ def doctor(target: Annotated[Path, typer.Argument(help="A dataset folder or a co
                "--json", help="Report file (default: doctor-<name>.json here).")] = None,
            threshold: Annotated[Optional[float], typer.Option(help="Near-duplicate score threshold (0-1).")] = None,
            strict: Annotated[bool, typer.Option(help="Exit non-zero when any image is shared across splits.")] = False,
-           set_: SetOpt = None) -> None:
+           set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Find pairing, decoding, mask and split problems, including augmented copies of one image in two splits.
 
     With a config, each split is the files training and evaluation use: folders or patterns, kept to split_file.
@@ -384,10 +440,14 @@ def doctor(target: Annotated[Path, typer.Argument(help="A dataset folder or a co
     from flexunet.prepare.doctor import format_report
     from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD
 
-    report = run_doctor(target, threshold if threshold is not None else DEFAULT_THRESHOLD, overrides=set_ or ())
-    for line in format_report(report):
-        say(line)
-    say(f"report: {report.write_json(json_out or Path(f'doctor-{target.resolve().stem}.json'))}")
+    out = json_out or Path(f"doctor-{target.resolve().stem}.json")
+    cfg = _load(target, set_, quiet=True) if target.is_file() else None
+    with _guard(overwrite, cfg, reads=((target, "the doctor's TARGET"),)):
+        check_outputs([out])  # before the (possibly long) examination
+        report = run_doctor(target, threshold if threshold is not None else DEFAULT_THRESHOLD, overrides=set_ or ())
+        for line in format_report(report):
+            say(line)
+        say(f"report: {report.write_json(out)}")
     if strict and report.leaks:
         raise SystemExit(1)  # not typer.Exit: with standalone_mode=False click returns its code instead of exiting
 
@@ -434,8 +494,8 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except OSError as exc:  # a full disk outside flexunet's own writers (e.g. a DataLoader, TensorBoard)
-        if debug or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as exc:  # outside flexunet's own writers (a DataLoader, TensorBoard, a library's own file)
+        if debug or (exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and exc.filename is None):
             raise
         error(str(output_error(Path(exc.filename or "output"), exc)))
         sys.exit(2)

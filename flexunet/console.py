@@ -94,3 +94,8 @@ def error(text: str) -> None:
 def note(text: str) -> None:
     """Print a dimmed `note: ...` line."""
     console.print(f"note: {text}", markup=False, style="dim")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`word` for one, else its plural ("1 mask", "2 masks"): counts in messages read as English."""
+    return word if count == 1 else (many or f"{word}s")

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 
 from flexunet.data.io import write_image
+from flexunet.errors import OutputError
+from flexunet.files import atomic_write_text, check_outputs, make_folder, written_by_flexunet
 
 DEMO_RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2}
 
@@ -102,7 +104,7 @@ def make_demo_dataset(root: Path, size: int = 64, counts: tuple[int, int, int] =
 
 def write_demo_config(root: Path, size: int = 64, epochs: int = 30, seed: int = 137) -> Path:
     path = root / "demo.config"
-    path.write_text(DEMO_CONFIG.format(size=size, epochs=epochs, seed=seed))
+    atomic_write_text(path, DEMO_CONFIG.format(size=size, epochs=epochs, seed=seed))
     return path
 
 
@@ -128,7 +130,14 @@ def run_demo(root: Path, epochs: int = 30, device: str | None = None, quiet: boo
     from flexunet.infer import infer_from_config
     from flexunet.train import train_from_config
 
-    root.mkdir(parents=True, exist_ok=True)
+    splits = zip(("train", "valid", "test"), counts, strict=True)
+    planned = [root / "data" / split / kind / f"cell_{i:04d}.png" for split, n in splits
+               for kind in ("images", "masks") for i in range(n)]
+    if root.is_dir() and any(root.iterdir()) and not written_by_flexunet(root / "demo.config"):
+        raise OutputError(f"{root}: not empty and not an earlier demo (no demo.config written by flexunet); "
+                          "choose a new folder with --out")
+    check_outputs(planned + [root / "demo.config"])  # before anything is written
+    make_folder(root)
     make_demo_dataset(root, size, counts)
     config_path = write_demo_config(root, size, epochs)
     cfg = load_config(config_path)

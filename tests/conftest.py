@@ -116,3 +116,21 @@ def disk_full_when(monkeypatch, fails) -> None:
         return FullDisk(file) if fails(name, len(calls), calls.count(calls[-1])) else file
 
     monkeypatch.setattr(flexunet.files, "_open_temp", open_temp)
+
+
+def save_random_checkpoint(config: Path, seed: int = 0) -> Path:
+    """best.pt of the run `config` describes, holding its model with random weights (seeded); returns its path."""
+    import torch
+
+    from flexunet.config import load_config
+    from flexunet.config.load import config_to_ini
+    from flexunet.models import build_model
+    from flexunet.runs.checkpoint import save_checkpoint
+    from flexunet.runs.rundir import run_dir_for
+
+    cfg = load_config(config)
+    torch.manual_seed(seed)
+    run_dir_for(cfg).model_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(run_dir_for(cfg).best, {"model": build_model(cfg.model).state_dict(), "config": config_to_ini(cfg),
+                                            "epoch": 0})
+    return run_dir_for(cfg).best

@@ -1,5 +1,6 @@
 """Output folders never equal or contain an input folder: masks written into images_dir overwrite the images, and a
-training run moving model_dir aside would take the dataset with it."""
+training run moving model_dir aside would take the dataset with it. `protected_inputs` lists everything a config
+makes a command read, for the output guard (flexunet/files.py) to refuse as a target."""
 from __future__ import annotations
 
 import glob
@@ -7,8 +8,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from flexunet.config.schema import Config
+from flexunet.config.schema import Config, looks_like_file
 from flexunet.errors import ConfigError
+from flexunet.files import Protected
 
 INPUT_SECTIONS = ("train", "valid", "test", "infer", "tiledinfer")
 INPUT_KEYS = ("images_dir", "masks_dir")
@@ -28,6 +30,25 @@ def _input_paths(pattern: str) -> list[Path]:
     parts = Path(pattern).parts
     fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     return [_real(Path(*parts[:fixed]) if fixed else ".")] + [_real(m) for m in glob.glob(pattern)]
+
+
+def protected_inputs(cfg: Config, reads: Sequence[tuple[Path | str | None, str]] = ()) -> list[Protected]:
+    """What a command run with `cfg` reads, so never writes: the config file, every images/masks folder (or the
+    files a glob matches), split files, [model] weights files, and `reads` ((path, why) pairs: the checkpoint or ONNX
+    file this command loads)."""
+    found = [Protected(Path(cfg.source), "the config file")] if cfg.source else []
+    for key, pattern in input_folders(cfg):
+        paths = [Path(pattern)] if not glob.has_magic(pattern) else [Path(m) for m in glob.glob(pattern)]
+        found += [Protected(path, key) for path in paths]
+    for name in INPUT_SECTIONS:
+        split_file = getattr(getattr(cfg, name), "split_file", None)
+        if split_file:
+            found.append(Protected(Path(split_file), f"[{name}] split_file"))
+    if cfg.model.pretrained_weights:
+        found.append(Protected(Path(cfg.model.pretrained_weights), "[model] pretrained_weights"))
+    if cfg.model.encoder_weights and looks_like_file(cfg.model.encoder_weights):
+        found.append(Protected(Path(cfg.model.encoder_weights), "[model] encoder_weights"))
+    return found + [Protected(Path(path), why) for path, why in reads if path]
 
 
 def input_folders(cfg: Config) -> list[tuple[str, str]]:

@@ -124,7 +124,7 @@ def resize_labels(labels: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def write_image(path: Path, image_rgb: np.ndarray) -> None:
+def write_image(path: Path, image_rgb: np.ndarray, tag: str = "") -> None:
     """Write an RGB (H, W, 3) or grey (H, W) uint8 image; the format follows the extension.
 
     Atomically (flexunet/files.py): a full disk or a crash leaves the earlier file or none, never a truncated one.
@@ -133,4 +133,4 @@ def write_image(path: Path, image_rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(path.suffix or ".png", array)
     if not ok:
         raise DataError(f"{path}: cannot encode image")
-    atomic_write_bytes(path, encoded.tobytes())
+    atomic_write_bytes(path, encoded.tobytes(), tag)

@@ -6,21 +6,23 @@ This module imports nothing from `flexunet.data`, which reads it while pairing f
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
 from flexunet.errors import DataError
+from flexunet.files import atomic_write_text
 
 HEADER = ("stem", "group", "split")
 
 
 def write_split_file(path: Path, rows: list[tuple[str, str, str]]) -> Path:
     """Write (stem, group, split) rows, sorted by stem so that two runs with one seed give identical files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(sorted(rows))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(HEADER)
+    writer.writerows(sorted(rows))
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flexunet.config.folders import check_output_folders
+from flexunet.config.folders import check_output_folders, protected_inputs
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
@@ -18,7 +19,7 @@ from flexunet.data.pairing import Pair
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import provenance_record
-from flexunet.files import atomic_write_text
+from flexunet.files import atomic_write_text, check_outputs, guarded, make_folder
 from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
@@ -45,7 +46,7 @@ from flexunet.predict import Predictor, for_inference, predictor_from_config, re
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, barrier, gather_objects, init_distributed, shard, shutdown
-from flexunet.runs.rundir import run_dir_for
+from flexunet.runs.rundir import locked_folders, run_dir_for
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -336,15 +337,18 @@ def bootstrap_record(resampling: Resampling) -> dict[str, object]:
     return {**resampling.to_dict(), "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95}
 
 
+REPORT_FILES = ("evaluation.csv", "per_image.csv", "per_class.csv", "metrics.json")  # and report.html
+
+
 def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, float],
                   per_class: dict[str, dict[str, float]], rows: list[dict], extra: dict | None = None,
                   resampling: Resampling | None = None) -> tuple[Path, ...]:
     """evaluation.csv (seed format: `<loss>,<value>` then `<metrics[0]>,<value>`), per_image.csv, per_class.csv,
     metrics.json (with `extra` entries added). `resampling` says what the intervals resampled (images if None)."""
-    result_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(result_dir)
     name = loss_name(cfg)
     seed_lines = [f"{name},{loss:.4f}"] + [f"{metric},{value:.4f}" for metric, value in list(seed.items())[:1]]
-    files = [result_dir / name for name in ("evaluation.csv", "per_image.csv", "per_class.csv", "metrics.json")]
+    files = [result_dir / name for name in REPORT_FILES]
     atomic_write_text(files[0], "\n".join(seed_lines) + "\n")
     keys = list(rows[0]) if rows else ["image"]
     atomic_write_text(files[1], "\n".join([",".join(keys)] + [",".join(_fmt(r[k]) for k in keys) for r in rows]) + "\n")
@@ -417,16 +421,25 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
     """
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
+    checkpoint = run.checkpoint(checkpoint)
+    reads = [(checkpoint, "the checkpoint this command reads"), (doctor, "the doctor report this command reads")]
     dist_ctx, dist_device = init_distributed(device)
     try:
-        torch_device = dist_device or choose_device(device)
-        checkpoint = run.checkpoint(checkpoint)
-        state = load_checkpoint(checkpoint, torch_device)
-        model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
-        return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
-                            read_training_config(state, checkpoint), dist_ctx)
+        with guarded(protected_inputs(cfg, reads)):
+            check_outputs(eval_dir_outputs(run.eval_dir, report))  # before anything is written
+            with locked_folders({run.eval_dir: run.eval_key}) if dist_ctx.is_main else nullcontext():
+                torch_device = dist_device or choose_device(device)
+                state = load_checkpoint(checkpoint, torch_device)
+                model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
+                return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
+                                    read_training_config(state, checkpoint), dist_ctx)
     finally:
         shutdown(dist_ctx)
+
+
+def eval_dir_outputs(eval_dir: Path, report: bool) -> list[Path]:
+    """The files an evaluation writes into `eval_dir`."""
+    return [Path(eval_dir) / name for name in REPORT_FILES + (("report.html",) if report else ())]
 
 
 def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str = "", quiet: bool = False,
@@ -468,6 +481,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     for line in separation_notes(postprocess, cfg.label_names, predicted):
         if not quiet:
             note(line)
+    check_outputs(eval_dir_outputs(eval_dir, report))  # before anything is written (evaluate_run from the API too)
     leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report, evaluated=[p.image for p in pairs])
     files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),

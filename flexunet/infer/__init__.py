@@ -1,30 +1,32 @@
 """Inference: masks and overlays for a folder of images, whole-image or tiled, with PyTorch or ONNX Runtime."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from flexunet.config.folders import check_output_folders
+from flexunet.config.folders import check_output_folders, protected_inputs
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import pairs_for
 from flexunet.data.io import read_image, resize_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
+from flexunet.files import check_outputs, guarded
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, Int8Result, OnnxModel, export_onnx, int8_path, quantize_int8
-from flexunet.infer.predict import InferResult, predict_folder
-from flexunet.infer.slides import list_slides, predict_slides
+from flexunet.infer.predict import InferResult, planned_outputs, predict_folder, settings_tag
+from flexunet.infer.slides import list_slides, predict_slides, slide_stem
 from flexunet.labels import LabelSpace
 from flexunet.postprocess import PostprocessSettings, postprocess_hook, settings_for_run
 from flexunet.predict import for_inference, predictor_from_config, to_input
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
-from flexunet.runs.rundir import run_dir_for
+from flexunet.runs.rundir import locked_folders, run_dir_for
 
 __all__ = ["ExportResult", "InferResult", "Int8Result", "OnnxModel", "export_from_config", "export_int8_from_config",
            "export_onnx", "infer_folders", "infer_from_config", "predict_folder", "quantize_int8"]
@@ -77,11 +79,23 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
+    weights = Path(onnx) if onnx is not None else _checkpoint(cfg, checkpoint)
+    reads = [(weights, "the ONNX file this command reads" if onnx is not None else "the checkpoint this command reads")]
+    folders = {output_dir: section.where("output_dir")} | ({merged: section.where("merged_dir")} if merged else {})
     dist_ctx, dist_device = init_distributed(device)
     try:
-        result = _infer(cfg, images_dir, output_dir, merged, dist_device or choose_device(device), dist_ctx,
-                        checkpoint, quiet or not dist_ctx.is_main, tta, tiled, onnx, resume, compile_model, slides,
-                        settings, instances)
+        with guarded(protected_inputs(cfg, reads)):
+            instances_dir = output_dir / "instances" if instances else None
+            if slides:
+                files = shard(list_slides(images_dir), dist_ctx)
+                check_outputs(output_dir / f"{slide_stem(p)}.tif" for p in files)  # before anything is written
+            else:
+                files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
+                check_outputs(planned_outputs(files, output_dir, merged, instances_dir))  # before anything is written
+            with locked_folders(folders) if dist_ctx.is_main else nullcontext():
+                result = _infer(cfg, images_dir, output_dir, merged, dist_device or choose_device(device), dist_ctx,
+                                weights, quiet or not dist_ctx.is_main, tta, tiled, onnx is not None, resume,
+                                compile_model, slides, settings, instances)
         return merge_results(gather_objects(result, dist_ctx))
     finally:
         shutdown(dist_ctx)
@@ -97,24 +111,25 @@ def merge_results(results: list[InferResult]) -> InferResult:
 
 
 def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
-           dist_ctx: DistContext, checkpoint: Path | None, quiet: bool, tta: bool | None, tiled: bool,
-           onnx: Path | None, resume: bool, compile_model: bool | None, slides: bool = False,
+           dist_ctx: DistContext, weights: Path, quiet: bool, tta: bool | None, tiled: bool,
+           onnx: bool, resume: bool, compile_model: bool | None, slides: bool = False,
            settings: PostprocessSettings | None = None, instances: bool = False) -> InferResult:
     model: nn.Module
     use_compile = cfg.infer.compile if compile_model is None else compile_model
-    if onnx is not None:
+    settings = settings or {}
+    instances_dir = output_dir / "instances" if instances else None
+    if onnx:
         if use_compile:
             source = cfg.infer.where("compile") if compile_model is None else "--compile"
             raise ConfigError(f"{source}: applies to PyTorch checkpoints, not --onnx; drop it (--no-compile) for ONNX")
-        model, weights = OnnxModel(Path(onnx), torch_device), Path(onnx)
+        model = OnnxModel(weights, torch_device)
     else:
-        weights = _checkpoint(cfg, checkpoint)
         model, _ = load_trained_model(weights, torch_device, cfg)
         model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
-    resume_after = weights.stat().st_mtime if resume else None
-    settings = settings or {}
+    tta_on = cfg.infer.tta if tta is None else tta
+    tag = settings_tag(cfg, weights, tta=tta_on, tiled=tiled, slides=slides, postprocess=settings)
     predictor = predictor_from_config(cfg, model, torch_device, tiled, tta, postprocess=postprocess_hook(settings))
     if slides:
         slide_files = shard(list_slides(images_dir), dist_ctx)
@@ -124,20 +139,23 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
 
         with progress_bars(quiet) as progress:
             bar = Bar(progress, "inferring slides", len(slide_files))
-            return predict_slides(slide_files, output_dir, probs_fn, cfg, resume_after, bar.advance)
+            return predict_slides(slide_files, output_dir, probs_fn, cfg, resume, bar.advance, tag)
     files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
     with progress_bars(quiet) as progress:
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", len(shard(files, dist_ctx)))
         return predict_folder(predictor, cfg, images_dir, output_dir, merged, on_image=bar.advance,
-                              resume_after=resume_after, settings=settings,
-                              instances_dir=output_dir / "instances" if instances else None, dist_ctx=dist_ctx)
+                              resume=resume, settings=settings, instances_dir=instances_dir, dist_ctx=dist_ctx,
+                              tag=tag)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:
     """Export the run's best checkpoint to ONNX (logits out, dynamic batch and, where possible, height/width)."""
 
-    model, _ = load_trained_model(_checkpoint(cfg, checkpoint), choose_device("cpu"), cfg)
-    return export_onnx(model, cfg, Path(onnx))
+    weights = _checkpoint(cfg, checkpoint)
+    with guarded(protected_inputs(cfg, [(weights, "the checkpoint this command reads")])):
+        check_outputs([Path(onnx)], kind="onnx")
+        model, _ = load_trained_model(weights, choose_device("cpu"), cfg)
+        return export_onnx(model, cfg, Path(onnx))
 
 
 def calibration_inputs(cfg: Config, count: int) -> list[np.ndarray]:
@@ -158,6 +176,9 @@ def export_int8_from_config(cfg: Config, onnx: Path, calibration: int = 64,
                             checkpoint: Path | None = None) -> tuple[ExportResult, Int8Result]:
     """`flexunet export --int8`: the fp32 ONNX file at `onnx`, then `<stem>.int8.onnx` beside it, statically
     quantized (onnxruntime, QDQ, per-channel) with `calibration` training images."""
-    exported = export_from_config(cfg, onnx, checkpoint)
-    return exported, quantize_int8(Path(onnx), int8_path(Path(onnx)), calibration_inputs(cfg, calibration),
-                                   LabelSpace.from_config(cfg))
+    weights = _checkpoint(cfg, checkpoint)
+    with guarded(protected_inputs(cfg, [(weights, "the checkpoint this command reads")])):
+        check_outputs([Path(onnx), int8_path(Path(onnx))], kind="onnx")  # both, before the first is written
+        exported = export_from_config(cfg, onnx, checkpoint)
+        return exported, quantize_int8(Path(onnx), int8_path(Path(onnx)), calibration_inputs(cfg, calibration),
+                                       LabelSpace.from_config(cfg))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError, FlexunetError, require_extra
+from flexunet.files import produce_file
 from flexunet.labels import LabelSpace
 
 if TYPE_CHECKING:
@@ -66,13 +67,18 @@ def export_onnx(model: nn.Module, cfg: Config, path: Path, opset: int = 17) -> E
 
     Batch is always dynamic. Height and width are dynamic when the exported graph runs at twice the config's input
     size (fully convolutional models); otherwise (e.g. fixed-window transformers) the file is re-exported with the
-    config's size fixed, and `dynamic_spatial` says so.
+    config's size fixed, and `dynamic_spatial` says so. The file is built and checked under a temporary name and
+    renamed when whole (flexunet.files.produce_file), so a failed export leaves no file and replaces none.
     """
     _require("onnx")
+    _require("onnxruntime")
+    result = produce_file(Path(path), lambda tmp: _export_checked(model.cpu().eval(), cfg, tmp, opset), kind="onnx")
+    return replace(result, path=Path(path))
+
+
+def _export_checked(model: nn.Module, cfg: Config, path: Path, opset: int) -> ExportResult:
     ort = _require("onnxruntime")
-    model = model.cpu().eval()
     m = cfg.model
-    path.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     native = torch.rand(2, m.image_channels, m.image_height, m.image_width, generator=generator)
     larger = torch.rand(1, m.image_channels, 2 * m.image_height, 2 * m.image_width, generator=generator)
@@ -164,14 +170,16 @@ def quantize_int8(fp32: Path, int8: Path, calibration: Sequence[np.ndarray], spa
             item = next(self.items, None)
             return None if item is None else {INPUT_NAME: item}
 
-    int8.parent.mkdir(parents=True, exist_ok=True)
-    logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing hint for every model; checked below
-    try:
-        quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=last)
-    finally:
-        logging.disable(logging.NOTSET)
+    def quantize(target: Path) -> None:
+        logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing hint for every model; checked below
+        try:
+            quantize_static(str(fp32), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=last)
+        finally:
+            logging.disable(logging.NOTSET)
+
+    produce_file(int8, quantize, kind="onnx")
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
     worst, same, total = 0.0, 0, 0
     for x in calibration:

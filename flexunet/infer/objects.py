@@ -26,6 +26,8 @@ def own_probability(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.take_along_axis(probs, labels[None].astype(np.int64), axis=0)[0]
 
 
+OBJECTS, COUNTS = "objects.csv", "counts.csv"  # written beside the masks
+
 @dataclass(frozen=True)
 class ImageObjects:
     """One image's objects: the instance map (H, W) int32, and one row per object (OBJECT_COLUMNS)."""
@@ -86,7 +88,7 @@ class ObjectTable:
 
     def write(self, folder: Path) -> tuple[Path, Path]:
         """<folder>/objects.csv and <folder>/counts.csv (columns image, then one per foreground class)."""
-        objects, counts = folder / "objects.csv", folder / "counts.csv"
+        objects, counts = folder / OBJECTS, folder / COUNTS
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=OBJECT_COLUMNS, lineterminator="\n")
         writer.writeheader()

@@ -12,7 +12,6 @@ tifffile and zarr are the optional extra `flexunet[slides]`.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 
 from flexunet.config.schema import Config
 from flexunet.errors import DataError, require_extra
-from flexunet.files import output_error
+from flexunet.files import make_folder, manifest_tags, output_error, produce_file
 from flexunet.infer.predict import InferResult
 from flexunet.labels import LabelSpace
 from flexunet.predict import tile_settings
@@ -282,13 +281,12 @@ def write_pyramid_tiff(tifffile: ModuleType, path: Path, levels: Sequence[Any]) 
 
 
 def predict_slide(path: Path, target: Path, probs_fn: ProbsFn, space: LabelSpace, tile: int, overlap: int,
-                  batch_size: int, channels: int, color_order: str) -> SlideResult:
+                  batch_size: int, channels: int, color_order: str, tag: str = "") -> SlideResult:
     """Segment the slide at `path` and write its mask to `target` as a pyramidal tiled TIFF, whole or not at all
     (built in hidden files beside it, then renamed)."""
     tifffile, zarr = require("tifffile"), require("zarr")
     slide = open_slide(path)
     work = target.with_name(f".{target.name}.levels.zarr")
-    tmp = target.with_name(f".{target.name}.tmp")
     try:
         shutil.rmtree(work, ignore_errors=True)
         base: LevelStore | None = None
@@ -299,13 +297,11 @@ def predict_slide(path: Path, target: Path, probs_fn: ProbsFn, space: LabelSpace
         assert base is not None  # band_labels yields at least once
         base.close()
         levels = build_pyramid(zarr, work, base.array)
-        write_pyramid_tiff(tifffile, tmp, levels)
-        os.replace(tmp, target)
+        produce_file(target, lambda tmp: write_pyramid_tiff(tifffile, tmp, levels), tag)
     except OSError as exc:
         raise output_error(target, exc) from None
     finally:
         slide.close()
-        tmp.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     tops, lefts = tile_starts(slide.height, tile, overlap), tile_starts(slide.width, tile, overlap)
     return SlideResult(target, slide.height, slide.width, len(tops) * len(lefts), len(levels))
@@ -324,9 +320,9 @@ def slide_stem(path: Path) -> str:
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def slide_done(target: Path, newer_than: float | None) -> bool:
-    """Resume: a mask written after the weights that opens as a TIFF is kept."""
-    if newer_than is None or not target.is_file() or target.stat().st_mtime <= newer_than:
+def slide_done(target: Path, tag: str) -> bool:
+    """Resume: a mask made with the same settings (the manifest's `tag`) that opens as a TIFF is kept."""
+    if not target.is_file() or manifest_tags(target.parent).get(target.name) != tag:
         return False
     try:
         with require("tifffile").TiffFile(target) as handle:
@@ -336,22 +332,22 @@ def slide_done(target: Path, newer_than: float | None) -> bool:
 
 
 def predict_slides(files: Sequence[Path], output_dir: Path, probs_fn: ProbsFn, cfg: Config,
-                   resume_after: float | None = None, on_slide: Callable[[], None] | None = None) -> InferResult:
+                   resume: bool = False, on_slide: Callable[[], None] | None = None, tag: str = "") -> InferResult:
     """`<output_dir>/<stem>.tif` pyramidal mask per slide, with the [tiledinfer] tile and overlap and [infer]
     batch_size tiles per call of `probs_fn`. An unreadable slide is skipped and reported, as infer does with
-    images; with `resume_after` masks already written after the weights are kept."""
+    images; with `resume` masks already made with the same settings (`tag`) are kept."""
     tile, overlap = tile_settings(cfg)
     space = LabelSpace.from_config(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(output_dir)
     result = InferResult()
     for path in files:
         target = output_dir / f"{slide_stem(path)}.tif"
-        if slide_done(target, resume_after):
+        if resume and slide_done(target, tag):
             result.resumed.append(target)
         else:
             try:
                 predict_slide(path, target, probs_fn, space, tile, overlap, cfg.infer.batch_size,
-                              cfg.model.image_channels, cfg.image.color_order)
+                              cfg.model.image_channels, cfg.image.color_order, tag)
                 result.written.append(target)
             except DataError as exc:
                 result.skipped.append(str(exc))

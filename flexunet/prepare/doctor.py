@@ -21,6 +21,7 @@ from flexunet.config.schema import DEFAULT_MAX_PIXELS, Config
 from flexunet.data.io import read_image
 from flexunet.data.masks import RGB
 from flexunet.errors import ConfigError, DataError
+from flexunet.files import atomic_write_text
 from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, Fingerprints, find_matches, fingerprint
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, splits_from_config
 from flexunet.prepare.stats import DatasetStats, SplitStats, dataset_stats, same_file
@@ -116,8 +117,7 @@ class DoctorReport:
         }
 
     def write_json(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
 

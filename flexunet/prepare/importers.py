@@ -6,7 +6,8 @@ splits by source *after* import, never augmenting before (the seed's augmented c
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.masks import RGB, MaskDecoding, decode_mask
 from flexunet.data.pairing import list_images
 from flexunet.errors import DataError
+from flexunet.files import Protected, atomic_write_text, check_outputs, guarded
 from flexunet.prepare.split import split_dataset
 
 CONFIG_NAME = "train_eval_infer.config"
@@ -43,6 +45,18 @@ def _fit_size(image: np.ndarray, max_side: int | None, nearest: bool) -> np.ndar
     scale = max_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_AREA)
+
+
+@contextmanager
+def importing(raw_dir: Path, out_dir: Path) -> Iterator[None]:
+    """Around an import: refuse, before anything is written, an `out_dir` that already holds a config or a split
+    list flexunet may not replace; while the import runs, nothing under `raw_dir` is written."""
+    config, split_list = Path(out_dir) / CONFIG_NAME, Path(out_dir) / "split.csv"
+    if config.exists():
+        raise DataError(f"{config}: already exists; import into an empty folder")
+    with guarded([Protected(Path(raw_dir), "the dataset being imported")]):
+        check_outputs([split_list, config])
+        yield
 
 
 def write_pair(out_dir: Path, stem: str, image: np.ndarray, mask: np.ndarray | None,
@@ -103,9 +117,7 @@ def finish_import(out_dir: Path, written: int, unlabelled: int, skipped: list[st
     config = None
     if written:
         config = out_dir / CONFIG_NAME
-        if config.exists():
-            raise DataError(f"{config}: already exists; import into an empty folder")
-        config.write_text(starter_config(image_size, rgb_map, split_name))
+        atomic_write_text(config, starter_config(image_size, rgb_map, split_name))
     return ImportResult(out_dir, written, unlabelled, tuple(skipped), config, dict(rgb_map) if rgb_map else None)
 
 

@@ -5,10 +5,8 @@ a whole; otherwise a test score measures how well the model remembers a rotated 
 """
 from __future__ import annotations
 
-import os
 import random
 import re
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from flexunet.config.folders import overlap_problems
 from flexunet.data.pairing import Pair, pair_files
 from flexunet.data.split_file import write_split_file
 from flexunet.errors import DataError, OutputError
+from flexunet.files import Protected, check_outputs, guarded, place_file
 
 SPLIT_NAMES = ("train", "valid", "test")
 # One seed augmentation prefix: a word, then parameters such as `_90`, `_0.3`, `_alpha_1300`, `_rsigma0.5`, then `_`.
@@ -68,14 +67,6 @@ def assign_groups(sizes: dict[str, int], ratios: tuple[float, ...], seed: int) -
     return out
 
 
-def _place(source: Path, target: Path, mode: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "link":
-        os.symlink(os.path.abspath(source), target)
-    else:
-        shutil.copy2(source, target)
-
-
 def split_dataset(images_dir: str | Path, masks_dir: str | Path, out: str | Path,
                   ratios: tuple[float, ...] = (0.8, 0.1, 0.1), group_by: str | None = None, seed: int = 137,
                   mask_suffix: str = "", files: str = "none") -> SplitResult:
@@ -112,12 +103,15 @@ def split_dataset(images_dir: str | Path, masks_dir: str | Path, out: str | Path
         name = names[where[group]]
         by_split[name] += members
         rows += [(p.stem, group, name) for p in members]
-    split_file = write_split_file(out / "split.csv", rows)
-    if files != "none":
-        for name, members in by_split.items():
-            for pair in members:
-                _place(pair.image, out / name / "images" / pair.image.name, files)
-                _place(pair.mask, out / name / "masks" / pair.mask.name, files)
+    placed = [(pair.image, out / name / "images" / pair.image.name) for name, members in by_split.items()
+              for pair in members] + [(pair.mask, out / name / "masks" / pair.mask.name)
+                                      for name, members in by_split.items() for pair in members]
+    placed = placed if files != "none" else []
+    with guarded([Protected(Path(images_dir), "IMAGES_DIR"), Protected(Path(masks_dir), "MASKS_DIR")]):
+        check_outputs([out / "split.csv"] + [target for _, target in placed])  # before anything is written
+        split_file = write_split_file(out / "split.csv", rows)
+        for source, target in placed:
+            place_file(source, target, link=files == "link")
     counts = {n: sum(1 for g, i in where.items() if names[i] == n) for n in names}
     return SplitResult(split_file, {n: tuple(sorted(p, key=lambda p: p.image)) for n, p in by_split.items()},
                        counts, out if files != "none" else None)

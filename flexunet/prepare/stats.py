@@ -6,6 +6,7 @@ in train and test changes what a score means, so they are counted here too.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from flexunet.config.schema import DEFAULT_MAX_PIXELS
 from flexunet.data.io import read_mask
 from flexunet.data.masks import RGB, MaskDecoding, as_rgb, colour_levels, decode_mask
 from flexunet.errors import DataError
+from flexunet.files import atomic_write_bytes
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, scan_split
 
 # A colour covering at least this share of some mask is taken as a class when no rgb_map is given.
@@ -244,7 +246,8 @@ def plot_stats(stats: DatasetStats, path: Path) -> Path:
     right.set_ylabel("fraction of mask pixels")
     right.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

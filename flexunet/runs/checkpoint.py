@@ -41,7 +41,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     if bad is not None:
         raise CheckpointError(f"{path}: not written, weight {bad} is not finite (training diverged); "
                               f"{kept_checkpoint(path)}")
-    atomic_write(path, lambda file: torch.save({"format": FORMAT_VERSION, **state}, file))  # streamed: no copy in RAM
+    # streamed: no copy in RAM
+    atomic_write(path, lambda file: torch.save({"format": FORMAT_VERSION, **state}, file), kind="checkpoint")
 
 
 def checkpoint_config(cfg: Config) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The folders one training run writes to. A run never deletes an earlier one: it is moved aside instead, and only
-folders an earlier run made (with a MARKER file) are moved; one training at a time per model_dir (LOCK)."""
+folders an earlier run made (with a MARKER file) are moved. One flexunet run at a time writes into a folder (LOCK):
+training holds model_dir, eval_dir and the preview folders, evaluation its eval_dir, inference its output folders."""
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,12 +18,13 @@ else:  # Windows: no flock, so trainings into one model_dir are not kept apart t
 
 from flexunet.config.schema import Config
 from flexunet.errors import OutputError
-from flexunet.files import atomic_write_text
+from flexunet.files import MANIFEST, RUN_MARKER, atomic_write_text, current_guard, make_folder, output_error
 
-MARKER = ".flexunet-run"  # written into every folder a training run uses: only such folders are ever moved aside
-LOCK = ".flexunet-lock"  # in model_dir while a training runs: flock plus the holder's pid
+MARKER = RUN_MARKER  # written into every folder a training run uses: only such folders are ever moved aside
+LOCK = ".flexunet-lock"  # in each folder a run writes to, while it runs: flock plus the holder's pid
+_BOOKKEEPING = (MARKER, LOCK, MANIFEST)  # files that make no folder "not empty"
 
-__all__ = ["RunDir", "run_dir_for"]
+__all__ = ["RunDir", "locked_folders", "run_dir_for"]
 
 
 @dataclass(frozen=True)
@@ -80,40 +82,34 @@ class RunDir:
         """
         moved = []
         if not resume:
-            foreign = self.foreign_folders()
+            foreign = self.foreign_folders() + self.held_inputs()
             if foreign:
                 raise OutputError("\n".join(foreign))
             stamp = datetime.now().strftime("%Y-%m-%d_%H_%M_%S_%f")
             for folder in self.folders():
                 if not _is_empty(folder):
-                    moved.append(_move_aside(folder, folder.with_name(f"{folder.name}_{stamp}_bak"), self.lock_file))
+                    moved.append(_move_aside(folder, folder.with_name(f"{folder.name}_{stamp}_bak")))
         for folder in self.folders():
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
             if not (folder / MARKER).is_file():
                 atomic_write_text(folder / MARKER, "a flexunet training run: `flexunet train` may move this folder "
                                                    "aside to <name>_<time>_bak when a new run starts here\n")
         return moved
 
+    def held_inputs(self) -> list[str]:
+        """One line per file this run reads (the config, weights) that moving an earlier run aside would take."""
+        return [f"{key} {folder}: holds {item.why} ({item.path}), which moving this earlier run aside would take "
+                f"away; keep it elsewhere or point {key} at another folder"
+                for folder, key in self.named_folders().items() for item in current_guard().protected
+                if folder.is_dir() and _real(item.path).is_relative_to(_real(folder)) and not _is_empty(folder)]
+
     @property
     def lock_file(self) -> Path:
         return self.model_dir / LOCK
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold model_dir's lock while training: a second training into the same model_dir stops with OutputError.
-
-        flock is released by the kernel when the holder dies, so a lock file left by a killed run is taken over.
-        """
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            yield
-            return
-        fd = _lock(self.lock_file)
-        try:
-            yield
-        finally:
-            self.lock_file.unlink(missing_ok=True)  # still holding the lock: no one else can have it
-            os.close(fd)
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold every folder's lock while training: a second run writing into any of them stops with OutputError."""
+        return locked_folders(self.named_folders())
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -121,31 +117,64 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
 def _is_empty(folder: Path) -> bool:
-    """Missing, or holding nothing but the marker and the lock: nothing to move aside."""
-    return not folder.is_dir() or all(entry.name in (MARKER, LOCK) for entry in folder.iterdir())
+    """Missing, or holding nothing but the marker, the manifest and the lock: nothing to move aside."""
+    return not folder.is_dir() or all(entry.name in _BOOKKEEPING for entry in folder.iterdir())
 
 
-def _move_aside(folder: Path, target: Path, keep: Path) -> Path:
-    """Move the entries of `folder` into a new `target`, except `keep` (the held lock) and what holds it."""
-    target.mkdir()
+def _move_aside(folder: Path, target: Path) -> Path:
+    """Move the entries of `folder` into a new `target`, except the held locks (this folder's and those of folders
+    inside it: the run's other folders may sit in this one)."""
+    make_folder(target)
+    held = {Path(p).resolve() for p in _HELD}
     for entry in sorted(folder.iterdir()):
-        if not keep.is_relative_to(entry):
+        if not any(lock.is_relative_to(entry.resolve()) for lock in held):
             entry.rename(target / entry.name)
     return target
 
 
-def _lock(path: Path) -> int:
+_HELD: dict[Path, int] = {}  # lock file -> descriptor, for the locks this process holds
+
+
+@contextmanager
+def locked_folders(folders: dict[Path, str]) -> Iterator[None]:
+    """Hold the lock of each folder (folder -> the key that names it) while a run writes there: another flexunet
+    process writing into any of them stops with OutputError. flock is released by the kernel when the holder dies,
+    so a lock file left by a killed run is taken over."""
+    taken: list[Path] = []
+    try:
+        for folder, key in folders.items():
+            path = Path(folder) / LOCK
+            if fcntl is None:  # Windows: no flock, so runs into one folder are not kept apart there
+                continue
+            make_folder(Path(folder))
+            _HELD[path] = _lock(path, key)
+            taken.append(path)
+        yield
+    finally:
+        for path in reversed(taken):
+            path.unlink(missing_ok=True)  # still holding the lock: no one else can have it
+            os.close(_HELD.pop(path))
+
+
+def _lock(path: Path, key: str) -> int:
     """An open descriptor holding an exclusive flock on `path`, which then holds this process's pid."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise output_error(path, exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise OutputError(f"[train] model_dir {path.parent}: another training (pid {holder}) is writing there; "
-                              "wait for it to finish, or point [train] model_dir at another folder") from None
+            raise OutputError(f"{key} {path.parent}: another flexunet run (pid {holder}) is writing there; "
+                              f"wait for it to finish, or point {key} at another folder") from None
         if path.exists() and os.stat(path).st_ino == os.fstat(fd).st_ino:
             break
         os.close(fd)  # the holder removed the file between our open and our lock: lock the new one

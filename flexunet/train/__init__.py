@@ -5,13 +5,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from flexunet.augment import build_augmenter
-from flexunet.config.folders import check_output_folders
+from flexunet.config.folders import check_output_folders, protected_inputs
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.console import note, progress_bars, say
 from flexunet.data.dataset import build_datasets
 from flexunet.errors import CheckpointError, OutputError
-from flexunet.files import atomic_write_bytes, atomic_write_text
+from flexunet.files import atomic_write_bytes, atomic_write_text, guarded
 from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.runs.device import choose_device, keep_freed_memory, seed_everything
@@ -40,6 +40,12 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
     Under torchrun (WORLD_SIZE > 1) each process trains a DistributedDataParallel replica on its share of every
     batch; rank 0 alone prepares the folders, writes files and prints.
     """
+    with guarded(protected_inputs(cfg)):
+        return _train(cfg, device, resume, quiet, on_epoch_end)
+
+
+def _train(cfg: Config, device: str | None, resume: bool, quiet: bool,
+           on_epoch_end: EpochCallback | None) -> FitResult:
     dist_ctx, dist_device = init_distributed(device)
     try:
         torch_device = dist_device or choose_device(device)
@@ -52,7 +58,7 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         check_output_folders(cfg, [(_where(cfg, key), folder) for folder, key in run.named_folders().items()])
         if resume and not run.last.is_file():
             raise CheckpointError(f"{run.last}: nothing to resume (no last.pt in [train] model_dir)")
-        foreign = [] if resume else run.foreign_folders()
+        foreign = [] if resume else run.foreign_folders() + run.held_inputs()
         if foreign:  # before the lock creates model_dir: a refused run writes nothing
             raise OutputError("\n".join(foreign))
         barrier(dist_ctx)  # every rank has looked at the folders before rank 0 creates them (a slow rank saw a
@@ -70,8 +76,9 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
                     if not quiet:
                         note(f"an earlier run was moved aside to {moved}")
                 atomic_write_text(run.resolved_config, config_to_ini(cfg))
-                if cfg.source and Path(cfg.source).is_file():  # the seed kept a copy of its config too
-                    atomic_write_bytes(run.model_dir / Path(cfg.source).name, Path(cfg.source).read_bytes())
+                copy = run.model_dir / Path(cfg.source or "").name
+                if cfg.source and Path(cfg.source).is_file() and not copy.resolve() == Path(cfg.source).resolve():
+                    atomic_write_bytes(copy, Path(cfg.source).read_bytes())  # the seed kept a copy of its config too
             barrier(dist_ctx)
             processes = f" x {dist_ctx.world_size} processes" if dist_ctx.enabled else ""
             params = sum(p.numel() for p in model.parameters())

@@ -13,18 +13,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from flexunet.config import load_config
-from flexunet.config.load import config_to_ini
-from flexunet.models import build_model
-from flexunet.runs.checkpoint import load_checkpoint, save_checkpoint
+from flexunet.runs.checkpoint import load_checkpoint
 from flexunet.runs.rundir import MARKER, run_dir_for
-from tests.conftest import disk_full_when, make_config, run_cli
+from tests.conftest import disk_full_when, make_config, run_cli, save_random_checkpoint
 
 
 def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def listed(folder: Path) -> list[str]:
+    """The names in `folder` a user sees: flexunet's hidden bookkeeping (manifest, objects journal) left out."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".flexunet-"))
 
 
 def stderr_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
@@ -35,11 +37,7 @@ def stderr_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
 def checkpointed(tmp_path: Path, tiny_dataset: Path) -> Path:
     """A config whose best.pt holds a tiny FlexUNet with random weights ([infer] images_dir: the 4 test images)."""
     config = make_config(tmp_path, tiny_dataset)
-    cfg = load_config(config)
-    torch.manual_seed(0)
-    run_dir_for(cfg).model_dir.mkdir(parents=True)
-    save_checkpoint(run_dir_for(cfg).best, {"model": build_model(cfg.model).state_dict(), "config": config_to_ini(cfg),
-                                            "epoch": 0})
+    save_random_checkpoint(config)
     return config
 
 
@@ -96,7 +94,7 @@ def test_a_second_training_into_a_locked_model_dir_is_refused(tiny_dataset: Path
     with run.locked():
         assert run_cli(monkeypatch, "train", str(config), "-q", "--device", "cpu") == 2
     assert stderr_lines(capsys) == [
-        f"error: [train] model_dir {run.model_dir}: another training (pid {os.getpid()}) is writing there; wait for it "
+        f"error: [train] model_dir {run.model_dir}: another flexunet run (pid {os.getpid()}) is writing there; wait for it "
         "to finish, or point [train] model_dir at another folder"]
     (run.model_dir / ".flexunet-lock").write_text("4194999\n")  # left by a killed run: taken over
     assert run_cli(monkeypatch, "train", str(config), "-q", "--device", "cpu") == 0
@@ -112,15 +110,15 @@ def test_disk_full_during_infer_stops_with_one_line_and_resume_finishes(checkpoi
     err = stderr_lines(capsys)
     assert err == [f"error: {root / 'merged' / 'img_001.png'}: cannot write, the disk is full (No space left on device); "
                    "earlier files are kept. Free some space and run again with --resume (1 of 4 images are finished)"]
-    assert sorted(p.name for p in (root / "out").iterdir()) == ["img_000.png", "img_001.png"]  # no temp, no half file
-    assert sorted(p.name for p in (root / "merged").iterdir()) == ["img_000.png"]
+    assert listed(root / "out") == ["img_000.png", "img_001.png"]  # no temp, no half file
+    assert listed(root / "merged") == ["img_000.png"]
     assert cv2.imread(str(root / "out" / "img_001.png")) is not None
     monkeypatch.undo()
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--resume") == 0
     assert "wrote 3 masks" in capsys.readouterr().out  # img_001's overlay was missing: redone with the rest
     for folder in ("out", "merged"):
         assert [cv2.imread(str(p)) is not None for p in sorted((root / folder).glob("*.png"))] == [True] * 4
-    assert sorted(p.name for p in (root / "out").iterdir() if p.suffix != ".png") == ["counts.csv", "objects.csv"]
+    assert [name for name in listed(root / "out") if not name.endswith(".png")] == ["counts.csv", "objects.csv"]
 
 
 def test_resume_redoes_truncated_masks_and_missing_overlays(checkpointed: Path, monkeypatch: pytest.MonkeyPatch,
@@ -181,13 +179,13 @@ def test_images_option_takes_a_file_a_file_glob_and_a_folder_glob(checkpointed: 
     }
     for name, (images, expected) in cases.items():
         assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--images", images, "--output", str(root / name)) == 0
-        assert sorted(p.name for p in (root / name).iterdir()) == sorted(expected + ["counts.csv", "objects.csv"]), name
-        assert sorted(p.name for p in (root / f"{name}_merged").iterdir()) == expected, name  # overlays follow --output
+        assert listed(root / name) == sorted(expected + ["counts.csv", "objects.csv"]), name
+        assert listed(root / f"{name}_merged") == expected, name  # overlays follow --output
         assert cv2.imread(str(root / name / expected[0]), cv2.IMREAD_UNCHANGED).shape == (20, 24)
     assert not (root / "merged").exists()  # the config's merged_dir was not used by any --output pass
     assert run_cli(monkeypatch, "infer", str(checkpointed), "-q", "--images", str(root / "scans" / "a" / "images"),
                    "--output", str(root / "o"), "--merged", str(root / "m")) == 0
-    assert sorted(p.name for p in (root / "m").iterdir()) == ["p.png", "q.png"] and not (root / "o_merged").exists()
+    assert listed(root / "m") == ["p.png", "q.png"] and not (root / "o_merged").exists()
 
 
 @pytest.mark.parametrize("layout", [{"a": ["x.png"], "b": ["x.png"]}, {"a": ["x.png", "x.jpg"]}])

@@ -9,7 +9,7 @@ import pytest
 
 from flexunet.config.folders import overlap_problems
 from flexunet.errors import OutputError
-from flexunet.files import atomic_write_bytes
+from flexunet.files import MANIFEST, atomic_write_bytes
 from flexunet.runs.rundir import LOCK, MARKER, RunDir
 from tests.conftest import disk_full_when
 
@@ -31,13 +31,13 @@ def test_atomic_write_honours_the_umask(tmp_path: Path, umask: int, mode: int) -
 
 def test_disk_full_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "last.pt"
-    atomic_write_bytes(target, b"old" * 100)
+    atomic_write_bytes(target, b"old" * 100, kind="checkpoint")
     disk_full_after(monkeypatch, 0)
     with pytest.raises(OutputError, match=r"last\.pt: cannot write, the disk is full") as info:
-        atomic_write_bytes(target, b"new" * 100)
+        atomic_write_bytes(target, b"new" * 100, kind="checkpoint")
     assert "\n" not in str(info.value)
     assert target.read_bytes() == b"old" * 100
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "last.pt"]
 
 
 def test_overlap_names_both_keys(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_a_second_training_into_one_model_dir_is_refused(tmp_path: Path) -> None
     run = run_dir(tmp_path)
     with run.locked():
         assert (run.lock_file.read_text().strip()) == str(os.getpid())
-        with pytest.raises(OutputError, match=rf"another training \(pid {os.getpid()}\) is writing there"):
+        with pytest.raises(OutputError, match=rf"another flexunet run \(pid {os.getpid()}\) is writing there"):
             with run_dir(tmp_path).locked():
                 pass
         run.prepare(resume=False)  # the holder itself may prepare: the lock file does not count as content
@@ -103,7 +103,7 @@ def test_moving_aside_keeps_the_held_lock_in_place(tmp_path: Path) -> None:
     with run.locked():
         moved = run.prepare(resume=False)
         assert run.lock_file.is_file() and len(moved) == 2
-        with pytest.raises(OutputError, match="another training"):
+        with pytest.raises(OutputError, match="another flexunet run"):
             with RunDir(run.model_dir, run.eval_dir, run.preview_dir).locked():
                 pass
 
@@ -125,4 +125,79 @@ def test_inspect_summary_is_whole_or_absent_and_honours_the_umask(tmp_path: Path
     disk_full_after(monkeypatch, 0)
     with pytest.raises(OutputError, match=r"summary\.txt: cannot write, the disk is full"):
         write_summary(summary, target)
-    assert target.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == ["summary.txt"]
+    assert target.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "summary.txt"]
+
+
+def test_two_trainings_sharing_only_eval_dir_are_kept_apart(tmp_path: Path) -> None:
+    first = RunDir(tmp_path / "models_a", tmp_path / "eval", tmp_path / "previews_a")
+    second = RunDir(tmp_path / "models_b", tmp_path / "eval", tmp_path / "previews_b")
+    with first.locked():
+        with pytest.raises(OutputError, match=r"\[train\] eval_dir .*eval: another flexunet run \(pid \d+\)") as info:
+            with second.locked():
+                pass
+        assert "\n" not in str(info.value)
+        assert not (tmp_path / "models_b" / LOCK).exists()  # a refused run holds no lock it took before
+    with second.locked():  # released when the first ends
+        pass
+
+
+def test_locks_are_released_when_the_run_fails(tmp_path: Path) -> None:
+    from flexunet.runs.rundir import locked_folders
+
+    folders = {tmp_path / "out": "[infer] output_dir", tmp_path / "merged": "[infer] merged_dir"}
+    with pytest.raises(RuntimeError):
+        with locked_folders(folders):
+            raise RuntimeError("a crash half-way")
+    assert not any((folder / LOCK).exists() for folder in folders)
+    with locked_folders(folders):
+        with pytest.raises(OutputError, match=r"\[infer\] merged_dir .*merged: another flexunet run"):
+            with locked_folders({tmp_path / "merged": "[infer] merged_dir"}):
+                pass
+
+
+def test_read_only_folders_and_files_in_the_way_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexunet.files import atomic_write_text, make_folder
+
+    (tmp_path / "my.config").write_text("[model]\n")
+    with pytest.raises(OutputError, match=r"my\.config is a file, not a folder") as info:
+        make_folder(tmp_path / "my.config" / "masks")
+    assert "\n" not in str(info.value)
+    with pytest.raises(OutputError, match=r"my\.config is a file, not a folder"):
+        atomic_write_text(tmp_path / "my.config" / "masks" / "a.png", "x")
+    assert (tmp_path / "my.config").read_text() == "[model]\n"
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # root ignores chmod, so a read-only folder is simulated at the system call
+        if Path(path).parent == tmp_path / "ro" and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(OutputError, match=r"ro/a\.txt: cannot write there \(Permission denied\): the folder is "
+                                          r"read-only for you; choose another output folder"):
+        atomic_write_text(tmp_path / "ro" / "a.txt", "x")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
+def test_a_user_file_is_refused_and_overwrite_opts_in_but_never_for_inputs(tmp_path: Path) -> None:
+    from flexunet.files import Protected, atomic_write_text, guarded
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"notes\.txt: exists and flexunet did not write it; choose another path, "
+                                          r"or pass --overwrite to replace it"):
+        atomic_write_text(tmp_path / "notes.txt", "flexunet's")
+    atomic_write_text(tmp_path / "report.txt", "one")
+    atomic_write_text(tmp_path / "report.txt", "two")  # its own file: replaced
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    with guarded([Protected(tmp_path / "notes.txt", "the config file")], overwrite=True):
+        with pytest.raises(OutputError, match=r"notes\.txt: is the config file \(.*notes\.txt\); flexunet never "
+                                              r"writes over what it reads"):
+            atomic_write_text(tmp_path / "notes.txt", "flexunet's")
+        with pytest.raises(OutputError, match=r"model\.pt: is a weights file \(checkpoint\); only training"):
+            atomic_write_text(tmp_path / "model.pt", "a summary")
+        atomic_write_text(tmp_path / "other.txt", "x")
+        (tmp_path / "user.csv").write_text("mine")
+        atomic_write_text(tmp_path / "user.csv", "replaced, as asked")
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "model.pt").read_bytes() == b"weights"
+    assert (tmp_path / "report.txt").read_text() == "two" and (tmp_path / "user.csv").read_text() == "replaced, as asked"

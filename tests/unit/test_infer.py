@@ -64,7 +64,7 @@ def test_overlap_of_a_whole_tile_is_a_config_error(checkpointed: Path, monkeypat
     assert len(out) == 1 and "test.config [tiledinfer] overlapping = 32: must be smaller than the tile size 32" in out[0]
 
 
-def test_resume_keeps_masks_newer_than_the_checkpoint_and_reports_unreadable_files(checkpointed: Path) -> None:
+def test_resume_keeps_masks_made_with_the_same_weights_and_reports_unreadable_files(checkpointed: Path) -> None:
     cfg = load_config(checkpointed)
     images = Path(cfg.tiledinfer.images_dir)
     (images / "broken.png").write_bytes(b"not a png")
@@ -74,12 +74,47 @@ def test_resume_keeps_masks_newer_than_the_checkpoint_and_reports_unreadable_fil
     again = infer_from_config(cfg, quiet=True, tiled=True, resume=True)
     assert (len(again.written), len(again.resumed)) == (0, 3)
     assert {p.name: p.stat().st_mtime_ns for p in first.written} == stamps
-    # new weights: masks older than the checkpoint are redone
+    # the same weights saved again (a newer file, same bytes): still kept; the manifest knows what made each mask
     best = run_dir_for(cfg).best
     later = max(stamps.values()) / 1e9 + 5
     os.utime(best, (later, later))
+    kept = infer_from_config(cfg, quiet=True, tiled=True, resume=True)
+    assert (len(kept.written), len(kept.resumed)) == (0, 3)
+    # new weights: every mask is made again, and a note says so
+    torch.manual_seed(1)
+    save_checkpoint(best, {"model": build_model(cfg.model).state_dict(), "config": config_to_ini(cfg), "epoch": 1})
     redone = infer_from_config(cfg, quiet=True, tiled=True, resume=True)
     assert (len(redone.written), len(redone.resumed)) == (3, 0)
+    assert any("3 masks made earlier with other settings" in n for n in redone.notes), redone.notes
+
+
+def _csv(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_resume_merges_objects_and_redoes_masks_made_with_other_settings(checkpointed: Path) -> None:
+    cfg = load_config(checkpointed)
+    out = Path(cfg.infer.output_dir)
+    first = infer_from_config(cfg, quiet=True)
+    objects, counts = _csv(out / "objects.csv"), _csv(out / "counts.csv")
+    assert len(first.written) == 4 and len(counts) == 5 and len(objects) > 1  # header + one row per image / object
+    # a finished pass resumed: nothing redone, objects.csv and counts.csv keep every row (they were truncated to the
+    # header: only the pass's own rows were written)
+    again = infer_from_config(cfg, quiet=True, resume=True)
+    assert (len(again.written), len(again.resumed)) == (0, 4)
+    assert (_csv(out / "objects.csv"), _csv(out / "counts.csv")) == (objects, counts)
+    # killed before the tables were written, and two masks lost: the journal gives the kept masks' rows
+    for name in ("objects.csv", "counts.csv", "img_001.png"):
+        (out / name).unlink()
+    (Path(cfg.infer.merged_dir) / "img_002.png").unlink()
+    partial = infer_from_config(cfg, quiet=True, resume=True)
+    assert sorted(p.name for p in partial.written) == ["img_001.png", "img_002.png"] and len(partial.resumed) == 2
+    assert (_csv(out / "objects.csv"), _csv(out / "counts.csv")) == (objects, counts)
+    # another threshold shapes other masks: every mask is made again, with a note
+    stricter = load_config(checkpointed, ["infer.threshold=0.9"])
+    redone = infer_from_config(stricter, quiet=True, resume=True)
+    assert (len(redone.written), len(redone.resumed)) == (4, 0)
+    assert any("4 masks made earlier with other settings" in n for n in redone.notes), redone.notes
 
 
 def test_onnx_export_matches_torch_and_infers_the_same_masks(checkpointed: Path, monkeypatch: pytest.MonkeyPatch) -> None:

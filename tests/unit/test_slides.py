@@ -10,6 +10,7 @@ from torch import nn
 
 from flexunet.config import config_from_dict
 from flexunet.errors import DataError
+from flexunet.files import MANIFEST
 from flexunet.labels import LabelSpace
 from flexunet.predict import forward_probs, to_input
 from flexunet.predict.tiling import sliding_window_probs
@@ -82,7 +83,7 @@ def test_bands_give_the_labels_of_the_whole_image_sliding_window(tmp_path: Path,
         assert handle.is_bigtiff and len(handle.series[0].levels) == 3
     np.testing.assert_array_equal(read_level(result.path, 1), got[::2, ::2])
     np.testing.assert_array_equal(read_level(result.path, 2), got[::4, ::4])
-    assert not list(tmp_path.glob(".*"))  # the level store and temporary TIFF are gone
+    assert [p.name for p in tmp_path.glob(".*")] == [MANIFEST]  # the level store and temporary TIFF are gone
 
 
 def test_ome_zarr_input_reads_like_the_tiff(tmp_path: Path, setup) -> None:
@@ -136,7 +137,7 @@ def test_resume_keeps_a_newer_mask_and_redoes_a_broken_one(tmp_path: Path, setup
     first = predict_slides(list_slides(str(tmp_path / "in")), tmp_path / "out", probs_fn, cfg)
     assert len(first.written) == 2
     (tmp_path / "out" / "b.tif").write_bytes(b"II*\x00truncated")
-    again = predict_slides(list_slides(str(tmp_path / "in")), tmp_path / "out", probs_fn, cfg, resume_after=0.0)
+    again = predict_slides(list_slides(str(tmp_path / "in")), tmp_path / "out", probs_fn, cfg, resume=True)
     assert [p.name for p in again.resumed] == ["a.tif"] and [p.name for p in again.written] == ["b.tif"]
 
 
