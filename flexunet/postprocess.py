@@ -88,29 +88,46 @@ def clean_mask(mask: np.ndarray, settings: ClassPostprocess) -> np.ndarray:
 
 
 def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: PostprocessSettings) -> np.ndarray:
-    """Labels (H, W) after each class's `clean_mask`, classes in increasing order.
+    """Labels (H, W) after each class's `clean_mask`, classes in increasing order, repeated until no class loses a
+    pixel.
 
-    Pixels a class loses take the most probable other label (`probs` (C, H, W), C > 1), or background for binary
-    models and without probs. Filling holes only claims background: a nucleus inside its cytoplasm is not a hole.
+    Pixels a class loses take the most probable label that has not already lost them (`probs` (C, H, W), C > 1),
+    or background for binary models and without probs. The repetition matters: a speck of class 2 handed to class 1,
+    already cleaned, would otherwise stay as a class-1 speck under class 1's threshold. Every pass that changes
+    anything refuses at least one (label, pixel) pair for good, so it ends; background is never refused. Filling
+    holes only claims background (a nucleus inside its cytoplasm is not a hole) that the class has not refused.
     """
     out = labels.copy()
-    for cls in sorted(settings):
-        each = settings[cls]
-        if not each.changes_pixels:
-            continue
-        mask = out == cls
-        cleaned = clean_mask(mask, each)
-        lost = mask & ~cleaned
-        if lost.any():
-            out[lost] = _next_label(probs, cls, lost) if probs is not None and probs.shape[0] > 1 else 0
-        out[cleaned & (out == 0)] = cls
+    refused: np.ndarray | None = None  # (labels, H, W): the labels that lost each pixel, made at the first loss
+    changed = True
+    while changed:
+        changed = False
+        for cls in sorted(settings):
+            each = settings[cls]
+            if not each.changes_pixels:
+                continue
+            mask = out == cls
+            cleaned = clean_mask(mask, each)
+            lost = mask & ~cleaned
+            if lost.any():
+                changed = True
+                if refused is None:
+                    count = probs.shape[0] if probs is not None else 0
+                    refused = np.zeros((max(count, max(settings) + 1), *labels.shape), bool)
+                refused[cls, lost] = True
+                out[lost] = _next_label(probs, refused, lost) if probs is not None and probs.shape[0] > 1 else 0
+            claimed = cleaned & (out == 0)
+            if refused is not None:
+                claimed &= ~refused[cls]
+            out[claimed] = cls
     return out
 
 
-def _next_label(probs: np.ndarray, cls: int, where: np.ndarray) -> np.ndarray:
-    """The most probable label other than `cls` at the pixels `where` (probs (C, H, W), softmax)."""
-    p = probs[:, where].copy()  # (C, M)
-    p[cls] = -np.inf
+def _next_label(probs: np.ndarray, refused: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The most probable label not refused at the pixels `where` (probs (C, H, W), softmax); background when every
+    class has refused a pixel (background itself is never refused)."""
+    p = np.where(refused[: len(probs), where], -np.inf, probs[:, where])  # (C, M)
+    p[0] = probs[0, where]
     return p.argmax(0).astype(np.int64)
 
 
