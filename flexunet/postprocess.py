@@ -147,8 +147,10 @@ def separate_instances(mask: np.ndarray, min_distance: int = 5, compactness: flo
         return np.zeros(mask.shape, np.int32)
     components = connected_components(mask, connectivity=2)
     distance = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(distance, min_distance=max(int(min_distance), 1), labels=components,
-                           exclude_border=False)
+    # beyond the image's longest side a distance changes nothing, but peak_local_max builds a (2d+1)**2 footprint:
+    # min_distance = 1e9 was a MemoryError
+    reach = min(max(int(min_distance), 1), max(mask.shape))
+    peaks = peak_local_max(distance, min_distance=reach, labels=components, exclude_border=False)
     seeds = np.zeros(mask.shape, bool)
     seeds[tuple(peaks.T)] = True
     markers, count = ndimage.label(seeds, structure=np.ones((3, 3)))  # neighbouring maxima: one seed

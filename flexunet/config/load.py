@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import configparser
 import difflib
+import math
 import os
 import typing
 from collections.abc import Mapping, Sequence
@@ -337,6 +338,52 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
         problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: "
                         f"level i drops dropout_rate * i, "
                         f"so with {levels} it must be < {1 / deepest:.4g}")
+    return problems + _size_problems(cfg, label)
+
+
+MAX_LEVEL_FILTERS = 8192  # one 3x3 convolution at this width holds 9 * 8192**2 weights, 2.4 GB in float32
+
+
+def _widest_level(m: ModelSection) -> tuple[int, str, str] | None:
+    """(filters of the widest level, the key that sets it, how) for the models whose width [model] keys set."""
+    name = canonical_model_name(m.model)
+    if name == "sharp_unet" and m.filters:
+        return max(m.filters), "filters", "the widest level"
+    if name == "trans_unet" and m.filter_num:
+        return max(m.filter_num), "filter_num", "the widest level"
+    if "base_filters" not in MODEL_KEYS.get(name, frozenset()):
+        return None
+    levels = 4 if name in ("sharp_unet", "trans_unet") else m.num_layers
+    return m.base_filters * 2 ** (levels - 1), "base_filters", f"the deepest of {levels} levels (base_filters * 2**i)"
+
+
+def _size_problems(cfg: Config, label: str) -> list[str]:
+    """Upper bounds on sizes: a model or an image setting that would exhaust memory before anything is learned
+    (issue 27: huge base_filters, image sizes and watershed distances were a MemoryError or an unbounded run)."""
+    problems = []
+    m, limit, largest = cfg.model, cfg.image.pixel_limit(), cfg.image.pixel_limit(tiled=True)
+    widest = _widest_level(m)
+    if widest is not None and widest[0] > MAX_LEVEL_FILTERS:
+        filters, key, where = widest
+        problems.append(f"{Location(label, 'model', key)} = {getattr(m, key)!r}: {where} would have {filters:,} "
+                        f"filters, and one 3x3 convolution there {9 * filters**2 * 4 / 1e9:,.0f} GB of weights; "
+                        f"at most {MAX_LEVEL_FILTERS} filters per level")
+    pixels = m.image_width * m.image_height
+    if pixels > limit:
+        batch_gb = cfg.train.batch_size * m.image_channels * pixels * 4 / 1e9
+        problems.append(f"{Location(label, 'model', 'image_width')} x image_height = {m.image_width} x "
+                        f"{m.image_height}: {pixels:,} pixels is over [image] max_pixels = {limit:,}, the largest "
+                        f"image read (one input batch alone would take {batch_gb:,.1f} GB)")
+    side = math.isqrt(largest)
+    post = cfg.postprocess
+    for key, bound, why in (
+        ("min_distance", side, f"the side of the largest square image [image] max_pixels admits ({largest:,} pixels "
+                               "with infer --tiled): no two object centres are further apart"),
+        ("min_object_px", largest, "the most pixels an image may have ([image] max_pixels with infer --tiled)"),
+    ):
+        value = getattr(post, key)
+        if any(v > bound for v in (value.values() if isinstance(value, dict) else [value])):
+            problems.append(f"{Location(label, 'postprocess', key)} = {value!r}: must be <= {bound:,}, {why}")
     return problems
 
 

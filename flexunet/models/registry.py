@@ -48,7 +48,15 @@ def build_model(section: ModelSection) -> nn.Module:
         close = difflib.get_close_matches(name, list(MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; choose one of {', '.join(sorted(MODELS))}"
         raise ConfigError(f"{section.where('model')} = {section.model!r}: unknown model{hint}")
-    model = MODELS[name](section)
+    try:
+        model = MODELS[name](section)
+    except (MemoryError, RuntimeError) as exc:  # e.g. widths under the config's bound, on a small machine
+        if isinstance(exc, RuntimeError) and "can't allocate memory" not in str(exc):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(exc))
+        need = f"{int(asked.group(1)) / 1e9:.1f} GB for one tensor" if asked else "MemoryError"
+        raise ConfigError(f"{section.where('model')} = {section.model!r}: its weights do not fit in this machine's "
+                          f"memory ({need}); use a smaller base_filters or num_layers") from None
     if section.pretrained_weights:
         report = load_pretrained(model, Path(section.pretrained_weights))
         if not report.is_complete:

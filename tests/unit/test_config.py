@@ -286,3 +286,28 @@ def test_postprocess_keys_per_class_and_their_errors() -> None:
         assert len(str(err.value).splitlines()) == 1
     with pytest.raises(ConfigError, match=r"min_object_px = -2: must be >= 0$"):
         config_from_dict({**base, "postprocess": {"min_object_px": -2}})
+
+
+def test_sizes_that_would_exhaust_memory_are_config_errors_with_the_reason() -> None:
+    """Issue 27: huge base_filters, image sizes and watershed distances were a MemoryError (or a machine brought to
+    its knees); each is now one line naming file, section and key, with the bound and why."""
+    from flexunet.config.load import config_from_dict
+
+    cases = {
+        "[model] base_filters = 100000: the deepest of 6 levels": {"model": {"base_filters": 100000}},
+        "[model] filters = [16, 100000]: the widest level would have 100,000 filters": {
+            "model": {"model": "sharp_unet", "filters": [16, 100000]}},
+        "[model] image_width x image_height = 1000000 x 1000000: 1,000,000,000,000 pixels is over [image] max_pixels": {
+            "model": {"image_width": 10**6, "image_height": 10**6}},
+        "[postprocess] min_distance = 1000000000: must be <= 20,000": {"postprocess": {"min_distance": 1e9}},
+        "[postprocess] min_distance = {'cell': 5000}: must be <= 4,000": {
+            "image": {"max_pixels": 4000**2}, "postprocess": {"min_distance": {"cell": 5000}},
+            "mask": {"class_names": ["background", "cell"]}},
+        "[postprocess] min_object_px = 10000000000: must be <= 400,000,000": {"postprocess": {"min_object_px": 10**10}},
+    }
+    for expected, sections in cases.items():
+        with pytest.raises(ConfigError) as err:
+            config_from_dict(sections)
+        assert expected in str(err.value) and len(str(err.value).splitlines()) == 1
+    # the largest settings below the bounds still load: 16 filters over 10 levels, a tiled-size watershed distance
+    config_from_dict({"model": {"base_filters": 16, "num_layers": 10}, "postprocess": {"min_distance": 20000}})

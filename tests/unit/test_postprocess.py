@@ -240,3 +240,11 @@ def test_separate_on_a_class_with_no_objects_is_a_note() -> None:
     notes = separation_notes(settings, ["background", "nucleus", "cytoplasm"], {"nucleus": 3, "cytoplasm": 0})
     assert notes == ["[postprocess] separate = \"watershed\" for class 'cytoplasm': no cytoplasm object was "
                      "predicted, so there was nothing to separate"]
+
+
+def test_watershed_distance_beyond_the_image_is_the_image_side() -> None:
+    """min_distance = 1e9 built a (2e9 + 1)**2 footprint (MemoryError); past the image's side it changes nothing."""
+    mask = _disc((30, 40), (15, 12), 8) | _disc((30, 40), (15, 27), 8)
+    far = separate_instances(mask, min_distance=10**9)
+    assert np.array_equal(far, separate_instances(mask, min_distance=40))
+    assert far.max() == 1  # one seed for the whole component at any distance past the image
