@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from flexunet.config.schema import Config
+from flexunet.data.io import ImageTooLarge
 from flexunet.errors import DataError, require_extra
 from flexunet.files import output_error
 from flexunet.infer.predict import InferResult
@@ -282,11 +283,15 @@ def write_pyramid_tiff(tifffile: ModuleType, path: Path, levels: Sequence[Any]) 
 
 
 def predict_slide(path: Path, target: Path, probs_fn: ProbsFn, space: LabelSpace, tile: int, overlap: int,
-                  batch_size: int, channels: int, color_order: str) -> SlideResult:
+                  batch_size: int, channels: int, color_order: str, max_pixels: int | None = None) -> SlideResult:
     """Segment the slide at `path` and write its mask to `target` as a pyramidal tiled TIFF, whole or not at all
-    (built in hidden files beside it, then renamed)."""
+    (built in hidden files beside it, then renamed). A slide whose header claims more than `max_pixels` is refused
+    before any tile is read, as images are: a 300 KB TIFF claiming 100000 x 65535 pixels ran unbounded."""
     tifffile, zarr = require("tifffile"), require("zarr")
     slide = open_slide(path)
+    if max_pixels is not None and slide.height * slide.width > max_pixels:
+        slide.close()
+        raise ImageTooLarge(path, (slide.width, slide.height), max_pixels)
     work = target.with_name(f".{target.name}.levels.zarr")
     tmp = target.with_name(f".{target.name}.tmp")
     try:
@@ -351,7 +356,7 @@ def predict_slides(files: Sequence[Path], output_dir: Path, probs_fn: ProbsFn, c
         else:
             try:
                 predict_slide(path, target, probs_fn, space, tile, overlap, cfg.infer.batch_size,
-                              cfg.model.image_channels, cfg.image.color_order)
+                              cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled=True))
                 result.written.append(target)
             except DataError as exc:
                 result.skipped.append(str(exc))
