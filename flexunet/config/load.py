@@ -108,6 +108,17 @@ def _is_text_field(section: type[Section], key: str) -> bool:
     return annotation is str or (str in args and args <= {str, type(None)})
 
 
+def _holds_nul(value: object) -> bool:
+    """True when a parsed value has a NUL character in a string anywhere inside it (keys of dicts included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices))}"
@@ -157,6 +168,10 @@ class _Collector:
             else:
                 self.problems.append(str(exc))
                 return
+        if _holds_nul(value):  # `"a\x00b"` in the file or `--images $'a\0b'`: os calls raise ValueError on it
+            self.problems.append(f"{where} = {value!r}: contains a NUL byte (\\x00), which no file name or setting "
+                                 "may hold")
+            return
         if origin == ORIGIN_CLI and _is_text_field(schema, key) and isinstance(value, (int, float)) \
                 and not isinstance(value, bool):
             value = raw.strip()  # `--set infer.output_dir=2024` names a folder, not the number 2024

@@ -311,3 +311,28 @@ def test_sizes_that_would_exhaust_memory_are_config_errors_with_the_reason() -> 
         assert expected in str(err.value) and len(str(err.value).splitlines()) == 1
     # the largest settings below the bounds still load: 16 filters over 10 levels, a tiled-size watershed distance
     config_from_dict({"model": {"base_filters": 16, "num_layers": 10}, "postprocess": {"min_distance": 20000}})
+
+
+def test_a_nul_byte_in_a_value_is_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: a NUL byte in a path ("a\\x00b" in the file, or `--images` / `--set` on the command line) was a
+    ValueError traceback from the first os call that met it."""
+    from tests.conftest import run_cli
+
+    config = tmp_path / "nul.config"
+    config.write_text('[model]\nimage_width = 32\nimage_height = 32\n[train]\nmodel_dir = "./m\\x00x"\n'
+                      '[mask]\nclass_names = ["background", "ce\\x00ll"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert str(err.value).splitlines() == [
+        "nul.config [train] model_dir = './m\\x00x': contains a NUL byte (\\x00), which no file name or setting may "
+        "hold",
+        "nul.config [mask] class_names = ['background', 'ce\\x00ll']: contains a NUL byte (\\x00), which no file name "
+        "or setting may hold",
+    ]
+    plain = tmp_path / "ok.config"
+    plain.write_text("[model]\nimage_width = 32\nimage_height = 32\n")
+    for args in (["infer", str(plain), "--images", "x\0y"], ["train", str(plain), "--set", "train.model_dir=a\0b"]):
+        assert run_cli(monkeypatch, *args) == 2
+        err_lines = capsys.readouterr().err.strip().splitlines()
+        assert len(err_lines) == 1 and "contains a NUL byte" in err_lines[0], err_lines
