@@ -20,7 +20,7 @@ from flexunet.infer.predict import InferResult, predict_folder
 from flexunet.infer.slides import list_slides, predict_slides
 from flexunet.labels import LabelSpace
 from flexunet.postprocess import PostprocessSettings, postprocess_hook, settings_for_run
-from flexunet.predict import for_inference, predictor_from_config, to_input
+from flexunet.predict import for_inference, predictor_from_config, tile_settings, to_input
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
@@ -106,7 +106,9 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
         if use_compile:
             source = cfg.infer.where("compile") if compile_model is None else "--compile"
             raise ConfigError(f"{source}: applies to PyTorch checkpoints, not --onnx; drop it (--no-compile) for ONNX")
-        model, weights = OnnxModel(Path(onnx), torch_device), Path(onnx)
+        session = OnnxModel(Path(onnx), torch_device)
+        session.check_fits(cfg.model, tile_settings(cfg)[0] if tiled else None)
+        model, weights = session, Path(onnx)
     else:
         weights = _checkpoint(cfg, checkpoint)
         model, _ = load_trained_model(weights, torch_device, cfg)

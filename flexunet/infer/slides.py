@@ -24,10 +24,11 @@ import cv2
 import numpy as np
 
 from flexunet.config.schema import Config
+from flexunet.console import say
 from flexunet.data.io import ImageTooLarge
 from flexunet.errors import DataError, require_extra
 from flexunet.files import output_error
-from flexunet.infer.predict import InferResult
+from flexunet.infer.predict import InferResult, nonfinite_warning
 from flexunet.labels import LabelSpace
 from flexunet.predict import tile_settings
 from flexunet.predict.tiling import Box, gaussian_weights_1d, tile_starts, weight_sums
@@ -349,17 +350,29 @@ def predict_slides(files: Sequence[Path], output_dir: Path, probs_fn: ProbsFn, c
     space = LabelSpace.from_config(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     result = InferResult()
+    finite = [True]  # False once a tile of the current slide got NaN or inf from the model
+
+    def checked_probs(tiles: np.ndarray) -> np.ndarray:
+        probs = probs_fn(tiles)
+        finite[0] = finite[0] and bool(np.isfinite(probs).all())
+        return probs
+
     for path in files:
         target = output_dir / f"{slide_stem(path)}.tif"
         if slide_done(target, resume_after):
             result.resumed.append(target)
         else:
+            finite[0] = True
             try:
-                predict_slide(path, target, probs_fn, space, tile, overlap, cfg.infer.batch_size,
+                predict_slide(path, target, checked_probs, space, tile, overlap, cfg.infer.batch_size,
                               cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled=True))
                 result.written.append(target)
+                if not finite[0]:
+                    result.nonfinite.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))
         if on_slide is not None:
             on_slide()
+    if result.nonfinite:
+        say(nonfinite_warning(result.nonfinite))
     return result

@@ -179,3 +179,17 @@ def test_max_pixels_applies_to_slides(tmp_path: Path, setup) -> None:
     assert [p.name for p in result.written] == ["fine.tif"]
     assert result.skipped == [f"{tmp_path / 'in' / 'bomb.tif'}: 100000x65535 pixels is over the limit of "
                               "400,000,000 ([image] max_pixels); skipped without decoding"]
+
+
+def test_non_finite_probabilities_name_the_slide(tmp_path: Path, setup, capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, (cfg, probs_fn) = setup
+    (tmp_path / "in").mkdir()
+    write_tiled(tmp_path / "in" / "a.tif", slide_image(130, 130))
+
+    def nan_fn(tiles: np.ndarray) -> np.ndarray:
+        return np.full_like(probs_fn(tiles), np.nan)
+
+    result = predict_slides([tmp_path / "in" / "a.tif"], tmp_path / "out", nan_fn, cfg)
+    assert [p.name for p in result.nonfinite] == ["a.tif"]
+    assert "warning: the model gave non-finite logits (NaN or inf) for 1 input(s): a.tif" in capsys.readouterr().out
+    assert predict_slides([tmp_path / "in" / "a.tif"], tmp_path / "out2", probs_fn, cfg).nonfinite == []
