@@ -390,6 +390,10 @@ def _size_problems(cfg: Config, label: str) -> list[str]:
                         f"{m.image_height}: {pixels:,} pixels is over [image] max_pixels = {limit:,}, the largest "
                         f"image read (one input batch alone would take {batch_gb:,.1f} GB)")
     side = math.isqrt(largest)
+    split = cfg.tiledinfer.split_size
+    if split is not None and split > side:  # each image is padded up to one tile: 10**6 was a MemoryError
+        problems.append(f"{Location(label, 'tiledinfer', 'split_size')} = {split}: must be <= {side:,}, the side of "
+                        f"the largest square image [image] max_pixels admits ({largest:,} pixels with infer --tiled)")
     post = cfg.postprocess
     for key, bound, why in (
         ("min_distance", side, f"the side of the largest square image [image] max_pixels admits ({largest:,} pixels "

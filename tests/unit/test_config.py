@@ -304,6 +304,7 @@ def test_sizes_that_would_exhaust_memory_are_config_errors_with_the_reason() -> 
             "image": {"max_pixels": 4000**2}, "postprocess": {"min_distance": {"cell": 5000}},
             "mask": {"class_names": ["background", "cell"]}},
         "[postprocess] min_object_px = 10000000000: must be <= 400,000,000": {"postprocess": {"min_object_px": 10**10}},
+        "[tiledinfer] split_size = 1000000: must be <= 20,000": {"tiledinfer": {"split_size": 10**6}},
     }
     for expected, sections in cases.items():
         with pytest.raises(ConfigError) as err:
