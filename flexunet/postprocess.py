@@ -93,9 +93,9 @@ def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: P
 
     Pixels a class loses take the most probable label that has not already lost them (`probs` (C, H, W), C > 1),
     or background for binary models and without probs. The repetition matters: a speck of class 2 handed to class 1,
-    already cleaned, would otherwise stay as a class-1 speck under class 1's threshold. Every pass that changes
-    anything refuses at least one (label, pixel) pair for good, so it ends; background is never refused. Filling
-    holes only claims background (a nucleus inside its cytoplasm is not a hole) that the class has not refused.
+    already cleaned, would otherwise stay as a class-1 speck under class 1's threshold. A pass is repeated only when
+    it refused a new (label, pixel) pair, so the loop ends. Filling holes only claims background (a nucleus inside
+    its cytoplasm is not a hole) that the class has not refused.
     """
     out = labels.copy()
     refused: np.ndarray | None = None  # (labels, H, W): the labels that lost each pixel, made at the first loss
@@ -110,10 +110,10 @@ def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: P
             cleaned = clean_mask(mask, each)
             lost = mask & ~cleaned
             if lost.any():
-                changed = True
                 if refused is None:
                     count = probs.shape[0] if probs is not None else 0
                     refused = np.zeros((max(count, max(settings) + 1), *labels.shape), bool)
+                changed |= bool((lost & ~refused[cls]).any())  # progress is a new refusal: the loop ends
                 refused[cls, lost] = True
                 out[lost] = _next_label(probs, refused, lost) if probs is not None and probs.shape[0] > 1 else 0
             claimed = cleaned & (out == 0)
@@ -124,8 +124,8 @@ def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: P
 
 
 def _next_label(probs: np.ndarray, refused: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """The most probable label not refused at the pixels `where` (probs (C, H, W), softmax); background when every
-    class has refused a pixel (background itself is never refused)."""
+    """The most probable label not refused at the pixels `where` (probs (C, H, W), softmax); background always
+    stays a choice, the label of last resort."""
     p = np.where(refused[: len(probs), where], -np.inf, probs[:, where])  # (C, M)
     p[0] = probs[0, where]
     return p.argmax(0).astype(np.int64)

@@ -104,6 +104,9 @@ def test_pixels_relabelled_into_a_class_already_filtered_are_filtered_too() -> N
     probs[:, 4, 1:9] = np.array([0.2, 0.3, 0.5], np.float32)[:, None]
     out = postprocess_labels(labels, probs, {1: every, 2: every})
     assert (out[4:9, 1:9] == 1).all() and (out == 1).sum() == 40
+    # background given settings as well (a notebook may pass them): still ends with a label map
+    out = postprocess_labels(labels, probs, {0: every, 1: every, 2: every})
+    assert out.shape == labels.shape
 
 
 def test_off_changes_nothing() -> None:
