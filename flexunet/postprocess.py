@@ -88,29 +88,46 @@ def clean_mask(mask: np.ndarray, settings: ClassPostprocess) -> np.ndarray:
 
 
 def postprocess_labels(labels: np.ndarray, probs: np.ndarray | None, settings: PostprocessSettings) -> np.ndarray:
-    """Labels (H, W) after each class's `clean_mask`, classes in increasing order.
+    """Labels (H, W) after each class's `clean_mask`, classes in increasing order, repeated until no class loses a
+    pixel.
 
-    Pixels a class loses take the most probable other label (`probs` (C, H, W), C > 1), or background for binary
-    models and without probs. Filling holes only claims background: a nucleus inside its cytoplasm is not a hole.
+    Pixels a class loses take the most probable label that has not already lost them (`probs` (C, H, W), C > 1),
+    or background for binary models and without probs. The repetition matters: a speck of class 2 handed to class 1,
+    already cleaned, would otherwise stay as a class-1 speck under class 1's threshold. A pass is repeated only when
+    it refused a new (label, pixel) pair, so the loop ends. Filling holes only claims background (a nucleus inside
+    its cytoplasm is not a hole) that the class has not refused.
     """
     out = labels.copy()
-    for cls in sorted(settings):
-        each = settings[cls]
-        if not each.changes_pixels:
-            continue
-        mask = out == cls
-        cleaned = clean_mask(mask, each)
-        lost = mask & ~cleaned
-        if lost.any():
-            out[lost] = _next_label(probs, cls, lost) if probs is not None and probs.shape[0] > 1 else 0
-        out[cleaned & (out == 0)] = cls
+    refused: np.ndarray | None = None  # (labels, H, W): the labels that lost each pixel, made at the first loss
+    changed = True
+    while changed:
+        changed = False
+        for cls in sorted(settings):
+            each = settings[cls]
+            if not each.changes_pixels:
+                continue
+            mask = out == cls
+            cleaned = clean_mask(mask, each)
+            lost = mask & ~cleaned
+            if lost.any():
+                if refused is None:
+                    count = probs.shape[0] if probs is not None else 0
+                    refused = np.zeros((max(count, max(settings) + 1), *labels.shape), bool)
+                changed |= bool((lost & ~refused[cls]).any())  # progress is a new refusal: the loop ends
+                refused[cls, lost] = True
+                out[lost] = _next_label(probs, refused, lost) if probs is not None and probs.shape[0] > 1 else 0
+            claimed = cleaned & (out == 0)
+            if refused is not None:
+                claimed &= ~refused[cls]
+            out[claimed] = cls
     return out
 
 
-def _next_label(probs: np.ndarray, cls: int, where: np.ndarray) -> np.ndarray:
-    """The most probable label other than `cls` at the pixels `where` (probs (C, H, W), softmax)."""
-    p = probs[:, where].copy()  # (C, M)
-    p[cls] = -np.inf
+def _next_label(probs: np.ndarray, refused: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The most probable label not refused at the pixels `where` (probs (C, H, W), softmax); background always
+    stays a choice, the label of last resort."""
+    p = np.where(refused[: len(probs), where], -np.inf, probs[:, where])  # (C, M)
+    p[0] = probs[0, where]
     return p.argmax(0).astype(np.int64)
 
 
@@ -130,8 +147,10 @@ def separate_instances(mask: np.ndarray, min_distance: int = 5, compactness: flo
         return np.zeros(mask.shape, np.int32)
     components = connected_components(mask, connectivity=2)
     distance = ndimage.distance_transform_edt(mask)
-    peaks = peak_local_max(distance, min_distance=max(int(min_distance), 1), labels=components,
-                           exclude_border=False)
+    # beyond the image's longest side a distance changes nothing, but peak_local_max builds a (2d+1)**2 footprint:
+    # min_distance = 1e9 was a MemoryError
+    reach = min(max(int(min_distance), 1), max(mask.shape))
+    peaks = peak_local_max(distance, min_distance=reach, labels=components, exclude_border=False)
     seeds = np.zeros(mask.shape, bool)
     seeds[tuple(peaks.T)] = True
     markers, count = ndimage.label(seeds, structure=np.ones((3, 3)))  # neighbouring maxima: one seed

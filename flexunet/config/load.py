@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import configparser
 import difflib
+import math
 import os
 import typing
 from collections.abc import Mapping, Sequence
@@ -107,6 +108,17 @@ def _is_text_field(section: type[Section], key: str) -> bool:
     return annotation is str or (str in args and args <= {str, type(None)})
 
 
+def _holds_nul(value: object) -> bool:
+    """True when a parsed value has a NUL character in a string anywhere inside it (keys of dicts included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _suggest(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(choices))}"
@@ -156,6 +168,10 @@ class _Collector:
             else:
                 self.problems.append(str(exc))
                 return
+        if _holds_nul(value):  # `"a\x00b"` in the file or `--images $'a\0b'`: os calls raise ValueError on it
+            self.problems.append(f"{where} = {value!r}: contains a NUL byte (\\x00), which no file name or setting "
+                                 "may hold")
+            return
         if origin == ORIGIN_CLI and _is_text_field(schema, key) and isinstance(value, (int, float)) \
                 and not isinstance(value, bool):
             value = raw.strip()  # `--set infer.output_dir=2024` names a folder, not the number 2024
@@ -337,6 +353,56 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
         problems.append(f"{Location(label, 'model', 'dropout_rate')} = {m.dropout_rate}: "
                         f"level i drops dropout_rate * i, "
                         f"so with {levels} it must be < {1 / deepest:.4g}")
+    return problems + _size_problems(cfg, label)
+
+
+MAX_LEVEL_FILTERS = 8192  # one 3x3 convolution at this width holds 9 * 8192**2 weights, 2.4 GB in float32
+
+
+def _widest_level(m: ModelSection) -> tuple[int, str, str] | None:
+    """(filters of the widest level, the key that sets it, how) for the models whose width [model] keys set."""
+    name = canonical_model_name(m.model)
+    if name == "sharp_unet" and m.filters:
+        return max(m.filters), "filters", "the widest level"
+    if name == "trans_unet" and m.filter_num:
+        return max(m.filter_num), "filter_num", "the widest level"
+    if "base_filters" not in MODEL_KEYS.get(name, frozenset()):
+        return None
+    levels = 4 if name in ("sharp_unet", "trans_unet") else m.num_layers
+    return m.base_filters * 2 ** (levels - 1), "base_filters", f"the deepest of {levels} levels (base_filters * 2**i)"
+
+
+def _size_problems(cfg: Config, label: str) -> list[str]:
+    """Upper bounds on sizes: a model or an image setting that would exhaust memory before anything is learned
+    (issue 27: huge base_filters, image sizes and watershed distances were a MemoryError or an unbounded run)."""
+    problems = []
+    m, limit, largest = cfg.model, cfg.image.pixel_limit(), cfg.image.pixel_limit(tiled=True)
+    widest = _widest_level(m)
+    if widest is not None and widest[0] > MAX_LEVEL_FILTERS:
+        filters, key, where = widest
+        problems.append(f"{Location(label, 'model', key)} = {getattr(m, key)!r}: {where} would have {filters:,} "
+                        f"filters, and one 3x3 convolution there {9 * filters**2 * 4 / 1e9:,.0f} GB of weights; "
+                        f"at most {MAX_LEVEL_FILTERS} filters per level")
+    pixels = m.image_width * m.image_height
+    if pixels > limit:
+        batch_gb = cfg.train.batch_size * m.image_channels * pixels * 4 / 1e9
+        problems.append(f"{Location(label, 'model', 'image_width')} x image_height = {m.image_width} x "
+                        f"{m.image_height}: {pixels:,} pixels is over [image] max_pixels = {limit:,}, the largest "
+                        f"image read (one input batch alone would take {batch_gb:,.1f} GB)")
+    side = math.isqrt(largest)
+    split = cfg.tiledinfer.split_size
+    if split is not None and split > side:  # each image is padded up to one tile: 10**6 was a MemoryError
+        problems.append(f"{Location(label, 'tiledinfer', 'split_size')} = {split}: must be <= {side:,}, the side of "
+                        f"the largest square image [image] max_pixels admits ({largest:,} pixels with infer --tiled)")
+    post = cfg.postprocess
+    for key, bound, why in (
+        ("min_distance", side, f"the side of the largest square image [image] max_pixels admits ({largest:,} pixels "
+                               "with infer --tiled): no two object centres are further apart"),
+        ("min_object_px", largest, "the most pixels an image may have ([image] max_pixels with infer --tiled)"),
+    ):
+        value = getattr(post, key)
+        if any(v > bound for v in (value.values() if isinstance(value, dict) else [value])):
+            problems.append(f"{Location(label, 'postprocess', key)} = {value!r}: must be <= {bound:,}, {why}")
     return problems
 
 

@@ -21,6 +21,10 @@ from flexunet.files import atomic_write_bytes
 Image.MAX_IMAGE_PIXELS = None  # Pillow only reads headers here; `check_size` applies flexunet's own limit
 
 _SENSOR_MAXIMA = (255, 1023, 4095, 16383, 65535)  # 8-, 10-, 12-, 14- and 16-bit sensors
+# The largest file an image of N pixels can be: N * 24 bytes (16-bit RGBA as ASCII PPM, the most verbose pixels
+# OpenCV reads; uncompressed float RGBA is 16) plus metadata (EXIF, ICC profiles, thumbnails).
+MAX_BYTES_PER_PIXEL = 24
+FILE_SLACK_BYTES = 16 * 2**20
 
 
 class ImageTooLarge(DataError):
@@ -43,11 +47,27 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def check_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Raise `ImageTooLarge` when the header of `path` claims more than `max_pixels` pixels."""
+def check_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """Raise `ImageTooLarge` when the header of `path` claims more than `max_pixels` pixels; the header's
+    (width, height), or None when Pillow cannot parse it."""
     size = image_size(path)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageTooLarge(path, size, max_pixels)
+    return size
+
+
+def check_length(path: Path, size: tuple[int, int] | None, max_pixels: int) -> None:
+    """Raise `DataError` when the file is larger than any image of its header's size (or of `max_pixels` pixels)
+    can be: files are read whole before decoding, and a 50 GB sparse "PNG" was read into memory."""
+    pixels = size[0] * size[1] if size is not None else max_pixels
+    most = pixels * MAX_BYTES_PER_PIXEL + FILE_SLACK_BYTES
+    try:
+        length = path.stat().st_size
+    except OSError:
+        return  # reported by the read that follows, with its reason
+    if length > most:
+        shown = f"a {size[0]}x{size[1]} image" if size is not None else "an image within [image] max_pixels"
+        raise DataError(f"{path}: {length:,} bytes, more than {shown} can take ({most:,}); not read")
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -63,7 +83,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _decode(path: Path, flags: int, max_pixels: int) -> np.ndarray:
-    check_size(path, max_pixels)
+    check_length(path, check_size(path, max_pixels), max_pixels)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)  # works for non-ASCII paths, unlike cv2.imread
     except FileNotFoundError:

@@ -22,7 +22,7 @@ from flexunet.infer.predict import InferResult, planned_outputs, predict_folder,
 from flexunet.infer.slides import list_slides, predict_slides, slide_stem
 from flexunet.labels import LabelSpace
 from flexunet.postprocess import PostprocessSettings, postprocess_hook, settings_for_run
-from flexunet.predict import for_inference, predictor_from_config, to_input
+from flexunet.predict import for_inference, predictor_from_config, tile_settings, to_input
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
@@ -107,7 +107,8 @@ def merge_results(results: list[InferResult]) -> InferResult:
     main = results[0]
     return InferResult([p for r in results for p in r.written], [s for r in results for s in r.skipped],
                        [p for r in results for p in r.resumed], main.objects, main.counts, main.total_objects,
-                       list(dict.fromkeys(n for r in results for n in r.notes)))
+                       list(dict.fromkeys(n for r in results for n in r.notes)),
+                       [p for r in results for p in r.nonfinite])
 
 
 def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
@@ -122,7 +123,9 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
         if use_compile:
             source = cfg.infer.where("compile") if compile_model is None else "--compile"
             raise ConfigError(f"{source}: applies to PyTorch checkpoints, not --onnx; drop it (--no-compile) for ONNX")
-        model = OnnxModel(weights, torch_device)
+        session = OnnxModel(weights, torch_device)
+        session.check_fits(cfg.model, tile_settings(cfg)[0] if tiled else None)
+        model = session
     else:
         model, _ = load_trained_model(weights, torch_device, cfg)
         model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)

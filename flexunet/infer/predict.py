@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from flexunet.config.schema import Config
-from flexunet.console import plural
+from flexunet.console import plural, say
 from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
@@ -34,6 +34,15 @@ class InferResult:
     counts: Path | None = None  # counts.csv: objects per image and class
     total_objects: int = 0
     notes: list[str] = field(default_factory=list)  # e.g. an instance map that a 16-bit PNG cannot hold
+    nonfinite: list[Path] = field(default_factory=list)  # inputs whose logits held NaN or inf: masks not to trust
+
+
+def nonfinite_warning(paths: Sequence[Path]) -> str:
+    """The warning line for inputs whose model output held NaN or inf (their masks are still written)."""
+    shown = ", ".join(p.name for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    count = f"{len(paths)} {plural(len(paths), 'input')}"
+    return (f"warning: the model gave non-finite logits (NaN or inf) for {count}: {shown}; "
+            "their masks are not to be trusted (check the weights or the ONNX file)")
 
 
 def output_names(files: Sequence[Path], name_prefix: str = "") -> list[str]:
@@ -207,6 +216,8 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
         predictions = predictor.predict(images) if images else []
         for path, image, prediction in zip(chunk, images, predictions, strict=True):
             lab, name = prediction.labels, f"{name_prefix}{path.stem}.png"
+            if not np.isfinite(prediction.probs).all():  # NaN logits threshold to background: never silently
+                result.nonfinite.append(path)
             try:
                 result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix,
                                                        predictor.space, tag))
@@ -221,6 +232,8 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
         result.notes.append(f"--resume: {redone} {plural(redone, 'mask')} made earlier with other settings (weights, "
                             "threshold, TTA or postprocessing) made again")
     _write_objects(table, position, dist_ctx, output_dir, result)
+    if result.nonfinite:
+        say(nonfinite_warning(result.nonfinite))
     if files and len(result.resumed) < len(files):  # classes with no object anywhere in what was segmented
         totals = {name: sum(c[name] for _, c in table.counts) for name in table.names[1:]}
         result.notes += separation_notes(settings, table.names, totals)

@@ -23,9 +23,11 @@ import cv2
 import numpy as np
 
 from flexunet.config.schema import Config
+from flexunet.console import say
+from flexunet.data.io import ImageTooLarge
 from flexunet.errors import DataError, require_extra
 from flexunet.files import make_folder, manifest_tags, output_error, produce_file
-from flexunet.infer.predict import InferResult
+from flexunet.infer.predict import InferResult, nonfinite_warning
 from flexunet.labels import LabelSpace
 from flexunet.predict import tile_settings
 from flexunet.predict.tiling import Box, gaussian_weights_1d, tile_starts, weight_sums
@@ -281,11 +283,16 @@ def write_pyramid_tiff(tifffile: ModuleType, path: Path, levels: Sequence[Any]) 
 
 
 def predict_slide(path: Path, target: Path, probs_fn: ProbsFn, space: LabelSpace, tile: int, overlap: int,
-                  batch_size: int, channels: int, color_order: str, tag: str = "") -> SlideResult:
+                  batch_size: int, channels: int, color_order: str, max_pixels: int | None = None,
+                  tag: str = "") -> SlideResult:
     """Segment the slide at `path` and write its mask to `target` as a pyramidal tiled TIFF, whole or not at all
-    (built in hidden files beside it, then renamed)."""
+    (built in hidden files beside it, then renamed). A slide whose header claims more than `max_pixels` is refused
+    before any tile is read, as images are: a 300 KB TIFF claiming 100000 x 65535 pixels ran unbounded."""
     tifffile, zarr = require("tifffile"), require("zarr")
     slide = open_slide(path)
+    if max_pixels is not None and slide.height * slide.width > max_pixels:
+        slide.close()
+        raise ImageTooLarge(path, (slide.width, slide.height), max_pixels)
     work = target.with_name(f".{target.name}.levels.zarr")
     try:
         shutil.rmtree(work, ignore_errors=True)
@@ -340,17 +347,30 @@ def predict_slides(files: Sequence[Path], output_dir: Path, probs_fn: ProbsFn, c
     space = LabelSpace.from_config(cfg)
     make_folder(output_dir)
     result = InferResult()
+    finite = [True]  # False once a tile of the current slide got NaN or inf from the model
+
+    def checked_probs(tiles: np.ndarray) -> np.ndarray:
+        probs = probs_fn(tiles)
+        finite[0] = finite[0] and bool(np.isfinite(probs).all())
+        return probs
+
     for path in files:
         target = output_dir / f"{slide_stem(path)}.tif"
         if resume and slide_done(target, tag):
             result.resumed.append(target)
         else:
+            finite[0] = True
             try:
-                predict_slide(path, target, probs_fn, space, tile, overlap, cfg.infer.batch_size,
-                              cfg.model.image_channels, cfg.image.color_order, tag)
+                predict_slide(path, target, checked_probs, space, tile, overlap, cfg.infer.batch_size,
+                              cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled=True),
+                              tag)
                 result.written.append(target)
+                if not finite[0]:
+                    result.nonfinite.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))
         if on_slide is not None:
             on_slide()
+    if result.nonfinite:
+        say(nonfinite_warning(result.nonfinite))
     return result

@@ -6,9 +6,9 @@ nothing is ever downloaded (the seed's 'imagenet' encoders needed the internet, 
 from __future__ import annotations
 
 import difflib
-import pickle
+import re
+import struct
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,15 @@ def build_model(section: ModelSection) -> nn.Module:
         close = difflib.get_close_matches(name, list(MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; choose one of {', '.join(sorted(MODELS))}"
         raise ConfigError(f"{section.where('model')} = {section.model!r}: unknown model{hint}")
-    model = MODELS[name](section)
+    try:
+        model = MODELS[name](section)
+    except (MemoryError, RuntimeError) as exc:  # e.g. widths under the config's bound, on a small machine
+        if isinstance(exc, RuntimeError) and "can't allocate memory" not in str(exc):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(exc))
+        need = f"{int(asked.group(1)) / 1e9:.1f} GB for one tensor" if asked else "MemoryError"
+        raise ConfigError(f"{section.where('model')} = {section.model!r}: its weights do not fit in this machine's "
+                          f"memory ({need}); use a smaller base_filters or num_layers") from None
     if section.pretrained_weights:
         report = load_pretrained(model, Path(section.pretrained_weights))
         if not report.is_complete:
@@ -68,10 +76,10 @@ def read_state_dict(path: Path, noun: str) -> dict[str, torch.Tensor]:
             state: object = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
-            AttributeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable {noun} ({first[:200]})") from None
+    # arbitrary bytes fail in arbitrary ways (SafetensorError, IndexError, KeyError, struct.error, ...): all mean
+    # "not a weights file"
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable {noun} ({load_problem(exc)})") from None
     if isinstance(state, dict):
         for wrapper in ("model", "state_dict"):  # a flexunet checkpoint, or a common training-script layout
             if isinstance(state.get(wrapper), dict):
@@ -80,6 +88,22 @@ def read_state_dict(path: Path, noun: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state_dict (expected a dict of parameter name -> tensor)")
     return state
+
+
+def load_problem(exc: Exception) -> str:
+    """Why a weights file did not load, in one short line. torch's weights_only refusal starts with advice to load
+    with weights_only=False (which would run the file's code), so only its actual reason is shown."""
+    text = str(exc)
+    refused = "WeightsUnpickler error:" in text
+    lines = [line.strip() for line in text.partition("WeightsUnpickler error:")[2 if refused else 0].splitlines()
+             if line.strip()]
+    first = re.sub(r"\x1b\[[0-9;]*m", "", lines[0]) if lines else ""
+    if refused:
+        first = first.split(" Please use ")[0][:120]  # the rest offers ways to allowlist the file's code
+        return f"it holds more than tensors and plain data: {first}; weights are read as data, never code"
+    if isinstance(exc, (LookupError, EOFError, struct.error)) or not first:  # a bare "101" or "pop from empty list"
+        return f"not a torch or safetensors weights file: {type(exc).__name__}" + (f" {first[:80]}" if first else "")
+    return first[:200]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError
 from flexunet.files import atomic_write
 from flexunet.models import build_model
+from flexunet.models.registry import load_problem
 
 FORMAT_VERSION = 2  # 2: "epoch"/"best_epoch" numbered from 1 (finished epochs); 1 held 0-based indices
 
@@ -77,8 +78,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     # arbitrary bytes fail in arbitrary ways (struct.error, KeyError, ...): all mean "not ours"
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable flexunet checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable flexunet checkpoint ({load_problem(exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a flexunet checkpoint (no model weights and config inside)")
     return numbered_from_one(state)

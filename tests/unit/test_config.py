@@ -286,3 +286,54 @@ def test_postprocess_keys_per_class_and_their_errors() -> None:
         assert len(str(err.value).splitlines()) == 1
     with pytest.raises(ConfigError, match=r"min_object_px = -2: must be >= 0$"):
         config_from_dict({**base, "postprocess": {"min_object_px": -2}})
+
+
+def test_sizes_that_would_exhaust_memory_are_config_errors_with_the_reason() -> None:
+    """Issue 27: huge base_filters, image sizes and watershed distances were a MemoryError (or a machine brought to
+    its knees); each is now one line naming file, section and key, with the bound and why."""
+    from flexunet.config.load import config_from_dict
+
+    cases = {
+        "[model] base_filters = 100000: the deepest of 6 levels": {"model": {"base_filters": 100000}},
+        "[model] filters = [16, 100000]: the widest level would have 100,000 filters": {
+            "model": {"model": "sharp_unet", "filters": [16, 100000]}},
+        "[model] image_width x image_height = 1000000 x 1000000: 1,000,000,000,000 pixels is over [image] max_pixels": {
+            "model": {"image_width": 10**6, "image_height": 10**6}},
+        "[postprocess] min_distance = 1000000000: must be <= 20,000": {"postprocess": {"min_distance": 1e9}},
+        "[postprocess] min_distance = {'cell': 5000}: must be <= 4,000": {
+            "image": {"max_pixels": 4000**2}, "postprocess": {"min_distance": {"cell": 5000}},
+            "mask": {"class_names": ["background", "cell"]}},
+        "[postprocess] min_object_px = 10000000000: must be <= 400,000,000": {"postprocess": {"min_object_px": 10**10}},
+        "[tiledinfer] split_size = 1000000: must be <= 20,000": {"tiledinfer": {"split_size": 10**6}},
+    }
+    for expected, sections in cases.items():
+        with pytest.raises(ConfigError) as err:
+            config_from_dict(sections)
+        assert expected in str(err.value) and len(str(err.value).splitlines()) == 1
+    # the largest settings below the bounds still load: 16 filters over 10 levels, a tiled-size watershed distance
+    config_from_dict({"model": {"base_filters": 16, "num_layers": 10}, "postprocess": {"min_distance": 20000}})
+
+
+def test_a_nul_byte_in_a_value_is_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: a NUL byte in a path ("a\\x00b" in the file, or `--images` / `--set` on the command line) was a
+    ValueError traceback from the first os call that met it."""
+    from tests.conftest import run_cli
+
+    config = tmp_path / "nul.config"
+    config.write_text('[model]\nimage_width = 32\nimage_height = 32\n[train]\nmodel_dir = "./m\\x00x"\n'
+                      '[mask]\nclass_names = ["background", "ce\\x00ll"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert str(err.value).splitlines() == [
+        "nul.config [train] model_dir = './m\\x00x': contains a NUL byte (\\x00), which no file name or setting may "
+        "hold",
+        "nul.config [mask] class_names = ['background', 'ce\\x00ll']: contains a NUL byte (\\x00), which no file name "
+        "or setting may hold",
+    ]
+    plain = tmp_path / "ok.config"
+    plain.write_text("[model]\nimage_width = 32\nimage_height = 32\n")
+    for args in (["infer", str(plain), "--images", "x\0y"], ["train", str(plain), "--set", "train.model_dir=a\0b"]):
+        assert run_cli(monkeypatch, *args) == 2
+        err_lines = capsys.readouterr().err.strip().splitlines()
+        assert len(err_lines) == 1 and "contains a NUL byte" in err_lines[0], err_lines

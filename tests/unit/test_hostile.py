@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from flexunet.config import config_from_dict, config_from_text
 from flexunet.data.io import read_image, read_mask
 from flexunet.errors import CheckpointError, ConfigError, DataError
 from flexunet.models import build_model
+from flexunet.models.registry import read_state_dict
 from flexunet.runs.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from tests.conftest import run_cli
 
 SECTIONS = ["model", "train", "valid", "eval", "test", "infer", "mask", "augmentor", "tiledinfer", "bogus", "Model"]
 KEYS = ["epochs", "batch_size", "image_width", "num_classes", "rgb_map", "loss", "images_dir", "alpah", "angles",
@@ -123,3 +126,49 @@ def test_non_checkpoint_zip_and_pickle(tmp_path: Path) -> None:
     (tmp_path / "c.pt").write_bytes(buffer.getvalue())
     with pytest.raises(CheckpointError, match="not a flexunet checkpoint"):
         load_checkpoint(tmp_path / "c.pt")
+
+
+def _safetensors(header: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<Q", len(header)) + header + data
+
+
+MALFORMED_WEIGHTS = {  # each made a traceback in issue 27's hostile round
+    "text.safetensors": b"hello, these are not weights\n",
+    "empty.safetensors": b"",
+    "huge_header.safetensors": struct.pack("<Q", 10**12) + b"{}",
+    "bad_json.safetensors": _safetensors(b"{notjson"),
+    "list_header.safetensors": _safetensors(b"[1, 2]"),
+    "bad_offsets.safetensors": _safetensors(b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 800]}}'),
+    "bad_dtype.safetensors": _safetensors(b'{"w": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}}', b"\0" * 8),
+    "huge_shape.safetensors": _safetensors(b'{"w": {"dtype": "F32", "shape": [1099511627776, 1099511627776], '
+                                           b'"data_offsets": [0, 8]}}', b"\0" * 8),
+    "text.pth": b"hello, these are not weights\n",
+    "three.pt": b"aaa",
+    "one_byte.pt": b"\x80",
+    "newline.pth": b"\n",
+    "global.pth": b"c",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_WEIGHTS))
+def test_malformed_weights_files_give_checkpoint_error(tmp_path: Path, name: str) -> None:
+    """Any bytes given as weights (pretrained_weights, encoder_weights, a checkpoint) are one CheckpointError naming
+    the file; torch's advice to load with weights_only=False is never passed on."""
+    path = tmp_path / name
+    path.write_bytes(MALFORMED_WEIGHTS[name])
+    for reader in (lambda p: read_state_dict(p, "state_dict"), load_checkpoint):
+        with pytest.raises(CheckpointError, match=name) as caught:
+            reader(path)
+        assert len(str(caught.value).splitlines()) == 1 and "weights_only=False" not in str(caught.value)
+
+
+def test_malformed_pretrained_weights_exit_2_on_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "enc.safetensors"
+    weights.write_bytes(b"not safetensors at all")
+    config = tmp_path / "x.config"
+    config.write_text(f"[model]\nimage_width = 16\nimage_height = 16\nnum_layers = 2\nbase_filters = 4\n"
+                      f"pretrained_weights = {str(weights)!r}\n")
+    assert run_cli(monkeypatch, "inspect", str(config)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "enc.safetensors: not a readable state_dict" in err

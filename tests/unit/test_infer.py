@@ -280,3 +280,64 @@ def test_epoch_previews_take_the_inputs_infer_takes(tmp_path: Path, tiny_dataset
     assert [stem for stem, _ in preview.images] == stems
     missing = f"note: test.config [infer] images_dir {tiny_dataset / pattern}: no such folder or file"
     assert notes == ([] if stems else [f"{missing}; per-epoch previews are off"])
+
+
+def _graph(path: Path, out_channels: int, fixed: tuple[int, int] | None = None, nan: bool = False) -> Path:
+    """A 1x1-conv ONNX graph from 3-channel images to `out_channels` logits; height and width free unless `fixed`."""
+    conv = torch.nn.Conv2d(3, out_channels, 1)
+    if nan:
+        torch.nn.init.constant_(conv.bias, float("nan"))
+    height, width = fixed or (32, 32)
+    axes = {0: "batch"} if fixed else {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(conv.eval(), (torch.rand(1, 3, height, width),), str(path), dynamo=False, input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": axes, "logits": axes})
+    return path
+
+
+THREE_CLASSES = {"model": {"num_classes": 3, "loss": "categorical_crossentropy"},
+                 "mask": {"rgb_map": {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2}}}
+
+
+def test_infer_onnx_refuses_a_graph_of_other_classes_or_size(tmp_path: Path, tiny_dataset: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: a 1-class graph under a 3-class config wrote all-background masks; a graph exported at a fixed size
+    failed inside onnxruntime under another size. Both are one line, exit 2, before any mask is written."""
+    pytest.importorskip("onnxruntime")
+    one_class = _graph(tmp_path / "one.onnx", 1)
+    config = make_config(tmp_path, tiny_dataset, THREE_CLASSES)
+    assert run_cli(monkeypatch, "infer", str(config), "-q", "--onnx", str(one_class)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {one_class}: the graph outputs 1 class channel(s), test.config [model] num_classes = 3; "
+                   "infer with the config it was trained with, or export this config's checkpoint"]
+    assert not (tmp_path / "out").exists()
+    fixed = _graph(tmp_path / "fixed.onnx", 1, fixed=(24, 24))
+    config = make_config(tmp_path, tiny_dataset, {"tiledinfer": {"overlapping": 8}})
+    for extra, fed in (([], "test.config [model] image_width x image_height = 32x32"),
+                       (["--tiled"], "tiled inference feeds 32x32 tiles")):
+        assert run_cli(monkeypatch, "infer", str(config), "-q", "--onnx", str(fixed), *extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{fixed}: the graph was exported at a fixed 24x24 input, {fed}" in err[0], err
+    # the same graph at its own size, and a graph with free height and width, run
+    config = make_config(tmp_path, tiny_dataset, {"model": {"image_width": 24, "image_height": 24}})
+    assert run_cli(monkeypatch, "infer", str(config), "-q", "--onnx", str(fixed)) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+    config = make_config(tmp_path, tiny_dataset, THREE_CLASSES)
+    assert run_cli(monkeypatch, "infer", str(config), "-q", "--onnx", str(_graph(tmp_path / "three.onnx", 3)),
+                   "--output", str(tmp_path / "three")) == 0
+
+
+def test_non_finite_logits_are_a_warning_naming_the_images(tmp_path: Path, tiny_dataset: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 27: NaN logits from an ONNX file thresholded to all-background masks with no word."""
+    pytest.importorskip("onnxruntime")
+    config = make_config(tmp_path, tiny_dataset)
+    assert run_cli(monkeypatch, "infer", str(config), "--onnx", str(_graph(tmp_path / "nan.onnx", 1, nan=True))) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: the model gave non-finite logits (NaN or inf) for 4 inputs: img_000.png, "
+                        "img_001.png, img_002.png, img_003.png; their masks are not to be trusted (check the weights "
+                        "or the ONNX file)"]
+    assert run_cli(monkeypatch, "infer", str(config), "--onnx", str(_graph(tmp_path / "ok.onnx", 1)),
+                   "--output", str(tmp_path / "ok")) == 0
+    assert "warning:" not in capsys.readouterr().out

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,41 @@ def test_inference_reads_with_the_limit_of_its_mode(tmp_path: Path, monkeypatch:
     predictor = predictor_from_config(cfg, torch.nn.Identity(), torch.device("cpu"), tiled=tiled)
     result = predict.predict_folder(predictor, cfg, str(data / "images"), tmp_path / "out", None)
     assert asked == [limit, limit] and len(result.skipped) == 2 and not result.written
+
+
+@contextmanager
+def address_space_limited(extra: int = 2**30) -> Iterator[None]:
+    """At most `extra` more bytes of address space while inside: a file read whole into memory fails the test with
+    MemoryError instead of exhausting the machine."""
+    resource = pytest.importorskip("resource")
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        pytest.skip("needs /proc/self/status")
+    used = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmSize:"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (used + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_a_sparse_50_gb_png_is_one_line_and_never_read(tmp_path: Path) -> None:
+    """Issue 27: a 50 GB sparse file named .png (all zeros, or a real PNG header followed by zeros) was read whole
+    into memory before decoding; its length alone now says it cannot be an image within the limits."""
+    zeros, tail = tmp_path / "zeros.png", tmp_path / "tail.png"
+    with open(zeros, "wb") as f:
+        f.truncate(50 * 10**9)
+    write_disc_pairs(tmp_path / "one", 1, size=32)
+    tail.write_bytes((tmp_path / "one" / "images" / "img_000.png").read_bytes())
+    with open(tail, "r+b") as f:
+        f.truncate(50 * 10**9)
+    with address_space_limited():
+        for reader in (read_image, read_mask):
+            with pytest.raises(io.DataError, match=r"zeros.png: 50,000,000,000 bytes, more than an image within "
+                                                   r"\[image\] max_pixels can take \(1,552,777,216\); not read"):
+                reader(zeros)
+            with pytest.raises(io.DataError, match=r"tail.png: 50,000,000,000 bytes, more than a 32x32 image can "
+                                                   r"take \(16,801,792\); not read"):
+                reader(tail)
+    assert read_image(tmp_path / "one" / "images" / "img_000.png").shape == (32, 32, 3)  # real files unaffected

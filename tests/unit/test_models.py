@@ -323,3 +323,15 @@ def test_cpu_dropout_lanes_are_independent() -> None:
     for lag in (1, 2, 3, 4):
         both = (keep[:-lag] * keep[lag:]).mean().item()
         assert abs(both - 0.25) < 0.003
+
+
+def test_a_model_too_large_for_memory_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Widths under the config's bound can still exceed a small machine: torch's allocation failure is one line."""
+    def huge(section: object) -> nn.Module:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4831838208 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setitem(MODELS, "flexunet", huge)
+    with pytest.raises(ConfigError, match=r"\[model\] model = 'TensorFlowFlexUNet': its weights do not fit in "
+                                          r"this machine's memory \(4.8 GB for one tensor\)"):
+        build_model(config_from_dict({}).model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from skimage.measure import label as connected_components
 
 from flexunet.config.load import config_from_dict
 from flexunet.postprocess import (
@@ -75,6 +76,37 @@ def test_removed_pixels_take_the_next_most_probable_class() -> None:
     probs[1, 2, 2], probs[2, 2, 2], probs[0, 2, 2] = 0.5, 0.4, 0.1
     out = postprocess_labels(labels, probs, {1: ClassPostprocess(min_object_px=2)})
     assert out[2, 2] == 2
+
+
+def test_pixels_relabelled_into_a_class_already_filtered_are_filtered_too() -> None:
+    """Issue 27: with min_object_px = 1000, objects of 111-124 px were left. Class 1 is cleaned first; class 2's
+    specks then went to class 1 (their next most probable label) and stayed as class-1 specks."""
+    labels = np.zeros((20, 20), np.int64)
+    labels[2:4, 2:5] = 2  # a 6-px speck of class 2, class 1 its second choice
+    labels[10:18, 10:18] = 2  # 64 px of class 2: kept
+    labels[10:18, 1:9] = 1  # 64 px of class 1: kept
+    labels[0, 19] = 1  # a class-1 speck, class 2 its second choice: it must not end as a class-2 speck either
+    probs = np.full((3, 20, 20), 0.1, np.float32)
+    probs[0] = 0.8
+    probs[:, 2:4, 2:5] = np.array([0.2, 0.3, 0.5], np.float32)[:, None, None]
+    probs[:, 0, 19] = (0.2, 0.5, 0.3)
+    every = ClassPostprocess(min_object_px=10)
+    out = postprocess_labels(labels, probs, {1: every, 2: every})
+    for cls in (1, 2):  # no object under the threshold in any filtered class
+        areas = np.bincount(connected_components(out == cls, connectivity=2).ravel())[1:]
+        assert areas.min(initial=10) >= 10, (cls, areas)
+    assert (out[2:4, 2:5] == 0).all() and out[0, 19] == 0
+    assert (out[10:18, 10:18] == 2).all() and (out[10:18, 1:9] == 1).all()
+    # a speck that joins a large object of its second choice stays, as before
+    labels = np.zeros((20, 20), np.int64)
+    labels[4, 1:9] = 2
+    labels[5:9, 1:9] = 1
+    probs[:, 4, 1:9] = np.array([0.2, 0.3, 0.5], np.float32)[:, None]
+    out = postprocess_labels(labels, probs, {1: every, 2: every})
+    assert (out[4:9, 1:9] == 1).all() and (out == 1).sum() == 40
+    # background given settings as well (a notebook may pass them): still ends with a label map
+    out = postprocess_labels(labels, probs, {0: every, 1: every, 2: every})
+    assert out.shape == labels.shape
 
 
 def test_off_changes_nothing() -> None:
@@ -211,3 +243,11 @@ def test_separate_on_a_class_with_no_objects_is_a_note() -> None:
     notes = separation_notes(settings, ["background", "nucleus", "cytoplasm"], {"nucleus": 3, "cytoplasm": 0})
     assert notes == ["[postprocess] separate = \"watershed\" for class 'cytoplasm': no cytoplasm object was "
                      "predicted, so there was nothing to separate"]
+
+
+def test_watershed_distance_beyond_the_image_is_the_image_side() -> None:
+    """min_distance = 1e9 built a (2e9 + 1)**2 footprint (MemoryError); past the image's side it changes nothing."""
+    mask = _disc((30, 40), (15, 12), 8) | _disc((30, 40), (15, 27), 8)
+    far = separate_instances(mask, min_distance=10**9)
+    assert np.array_equal(far, separate_instances(mask, min_distance=40))
+    assert far.max() == 1  # one seed for the whole component at any distance past the image

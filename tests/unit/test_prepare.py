@@ -157,3 +157,22 @@ def test_stats_read_16_bit_colour_masks_on_their_8_bit_levels(tmp_path: Path) ->
     stats = dataset_stats(tmp_path)
     assert stats.rgb_map == {(0, 0, 0): 0, (0, 255, 0): 1}
     assert stats.splits[0].class_pixels == (3 * (32 * 32 - 100), 3 * 100) and stats.warnings == []
+
+
+def test_stats_and_doctor_never_read_a_sparse_50_gb_png_into_memory(tmp_path: Path) -> None:
+    """Issue 27: the exact-copy check hashed every image with read_bytes(), so a 50 GB sparse .png was read whole.
+    Only files whose length another file shares are hashed now (in blocks), and the file is one warning."""
+    from tests.conftest import write_disc_pairs
+    from tests.unit.test_large_images import address_space_limited
+
+    for split, n in (("train", 2), ("valid", 1)):
+        write_disc_pairs(tmp_path / "data" / split, n, seed=len(split))
+    for kind in ("images", "masks"):
+        with open(tmp_path / "data" / "train" / kind / "sparse.png", "wb") as f:
+            f.truncate(50 * 10**9)
+    copy = (tmp_path / "data" / "train" / "images" / "img_000.png").read_bytes()
+    (tmp_path / "data" / "valid" / "images" / "img_000.png").write_bytes(copy)  # an exact copy is still found
+    with address_space_limited():
+        result = dataset_stats(tmp_path / "data")
+    assert any("sparse.png: 50,000,000,000 bytes" in line and line.endswith("not read") for line in result.warnings)
+    assert [(a.parent.parent.name, b.parent.parent.name) for a, b in result.duplicates] == [("train", "valid")]

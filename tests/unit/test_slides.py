@@ -150,3 +150,47 @@ def test_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "zarr", None)  # import zarr now raises ImportError
     with pytest.raises(FlexunetError, match=r"zarr is not installed; .*pip install 'flexunet\[slides\]'"):
         require("zarr")
+
+
+def small_tiff_claiming(path: Path, height: int, width: int) -> Path:
+    """A 1 KB tiled TIFF of one 16x16 tile whose header claims height x width pixels (every other tile absent)."""
+    import struct
+
+    tifffile.imwrite(path, np.zeros((16, 16, 3), np.uint8), tile=(16, 16), photometric="rgb")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as handle:
+        for name, value in (("ImageWidth", width), ("ImageLength", height)):
+            tag = handle.pages[0].tags[name]
+            struct.pack_into("<I" if tag.dtype == 4 else "<H", data, tag.valueoffset, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_max_pixels_applies_to_slides(tmp_path: Path, setup) -> None:
+    """Issue 27: a small TIFF claiming 100000 x 65535 pixels ran unbounded; [image] max_pixels (default: the
+    `infer --tiled` limit, 20000**2) refuses it from its header, as images are refused, and the other slides go on."""
+    _, _, (cfg, probs_fn) = setup
+    (tmp_path / "in").mkdir()
+    small_tiff_claiming(tmp_path / "in" / "bomb.tif", 65535, 100000)
+    write_tiled(tmp_path / "in" / "fine.tif", slide_image(130, 130))
+    limited = cfg.model_copy(update={"image": cfg.image.model_copy(update={"max_pixels": 130 * 129})})
+    first = predict_slides([tmp_path / "in" / "fine.tif"], tmp_path / "out1", probs_fn, limited)
+    assert first.written == [] and "fine.tif: 130x130 pixels is over the limit of 16,770" in first.skipped[0]
+    result = predict_slides(list_slides(str(tmp_path / "in")), tmp_path / "out", probs_fn, cfg)
+    assert [p.name for p in result.written] == ["fine.tif"]
+    assert result.skipped == [f"{tmp_path / 'in' / 'bomb.tif'}: 100000x65535 pixels is over the limit of "
+                              "400,000,000 ([image] max_pixels); skipped without decoding"]
+
+
+def test_non_finite_probabilities_name_the_slide(tmp_path: Path, setup, capsys: pytest.CaptureFixture[str]) -> None:
+    _, _, (cfg, probs_fn) = setup
+    (tmp_path / "in").mkdir()
+    write_tiled(tmp_path / "in" / "a.tif", slide_image(130, 130))
+
+    def nan_fn(tiles: np.ndarray) -> np.ndarray:
+        return np.full_like(probs_fn(tiles), np.nan)
+
+    result = predict_slides([tmp_path / "in" / "a.tif"], tmp_path / "out", nan_fn, cfg)
+    assert [p.name for p in result.nonfinite] == ["a.tif"]
+    assert "warning: the model gave non-finite logits (NaN or inf) for 1 input: a.tif" in capsys.readouterr().out
+    assert predict_slides([tmp_path / "in" / "a.tif"], tmp_path / "out2", probs_fn, cfg).nonfinite == []
