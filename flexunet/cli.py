@@ -76,19 +76,26 @@ def _load(config: Path, overrides: Optional[list[str]], seed: Optional[int] = No
 @app.command()
 def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed: SeedOpt = None,
           resume: Annotated[bool, typer.Option(help="Continue the run in model_dir from last.pt.")] = False,
+          budget: Annotated[Optional[str], typer.Option(
+              help="Finish within this time, e.g. 20m or 1h30m ([train] time_budget): the learning rate anneals "
+                   "to the deadline and the best-validation weights are kept.")] = None,
           quiet: QuietOpt = False) -> None:
     """Train the model described by CONFIG; checkpoints go to [train] model_dir, logs to eval_dir."""
+    from flexunet.console import format_duration
     from flexunet.train import train_from_config
     from flexunet.train.history import class_dice_text
 
-    cfg = _load(config, set_, seed, quiet)
+    cfg = _load(config, list(set_ or []) + ([f"train.time_budget={budget}"] if budget else []), seed, quiet)
     result = train_from_config(cfg, device=device, resume=resume, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
-    say(f"trained {result.epochs_run} epochs; best epoch {result.best_epoch} ({cfg.train.monitor} "
-        f"{abs(result.best_value):.4f}; val Dice {class_dice_text(best, cfg.label_names) or 'n/a'}); "
-        f"checkpoints in {result.run.model_dir}")
+    say(f"trained {result.epochs_run} {plural(result.epochs_run, 'epoch')}; best epoch {result.best_epoch} "
+        f"({cfg.train.monitor} {abs(result.best_value):.4f}; val Dice "
+        f"{class_dice_text(best, cfg.label_names) or 'n/a'}); checkpoints in {result.run.model_dir}")
+    if result.budget_s:
+        say(f"took {format_duration(result.seconds)} of the {format_duration(result.budget_s)} budget "
+            f"({result.seconds / result.budget_s:.0%})")
 
 
 @app.command()

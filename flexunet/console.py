@@ -1,6 +1,7 @@
 """Terminal output: one rich console and progress bars that turn into no-ops when quiet."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,6 +12,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -67,11 +69,40 @@ class RemainingColumn(TimeRemainingColumn):
         return Text(eta, style="progress.remaining") if eta else super().render(task)
 
 
+class LineProgress(Progress):
+    """Progress for output that is not a terminal (nohup, a scheduler's log file), where a live bar shows nothing:
+    every `every_s` seconds, one line for the task being advanced, with its count, speed and time left."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__(console=console, disable=True)
+        self.every_s, self._last = every_s, time.monotonic()
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        task = next((t for t in self.tasks if t.id == task_id), None)
+        if task is None:
+            return
+        done = f"{task.completed:g}" + (f"/{task.total:g}" if task.total else "")
+        speed = f", {task.speed:.1f}/s" if task.speed else ""
+        left = f", {format_duration(task.time_remaining)} left" if task.time_remaining is not None else ""
+        info = f", {task.fields['info']}" if task.fields.get("info") else ""
+        say(f"{task.description}: {done}{speed}{left}{info}")
+
+
 @contextmanager
 def progress_bars(quiet: bool) -> Iterator[Progress | None]:
-    """A live progress display for the duration of a command (None when quiet)."""
+    """A live progress display for the duration of a command (None when quiet); when the output is not a terminal,
+    a line every 30 s instead (LineProgress)."""
     if quiet:
         yield None
+        return
+    if not console.is_terminal:
+        with LineProgress() as lines:
+            yield lines
         return
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

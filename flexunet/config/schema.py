@@ -1,6 +1,7 @@
 """One pydantic model per INI section: the only place where keys, types, defaults and meanings live."""
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
@@ -121,6 +122,26 @@ class DatasetclassSection(Section):
     """[datasetclass]: read by the seed's S evaluator only."""
 
 
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$")
+
+
+def duration_seconds(value: str | float) -> float:
+    """"20m", "1h30m", "90s", "1.5h" or a number of seconds -> seconds; ValueError when it is none of them."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", str(value)):
+        seconds = float(value)
+    else:
+        found = _DURATION.match(str(value))
+        if not found or not any(found.groups()):
+            raise ValueError(f"{value!r} is not a duration; write e.g. \"20m\", \"1h30m\" or \"90s\"")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in found.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if not 0 < seconds < 366 * 86400:
+        raise ValueError(f"{value!r}: a time budget must be more than 0 seconds and under a year")
+    return seconds
+
+
 class TrainSection(Section):
     """[train]: data, how long to train, when to stop, where results go."""
 
@@ -155,6 +176,20 @@ class TrainSection(Section):
     channels_last: Optional[bool] = None  # None -> on for CUDA, off for CPU
     # also log history, lr and previews to eval_dir/tensorboard (needs the tensorboard package)
     tensorboard: bool = False
+    # "20m", "1h30m", "90s": training ends inside it, its learning rate annealed to the deadline (train/budget.py)
+    time_budget: Optional[str] = None
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if value is None:
+            return None
+        duration_seconds(value)  # type: ignore[arg-type]  # checked here: a bad value is a config error at load
+        return str(value)
+
+    @property
+    def time_budget_s(self) -> float | None:
+        return duration_seconds(self.time_budget) if self.time_budget else None
 
 
 class DataDirsSection(Section):
@@ -200,7 +235,7 @@ class TiledinferSection(Section):
     images_dir: Optional[str] = None
     output_dir: str = "./tiled_mini_test_output"
     merged_dir: Optional[str] = None
-    overlapping: int = Field(64, ge=0)
+    overlapping: Optional[int] = Field(None, ge=0)  # None -> a quarter of the tile, at most 64 px
     split_size: Optional[int] = Field(None, gt=0)  # None -> the model's input size
     background: int = Field(0, ge=0, le=255)
     bitwise_blending: bool = False

@@ -21,6 +21,7 @@ from skimage.segmentation import find_boundaries
 from torch import Tensor
 
 from flexunet.config.schema import SECTIONS, Config
+from flexunet.console import plural
 from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
 from flexunet.evaluate.provenance import origin_of
@@ -423,13 +424,15 @@ def config_tables(cfg: Config, origins_recorded: bool = True) -> str:
                 f'<tr><td class="name">{e(key)}</td><td class="name"><code>{e(repr(value))}</code></td>'
                 f'<td class="name {css}">{e(origin)}</td></tr>')
         head = '<tr><th class="name">key</th><th class="name">value</th><th class="name">from</th></tr>'
-        defaults = (f'<details><summary>{e(len(rows[False]))} keys at their defaults</summary>'
+        count = len(rows[False])
+        at_default = f"{count} {plural(count, 'key')} at {'its default' if count == 1 else 'their defaults'}"
+        defaults = (f'<details><summary>{at_default}</summary>'
                     f'<table class="config">{head}{"".join(rows[False])}</table></details>') if rows[False] else ""
         if rows[True]:
             parts.append(f'<h3>[{e(name)}]</h3><table class="config" data-section="{e(name)}">{head}'
                          f'{"".join(rows[True])}</table>{defaults}')
         elif rows[False]:
-            parts.append(f"<details><summary>[{e(name)}]: all {e(len(rows[False]))} keys at their defaults</summary>"
+            parts.append(f"<details><summary>[{e(name)}]: {'' if count == 1 else 'all '}{at_default}</summary>"
                          f'<table class="config" data-section="{e(name)}">{head}{"".join(rows[False])}</table>'
                          "</details>")
     return "".join(parts)

@@ -5,7 +5,7 @@ evaluate and infer; it is re-exported here. Without torchrun every helper is a n
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -16,6 +16,8 @@ from flexunet.runs.distributed import DistContext, barrier, init_distributed, la
 __all__ = ["DistContext", "all_reduce_sum", "any_rank", "barrier", "gather_batch", "gather_uneven", "init_distributed",
            "launched_by_torchrun", "max_over_ranks", "per_rank_batch", "shutdown"]
 
+
+N = TypeVar("N", int, float)
 
 def per_rank_batch(batch_size: int, ctx: DistContext) -> int:
     """[train] batch_size is the global batch; each of the world_size processes takes an equal share."""
@@ -83,13 +85,14 @@ def gather_uneven(share: torch.Tensor | None, ctx: DistContext, device: torch.de
     return torch.cat([part[: s[0][0]] for part, s in zip(parts, shapes, strict=True) if s is not None])
 
 
-def max_over_ranks(value: int, ctx: DistContext, device: torch.device) -> int:
-    """The largest `value` of all processes (e.g. how many validation batches the longest shard has)."""
+def max_over_ranks(value: N, ctx: DistContext, device: torch.device) -> N:
+    """The largest `value` of all processes (how many validation batches the longest shard has, how much of the
+    time budget is spent), of the type given."""
     if not ctx.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    tensor = torch.tensor([value], dtype=torch.float64 if isinstance(value, float) else torch.int64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor.item())
+    return type(value)(tensor.item())
 
 
 def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:

@@ -21,7 +21,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, Subset
 
 from flexunet.config.schema import Config, TrainSection
-from flexunet.console import Bar, note, run_eta, say
+from flexunet.console import Bar, format_duration, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
 from flexunet.errors import ConfigError, DataError, TrainingError
 from flexunet.labels import LabelSpace
@@ -38,6 +38,7 @@ from flexunet.runs.checkpoint import (
 )
 from flexunet.runs.device import amp_dtype
 from flexunet.runs.rundir import RunDir
+from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, StepChecks
 from flexunet.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -76,7 +77,9 @@ class FitResult:
     best_value: float
     stopped_early: bool
     history: list[dict[str, float]]
-    stopped_by: str = "epochs"  # or "early_stopping", "on_epoch_end", "break_training"
+    stopped_by: str = "epochs"  # or "early_stopping", "on_epoch_end", "break_training", "time_budget"
+    seconds: float = 0.0  # training time of the whole run, resumed parts included
+    budget_s: float | None = None  # [train] time_budget in seconds, when set
 
 
 def make_optimizer(model: nn.Module, cfg: Config) -> Optimizer:
@@ -110,12 +113,14 @@ def step_settings(cfg: Config, device: torch.device, quiet: bool = False) -> Ste
 def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim: Optimizer, step: StepSettings,
                     seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
                     scaler: torch.amp.GradScaler | None, bar: Bar,
-                    dist_ctx: DistContext = DistContext()) -> dict[str, float]:
+                    dist_ctx: DistContext = DistContext(),
+                    on_step: Callable[[], bool] | None = None) -> dict[str, float]:
     """One pass over `loader`; returns the mean loss and the running means of the seed metrics (as Keras reports),
-    averaged over all processes."""
+    averaged over all processes, and the images this process trained on. `on_step()` runs after every step (the
+    time budget's learning rate, a break_training file); True ends the pass there."""
     model.train()
     totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
-    batches = 0
+    batches = images_seen = 0
     for images, labels in loader:
         x = to_input_batch(images, step)
         y = labels.to(step.device, non_blocking=True).long()
@@ -150,9 +155,12 @@ def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim
                     totals[name] += SEED_METRICS[name](target, probs).item()
         bar.advance(len(images))
         bar.update(f"loss {totals['loss'] / batches:.4f}")
+        images_seen += len(images)
+        if on_step is not None and on_step():
+            break
     means = torch.tensor([v / max(batches, 1) for v in totals.values()], dtype=torch.float64, device=step.device)
     means = all_reduce_sum(means, dist_ctx) / dist_ctx.world_size  # every process ran the same number of batches
-    return dict(zip(totals, means.tolist(), strict=True))
+    return dict(zip(totals, means.tolist(), strict=True)) | {"images": float(images_seen * dist_ctx.world_size)}
 
 
 def clip_gradients(model: nn.Module, value: float) -> None:
@@ -355,6 +363,12 @@ class TrainState:
     config: dict[str, Any]  # checkpoint_config(cfg): the resolved config and its origins
     start_epoch: int = 0  # 0-based index of the first epoch this process runs
     best_epoch: int = 0  # numbered from 1; 0 until an epoch improves
+    spent_s: float = 0.0  # training time before this process (a resumed run's earlier parts)
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        """Training time of the whole run so far, resumed parts included (a time budget counts it)."""
+        return self.spent_s + time.perf_counter() - self.started
 
     def restore(self, device: torch.device, cfg: Config) -> list[str]:
         """Load last.pt; settings changed since it was written take the new value. Returns one note per change."""
@@ -372,6 +386,7 @@ class TrainState:
             self.reducer.load_state_dict(state["reducer"])
         _set_rng_state(state["rng"])
         self.start_epoch, self.best_epoch = int(state["epoch"]), int(state["best_epoch"])
+        self.spent_s, self.started = float(state.get("spent_s", 0.0)), time.perf_counter()
         return notes
 
     def weights(self) -> dict[str, Tensor]:
@@ -385,7 +400,7 @@ class TrainState:
         save_checkpoint(self.run.last, {
             "model": weights, **self.config, "epoch": epoch, "best_epoch": self.best_epoch, "metrics": row,
             "optimizer": self.optim.state_dict(), "early_stopping": self.early.state_dict(),
-            "reducer": self.reducer.state_dict(), "rng": _rng_state(),
+            "reducer": self.reducer.state_dict(), "rng": _rng_state(), "spent_s": self.elapsed(),
         })
 
     def save_interrupted(self, epoch: int) -> Path:
@@ -461,8 +476,10 @@ class EpochRunner:
     def images_per_epoch(self) -> int:
         return self.num_samples or len(self.data.train)
 
-    def run_epoch(self, epoch: int, run: RunDir) -> tuple[dict[str, float], dict[str, float]]:
-        """Train and validate epoch `epoch` (0-based); returns the history row and the validation stats."""
+    def run_epoch(self, epoch: int, run: RunDir,
+                  on_step: Callable[[], bool] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+        """Train and validate epoch `epoch` (0-based); returns the history row and the validation stats.
+        `on_step` may end the training steps early (see train_one_epoch)."""
         t, number = self.cfg.train, epoch + 1
         # shuffling depends on (seed, epoch) only: resume repeats it exactly
         self.generator.manual_seed(t.seed + epoch)
@@ -473,7 +490,8 @@ class EpochRunner:
         bar = Bar(self.progress, f"epoch {number}/{t.epochs}", self.images_per_epoch)
         train_stats = train_one_epoch(self.train_model, self.loss_fn, self.train_loader, self.optim, self.step,
                                       self.seed_names, self.augment, self.aug_generator, self.scaler, bar,
-                                      self.dist_ctx)
+                                      self.dist_ctx, on_step)
+        images = int(train_stats.pop("images"))
         bar.close()
         seconds = time.perf_counter() - began
         check_finite_weights(self.model, epoch, run, self.dist_ctx, self.step.device)
@@ -483,7 +501,7 @@ class EpochRunner:
                              self.seed_names, t.validation_steps, self.dist_ctx, bar)
         bar.close()
         row = epoch_row(number, self.optim.param_groups[0]["lr"], train_stats, val_stats, self.seed_names, seconds,
-                        self.images_per_epoch)
+                        images)
         return row, val_stats
 
 
@@ -504,18 +522,21 @@ def epoch_message(row: dict[str, float], epochs: int, improved: bool, new_lr: fl
             + (f"  {eta}" if eta else ""))
 
 
-def stop_reason(row: dict[str, float], early_stop: bool, on_epoch_end: EpochCallback | None, run: RunDir,
+def stop_reason(row: dict[str, float], early_stop: bool, on_epoch_end: EpochCallback | None, checks: StepChecks,
                 dist_ctx: DistContext, device: torch.device) -> str | None:
     """Why training stops after this epoch, or None to go on. `on_epoch_end` sees every row (on rank 0 only under
-    torchrun; its answer stops every process)."""
+    torchrun; its answer stops every process); `checks` knows whether a step found a break_training file or the
+    deadline, and whether another epoch fits in the time budget."""
     asked = bool(on_epoch_end(dict(row))) if on_epoch_end is not None and dist_ctx.is_main else False
     asked = any_rank(asked, dist_ctx, device)
     if early_stop:
         return "early_stopping"
     if asked:
         return "on_epoch_end"
-    found = Path("break_training").exists() or (run.model_dir / "break_training").exists()
-    return "break_training" if any_rank(found, dist_ctx, device) else None
+    if checks.schedule is not None and not checks.clock.next_epoch_fits(checks.schedule.deadline.left()):
+        checks.reason = checks.reason or "time_budget"
+    reason = checks.reason or ("break_training" if any(p.exists() for p in checks.break_files) else None)
+    return reason if any_rank(reason is not None, dist_ctx, device) else None
 
 
 def stop_message(reason: str, number: int, t: TrainSection, best_epoch: int) -> str:
@@ -524,7 +545,9 @@ def stop_message(reason: str, number: int, t: TrainSection, best_epoch: int) -> 
         "early_stopping": f"early stopping after epoch {number}: no improvement of {t.monitor} for {t.patience} "
                           f"epochs; best epoch {best_epoch}",
         "on_epoch_end": f"on_epoch_end asked to stop after epoch {number} (checkpoints and logs are saved)",
-        "break_training": "found a 'break_training' file: stopping after this epoch (checkpoints and logs are saved)",
+        "break_training": f"found a 'break_training' file: stopped in epoch {number} (checkpoints and logs are saved)",
+        "time_budget": f"time budget of {format_duration(t.time_budget_s or 0)} reached: stopped after epoch {number} "
+                       f"(best epoch {best_epoch})",
     }[reason]
 
 
@@ -557,6 +580,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
     if resume and run.last.is_file():
         resume_state(state, cfg, device, dist_ctx, log)
+    checks = step_checks(cfg, run, optim, state, log)
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
@@ -565,6 +589,11 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                          dist_ctx, data)
     stopped_by, epoch = "epochs", state.start_epoch - 1
     run_bar, epoch_seconds = Bar(progress, "run", t.epochs), []
+
+    def on_step() -> bool:  # every process sees the same spent fraction, so their learning rates agree
+        spent = max_over_ranks(state.elapsed() / t.time_budget_s, dist_ctx, device) if t.time_budget_s else None
+        return any_rank(checks(None if spent is None else min(spent, 1.0)), dist_ctx, device)
+
     run_bar.advance(state.start_epoch)
     with sigterm_as_interrupt():
         try:
@@ -573,10 +602,10 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 schedule_note = apply_encoder_schedule(model, cfg.model, epoch)
                 if schedule_note:
                     log(schedule_note)
-                row, val_stats = runner.run_epoch(epoch, run)
+                row, val_stats = runner.run_epoch(epoch, run, on_step)
                 monitored = monitored_value(t, val_stats)
                 improved, stop = monitored < early.best, early.update(monitored)
-                reduced = t.learning_rate_reducer and reducer.update(monitored)
+                reduced = t.learning_rate_reducer and checks.schedule is None and reducer.update(monitored)
                 if dist_ctx.is_main:
                     assert history is not None and preview is not None  # made on the main process
                     history.append(row)  # before last.pt: see the docstring
@@ -586,12 +615,13 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                 else:
                     state.best_epoch = number if improved else state.best_epoch
                 epoch_seconds.append(time.perf_counter() - began)
+                checks.clock.add(row["seconds"], epoch_seconds[-1])
                 eta = run_eta(t.epochs - number, sum(epoch_seconds) / len(epoch_seconds))
                 run_bar.advance()
                 run_bar.update(f"best epoch {state.best_epoch}", eta)
                 log(epoch_message(row, t.epochs, improved, optim.param_groups[0]["lr"] if reduced else None,
                                   eta if number < t.epochs and not stop else ""))
-                reason = stop_reason(row, stop, on_epoch_end, run, dist_ctx, device)
+                reason = stop_reason(row, stop, on_epoch_end, checks, dist_ctx, device)
                 if reason is not None:
                     log(stop_message(reason, number, t, state.best_epoch))
                     stopped_by = reason
@@ -605,4 +635,20 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     run_bar.close()
     rows = history.rows if history else []
     return FitResult(run, epoch + 1 - state.start_epoch, state.best_epoch, early.best,
-                     stopped_by == "early_stopping", rows, stopped_by)
+                     stopped_by == "early_stopping", rows, stopped_by, state.elapsed(), t.time_budget_s)
+
+
+def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState,
+                log: Callable[[str], None]) -> StepChecks:
+    """The per-step checks of this run: a break_training file always, the time budget's schedule when set."""
+    t, schedule = cfg.train, None
+    if t.time_budget_s:
+        deadline = Deadline(t.time_budget_s, state.spent_s, state.started)
+        schedule = BudgetSchedule(optim, deadline, t.min_lr)
+        if t.learning_rate_reducer:
+            log(f"note: {t.where('time_budget')}: the learning rate follows the budget (cosine to the deadline); "
+                "learning_rate_reducer is not used")
+        log(f"time budget {format_duration(t.time_budget_s)}"
+            + (f", {format_duration(deadline.left())} left" if state.spent_s else "")
+            + ": the learning rate warms up, then anneals to the deadline")
+    return StepChecks(schedule, EpochClock(), (Path("break_training"), run.model_dir / "break_training"))

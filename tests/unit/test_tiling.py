@@ -176,3 +176,17 @@ def test_tta_on_tiles_averages_flips() -> None:
     assert not np.allclose(plain, tta)
     # the flip-averaged prediction is closer to the average of the plain and mirrored predictions than plain alone
     assert np.abs(tta - (plain + flipped) / 2).mean() < np.abs(tta - plain).mean()
+
+
+def test_the_default_overlap_follows_the_tile_size() -> None:
+    from flexunet.config import config_from_dict
+    from flexunet.errors import ConfigError
+    from flexunet.predict import tile_settings
+
+    small = config_from_dict({"model": {"image_width": 32, "image_height": 32}})
+    assert tile_settings(small) == (32, 8)  # the seed's fixed 64 failed for every model of 64 px or less
+    large = config_from_dict({"model": {"image_width": 512, "image_height": 512}})
+    assert tile_settings(large) == (512, 64)
+    given = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "tiledinfer": {"overlapping": 40}})
+    with pytest.raises(ConfigError, match=r"\[tiledinfer\] overlapping = 40: must be smaller than the tile size 32"):
+        tile_settings(given)
