@@ -77,11 +77,11 @@ class EpochClock:
         self.train_s.append(train_s)
         self.rest_s.append(max(0.0, total_s - train_s))
 
-    def reserve(self, budget_s: float = 0.0) -> float:
+    def reserve(self, budget_s: float = 0.0, first_guess_s: float = 0.0) -> float:
         """Seconds to keep for the validation and saving that follow the training steps: the median of the last
-        three epochs' (saving and plotting vary from epoch to epoch), or before any epoch has ended a twentieth of
-        the budget."""
-        return statistics.median(self.rest_s[-3:]) if self.rest_s else 0.05 * budget_s
+        three epochs' (saving and plotting vary from epoch to epoch), or before any epoch has ended
+        `first_guess_s` (see StepChecks) plus a twentieth of the budget for saving."""
+        return statistics.median(self.rest_s[-3:]) if self.rest_s else first_guess_s + 0.05 * budget_s
 
     def next_epoch_fits(self, left_s: float) -> bool:
         """Whether another epoch is worth starting: at least a quarter of the last one's training steps fit before
@@ -99,13 +99,29 @@ class StepChecks:
     schedule: BudgetSchedule | None
     clock: EpochClock
     break_files: tuple[Path, ...]
+    validation_batches: int = 0  # per epoch: with the step time, the first epoch's guess of its validation time
     reason: str | None = None
+    steps: int = 0
+    first_step_end: float = 0.0
+    last_step_end: float = 0.0
+
+    def validation_guess(self) -> float:
+        """Before the first validation: its batches at half a training step each (a forward pass alone is about a
+        third of one; the first step, slow with one-off setup, is left out)."""
+        if self.steps < 2:
+            return 0.0
+        return self.validation_batches * 0.5 * (self.last_step_end - self.first_step_end) / (self.steps - 1)
 
     def __call__(self, fraction: float | None = None) -> bool:
         """True when the running epoch should end after this step."""
+        self.steps += 1
+        self.last_step_end = time.perf_counter()
+        if self.steps == 1:
+            self.first_step_end = self.last_step_end
         if self.schedule is not None:
             self.schedule.step(fraction)
-            if self.schedule.deadline.left() <= self.clock.reserve(self.schedule.deadline.budget_s):
+            budget = self.schedule.deadline.budget_s
+            if self.schedule.deadline.left() <= self.clock.reserve(budget, self.validation_guess()):
                 self.reason = "time_budget"
         if any(path.exists() for path in self.break_files):
             self.reason = "break_training"

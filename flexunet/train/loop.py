@@ -580,7 +580,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     state = TrainState(model, optim, early, reducer, run, checkpoint_config(cfg))
     if resume and run.last.is_file():
         resume_state(state, cfg, device, dist_ctx, log)
-    checks = step_checks(cfg, run, optim, state, log)
+    checks = step_checks(cfg, run, optim, state, data, dist_ctx, log)
     seed_names, columns = seed_metric_names(cfg)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
@@ -638,8 +638,8 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
                      stopped_by == "early_stopping", rows, stopped_by, state.elapsed(), t.time_budget_s)
 
 
-def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState,
-                log: Callable[[str], None]) -> StepChecks:
+def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState, data: SplitDatasets,
+                dist_ctx: DistContext, log: Callable[[str], None]) -> StepChecks:
     """The per-step checks of this run: a break_training file always, the time budget's schedule when set."""
     t, schedule = cfg.train, None
     if t.time_budget_s:
@@ -651,4 +651,5 @@ def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState,
         log(f"time budget {format_duration(t.time_budget_s)}"
             + (f", {format_duration(deadline.left())} left" if state.spent_s else "")
             + ": the learning rate warms up, then anneals to the deadline")
-    return StepChecks(schedule, EpochClock(), (Path("break_training"), run.model_dir / "break_training"))
+    batches = -(-validation_total(data.valid, cfg, dist_ctx) // max(1, cfg.eval.batch_size // dist_ctx.world_size))
+    return StepChecks(schedule, EpochClock(), (Path("break_training"), run.model_dir / "break_training"), batches)

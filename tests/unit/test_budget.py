@@ -59,3 +59,17 @@ def test_another_epoch_starts_only_when_a_quarter_of_one_fits_before_its_validat
 def test_a_deadline_counts_the_time_spent_before_a_resume() -> None:
     deadline = Deadline(100.0, spent_s=40.0)
     assert 40.0 <= deadline.elapsed() < 41.0 and 0.4 <= deadline.fraction() < 0.41
+
+
+def test_before_the_first_validation_its_time_is_guessed_from_the_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flexunet.train import budget
+
+    now = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: now[0])
+    checks = budget.StepChecks(None, EpochClock(), (), validation_batches=10)
+    for _ in range(5):  # a slow first step (setup), then 2 s a step
+        checks()
+        now[0] += 2.0
+    # 4 steps of 2 s after the first; 10 validation batches at half a step each
+    assert checks.validation_guess() == pytest.approx(10 * 0.5 * 2.0)
+    assert EpochClock().reserve(100.0, checks.validation_guess()) == pytest.approx(10.0 + 5.0)
