@@ -335,7 +335,10 @@ def changed_files(before: dict[str, str], after: dict[str, str], allowed: list[s
     for name, digest in before.items():
         if after.get(name) == digest:
             continue
-        (legit if any(fnmatch.fnmatch(name, pat) for pat in allowed) else lost).append(
+        # flexunet's own bookkeeping (.flexunet-files manifests, .flexunet-objects.<rank>.jsonl journals, locks and
+        # run markers) is written by every run into the folders it writes: never a user's file
+        own = Path(name).name.startswith(".flexunet-")
+        (legit if own or any(fnmatch.fnmatch(name, pat) for pat in allowed) else lost).append(
             f"{name} ({'gone' if name not in after else 'changed'})")
     return lost, legit
 
@@ -568,8 +571,11 @@ def _s2(cwd: Path, fx: dict) -> Plan:
 
 
 # --- D5: two trainings, one eval_dir
-@case("d5_two_trainings_one_eval_dir", "D5", "train A (4 epochs, model_dir m1) in the background, then B (model_dir "
-      "m2) with the same eval_dir: A's history.csv still in eval_dir?")
+A_EPOCHS = 40
+
+
+@case("d5_two_trainings_one_eval_dir", "D5", f"train A ({A_EPOCHS} epochs, model_dir m1) in the background, then B "
+      "(model_dir m2) with the same eval_dir: A's history.csv still in eval_dir?")
 def _d5(cwd: Path, fx: dict) -> Plan:
     base_case(cwd, fx, models=False)
 
@@ -579,14 +585,17 @@ def _d5(cwd: Path, fx: dict) -> Plan:
 
     def check(folder: Path, state: dict) -> tuple[str | None, str]:
         found = {str(p.relative_to(folder)): csv_rows(p) for p in folder.rglob("history.csv")}
-        first = [name for name, rows in found.items() if rows == 4]
-        a = state["results"][-1]
+        first = [name for name, rows in found.items() if rows == A_EPOCHS]
+        a, b = state["results"][-1], state["results"][0]
+        said = f"B exited {b['exit_code']} ({b['stderr_last_line'][:120]}); history.csv files: {found}"
         if a["exit_code"] != 0:
-            return None, f"training A exited {a['exit_code']}; history.csv files: {found}"
+            return None, f"training A exited {a['exit_code']}; {said}"
         if "shared_eval/history.csv" in first:
-            return None, f"A's 4-row history.csv is in the eval_dir; history.csv files: {found}"
-        return "data_lost", f"A finished but its 4-row history.csv is not in shared_eval/; history.csv files: {found}"
-    return Plan(steps=[Step(train("m1", 4), background=True, wait_for="shared_eval/history.csv", timeout=300),
+            return None, f"A's {A_EPOCHS}-row history.csv is in the eval_dir; {said}"
+        return "data_lost", f"A finished but its {A_EPOCHS}-row history.csv is not in shared_eval/; {said}"
+    # A trains long enough (40 epochs) to be still running when B, started once A's first history row exists,
+    # reaches its folders: with 4 epochs A had finished by then, and B moved a finished run aside, as documented
+    return Plan(steps=[Step(train("m1", A_EPOCHS), background=True, wait_for="shared_eval/history.csv", timeout=600),
                        Step(train("m2", 1), timeout=200)], check=check)
 
 

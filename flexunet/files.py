@@ -221,6 +221,33 @@ def _open_temp(fd: int) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+class _Recorded:
+    """The temporary file as `write` sees it, keeping the first OSError a write or flush raised: a library that
+    writes through it (torch.save's zip writer) may turn that error into its own RuntimeError ("unexpected pos")
+    under a file size limit, and the user should still hear about the full disk, not the library's words."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.file, name)
+
+
 def _refuse(path: Path, kind: str = "") -> None:
     problem = current_guard().problem(path, kind)
     if problem is not None:
@@ -242,9 +269,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], tag: str = "",
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
         raise output_error(path, exc) from None
+    recorded: _Recorded | None = None
     try:
         with _open_temp(fd) as file:
-            write(file)
+            recorded = _Recorded(file)
+            write(recorded)  # type: ignore[arg-type]  # a BinaryIO in all but name
             file.flush()
             os.fsync(file.fileno())  # a full disk can surface only here, when the data reaches it
         record_written(path, tag)
@@ -254,6 +283,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], tag: str = "",
         raise output_error(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if recorded is not None and recorded.error is not None:
+            raise output_error(path, recorded.error) from None
         raise
 
 

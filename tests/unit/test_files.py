@@ -201,3 +201,46 @@ def test_a_user_file_is_refused_and_overwrite_opts_in_but_never_for_inputs(tmp_p
         atomic_write_text(tmp_path / "user.csv", "replaced, as asked")
     assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "model.pt").read_bytes() == b"weights"
     assert (tmp_path / "report.txt").read_text() == "two" and (tmp_path / "user.csv").read_text() == "replaced, as asked"
+
+
+def test_a_file_size_limit_during_torch_save_is_one_line_and_keeps_the_checkpoint(tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch
+                                                                                  ) -> None:
+    """torch.save's zip writer turns the write's EFBIG (`ulimit -f`) into its own RuntimeError ("unexpected pos"):
+    the user still gets the one-line size-limit error, and the previous checkpoint stays."""
+    import errno
+
+    import torch
+
+    from flexunet import files
+    from flexunet.runs.checkpoint import load_checkpoint, save_checkpoint
+
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, {"model": {"w": torch.zeros(10)}, "config": "[model]\n", "epoch": 1})
+
+    class Limited:
+        def __init__(self, file) -> None:
+            self.file, self.written = file, 0
+
+        def write(self, data) -> int:
+            if self.written + len(data) > 1000:
+                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+            self.written += len(data)
+            return self.file.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+    real = files._open_temp
+    monkeypatch.setattr(files, "_open_temp", lambda fd: Limited(real(fd)))
+    with pytest.raises(OutputError, match=r"last\.pt: cannot write, a file size limit was reached") as info:
+        save_checkpoint(target, {"model": {"w": torch.ones(100_000)}, "config": "[model]\n", "epoch": 2})
+    assert "\n" not in str(info.value)
+    assert load_checkpoint(target, torch.device("cpu"))["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
