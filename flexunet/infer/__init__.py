@@ -92,10 +92,11 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
             else:
                 files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
                 check_outputs(planned_outputs(files, output_dir, merged, instances_dir))  # before anything is written
+            torch_device = dist_device or choose_device(device)
+            model = inference_model(cfg, weights, onnx is not None, torch_device, compile_model, tiled)  # checked first
             with locked_folders(folders) if dist_ctx.is_main else nullcontext():
-                result = _infer(cfg, images_dir, output_dir, merged, dist_device or choose_device(device), dist_ctx,
-                                weights, quiet or not dist_ctx.is_main, tta, tiled, onnx is not None, resume,
-                                compile_model, slides, settings, instances)
+                result = _infer(cfg, images_dir, output_dir, merged, torch_device, dist_ctx, model, weights,
+                                quiet or not dist_ctx.is_main, tta, tiled, resume, slides, settings, instances)
         return merge_results(gather_objects(result, dist_ctx))
     finally:
         shutdown(dist_ctx)
@@ -111,24 +112,28 @@ def merge_results(results: list[InferResult]) -> InferResult:
                        [p for r in results for p in r.nonfinite])
 
 
-def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
-           dist_ctx: DistContext, weights: Path, quiet: bool, tta: bool | None, tiled: bool,
-           onnx: bool, resume: bool, compile_model: bool | None, slides: bool = False,
-           settings: PostprocessSettings | None = None, instances: bool = False) -> InferResult:
-    model: nn.Module
+def inference_model(cfg: Config, weights: Path, onnx: bool, torch_device: torch.device,
+                    compile_model: bool | None, tiled: bool) -> nn.Module:
+    """The checkpoint's model ready for inference (compiled when asked), or the ONNX file's session after checking
+    its classes, channels and input size against `cfg`: before any output folder is made."""
     use_compile = cfg.infer.compile if compile_model is None else compile_model
-    settings = settings or {}
-    instances_dir = output_dir / "instances" if instances else None
     if onnx:
         if use_compile:
             source = cfg.infer.where("compile") if compile_model is None else "--compile"
             raise ConfigError(f"{source}: applies to PyTorch checkpoints, not --onnx; drop it (--no-compile) for ONNX")
         session = OnnxModel(weights, torch_device)
         session.check_fits(cfg.model, tile_settings(cfg)[0] if tiled else None)
-        model = session
-    else:
-        model, _ = load_trained_model(weights, torch_device, cfg)
-        model = compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
+        return session
+    model, _ = load_trained_model(weights, torch_device, cfg)
+    return compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
+
+
+def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
+           dist_ctx: DistContext, model: nn.Module, weights: Path, quiet: bool, tta: bool | None, tiled: bool,
+           resume: bool, slides: bool = False, settings: PostprocessSettings | None = None,
+           instances: bool = False) -> InferResult:
+    settings = settings or {}
+    instances_dir = output_dir / "instances" if instances else None
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
     tta_on = cfg.infer.tta if tta is None else tta

@@ -34,7 +34,7 @@ def test_infer_slides_writes_pyramidal_masks(tmp_path: Path, tiny_dataset: Path,
                    "--output", str(tmp_path / "masks"), "-q")
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "skipped: " in out and "flat.tif: not a readable TIFF" in out and "wrote 1 masks" in out
+    assert "skipped: " in out and "flat.tif: not a readable TIFF" in out and "wrote 1 mask to" in out
     with tifffile.TiffFile(tmp_path / "masks" / "scan.tif") as handle:
         mask = handle.series[0].levels[0].asarray()
         assert handle.pages[0].is_tiled and len(handle.series[0].levels) == 2

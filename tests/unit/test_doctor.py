@@ -20,6 +20,7 @@ from flexunet.prepare.doctor import doctor, find_leaks
 from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, aligned_scores, find_matches, fingerprint
 from flexunet.prepare.split import source_id
 from flexunet.data.split_file import write_split_file
+from flexunet.files import atomic_write_text
 from tests.conftest import make_config, requires_shared, run_cli
 
 
@@ -256,7 +257,7 @@ def test_evaluate_hint_after_set_names_a_doctor_command_for_the_same_folders(
         ("images_dir", pool / "*" / "images"), ("masks_dir", pool / "*" / "masks"), ("split_file", tmp_path / "split.csv"))]
     write_split_file(tmp_path / "split.csv", [(stem, stem, name) for stem, name in DISJOINT.items()])
     (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "doctor.json").write_text(json.dumps(  # a stale report about other files is not used
+    atomic_write_text(tmp_path / "eval" / "doctor.json", json.dumps(  # an earlier doctor's report about other files
         {"splits": {"test": {"pairs": 6}}, "near_duplicates": [{"image": "x", "split": "test", "match_split": "train"}]}))
     cfg = load_config(config, sets)
     leaks = leak_summary(cfg, "test", tmp_path / "eval", run_doctor=False)

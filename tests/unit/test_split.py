@@ -59,8 +59,8 @@ def test_group_by_regex_and_copied_folders(tmp_path: Path) -> None:
     data = write_augmented(tmp_path / "data", sources=10)
     result = split_dataset(data / "images", data / "masks", tmp_path / "out", (0.5, 0.5), group_by=r"cell-(\d+)",
                            seed=1, files="copy")
-    train = {source_id(p.name) for p in (tmp_path / "out" / "train" / "images").iterdir()}
-    valid = {source_id(p.name) for p in (tmp_path / "out" / "valid" / "masks").iterdir()}
+    train = {source_id(p.name) for p in (tmp_path / "out" / "train" / "images").glob("*.png")}
+    valid = {source_id(p.name) for p in (tmp_path / "out" / "valid" / "masks").glob("*.png")}
     assert train and valid and not train & valid
     assert result.groups == {"train": 5, "valid": 5}
     with pytest.raises(DataError, match="already holds split folders"):
