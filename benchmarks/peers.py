@@ -52,7 +52,7 @@ SPLIT_FILE = HERE / "splits" / "pap_smear_grouped.csv"
 RESULTS = HERE / "results"
 RUNS = Path(os.environ.get("FLEXUNET_PEERS_RUNS", RESULTS / "peers_runs"))  # another folder for smoke runs
 WORK = Path(os.environ.get("FLEXUNET_PEERS_WORK", "/tmp/flexunet-peers"))  # prepared data, checkpoints, predictions
-SIDES = ["flexunet_best", "nnunet", "smp", "monai", "flexunet_seed", "tf_reference"]
+SIDES = ["flexunet_best", "smp", "monai", "tf_reference", "flexunet_seed", "nnunet"]
 PYTHON = {"tf_reference": HERE / ".venv-tf" / "bin" / "python", "nnunet": HERE / ".venv-nnunet" / "bin" / "python"}
 SCRIPT = {"tf_reference": HERE / "peers" / "tf_side.py", "smp": HERE / "peers" / "smp_side.py",
           "monai": HERE / "peers" / "monai_side.py", "nnunet": HERE / "peers" / "nnunet_side.py",
@@ -61,7 +61,7 @@ LOAD_EVERY_S = 30
 MACHINE_KEYS = ("cpu_model", "cpu_flags", "cores_usable")  # sides that differ in these are not put in one table
 
 
-def grouped_config(work: Path):
+def grouped_config(work: Path, overrides: tuple[str, ...] = ()):
     """The seed config on the grouped split: what flexunet decodes the masks with (blur, threshold 60)."""
     from flexunet.config import load_config
 
@@ -69,7 +69,7 @@ def grouped_config(work: Path):
     data += [f"{s}.masks_dir={DATA}/*/masks/" for s in ("train", "valid", "test")]
     data += [f"{s}.split_file={SPLIT_FILE}" for s in ("train", "valid", "test")]
     return load_config(HERE.parent.parent / "shared" / "data" / "configs" / "pap-smear.config",
-                       [*data, f"train.model_dir={work}/models", f"train.eval_dir={work}/eval"])
+                       [*data, f"train.model_dir={work}/models", f"train.eval_dir={work}/eval", *overrides])
 
 
 def prepare(work: Path) -> Path:
@@ -219,15 +219,6 @@ def run_all(budget: float, jobs: int, sides: list[str], resume: bool, seed: int)
             print(side, "exit", code, flush=True)
 
 
-def best_so_far(curve: list[dict[str, float]], clock: str) -> tuple[list[float], list[float]]:
-    xs, ys, best = [], [], float("-inf")
-    for row in curve:
-        best = max(best, row["val_dice"])
-        xs.append(row[clock])
-        ys.append(best)
-    return xs, ys
-
-
 def table() -> None:
     """peers.json, peers.md and peers.png from the per-side files; refuses sides from different machines."""
     import matplotlib
@@ -286,12 +277,11 @@ def table() -> None:
     for ax, clock, label in ((axes[0], "cpu_s", "CPU seconds of the side (budget clock)"),
                              (axes[1], "wall_s", "wall-clock seconds (two sides at a time on 2 cores)")):
         for r in rows:
-            xs, ys = best_so_far(r["curve"], clock)
             label_ = f"{r['side']} (test Dice {r['test']['dice_image_mean']:.3f})"
-            ax.step(xs, ys, where="post", marker=".", label=label_)
+            ax.plot([c[clock] for c in r["curve"]], [c["val_dice"] for c in r["curve"]], marker=".", label=label_)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best validation Dice so far")
+    axes[0].set_ylabel("validation Dice (each library's own measure)")
     lows = [min(r["curve"], key=lambda c: c["val_dice"])["val_dice"] for r in rows if r["curve"]]
     axes[0].set_ylim(max(0.0, min(lows) - 0.05) if lows else 0, 1.0)
     axes[0].legend(fontsize=8, loc="lower right")

@@ -4,7 +4,8 @@
                no augmentation), on the grouped split with epochs of 100 batches and a full validation pass, as
                benchmarks/quality.py trains it (`flex_config`);
 --recipe best: the best documented recipe (results/model_zoo.md: the 7.8 M FlexUNet, Adam 1e-3, bce_dice_loss,
-               batch 4, the default augmentation, epochs of 50 batches, 10 validation batches), as
+               batch 4, no augmentation ([model] generator is off by default), epochs of 50 batches, 10 validation
+               batches), as
                benchmarks/model_zoo_train.py trains it (`sections`).
 Both keep best.pt by val_loss (flexunet's default monitor) and stop at the first epoch end after which another
 epoch as long as the last would pass `--budget` CPU seconds of this process; the test images are then predicted from
@@ -87,7 +88,8 @@ def main() -> None:
     valid = f"{t.validation_steps} batches" if t.validation_steps else "all"
     (args.out / "side.json").write_text(json.dumps({
         "recipe": f"flexunet train_from_config, {m.model} {'seed config' if args.recipe == 'seed' else 'model_zoo'} "
-                  f"recipe: Adam {m.learning_rate:g}, {m.loss}, batch {t.batch_size}, epochs of {t.steps_per_epoch} "
+                  f"recipe: Adam {m.learning_rate:g}, {m.loss}, batch {t.batch_size}, augmentation "
+                  f"{'on' if m.generator else 'off'}, epochs of {t.steps_per_epoch} "
                   f"batches, validation ({valid} of the validation split; flexunet's val_dice, pooled) after each, "
                   f"best by {t.monitor}",
         "parameters": sum(p.numel() for p in model.parameters()), "batch_size": t.batch_size, "curve": curve,

@@ -5,8 +5,12 @@ nnunetv2/training/nnUNetTrainer/variants/ of the nnU-Net venv (the documented wa
 else is nnU-Net's default nnUNetTrainer: its plans, network, loss, augmentation, SGD + poly schedule, pseudo-Dice
 validation and checkpoint_best by the EMA of the pseudo Dice. What changes:
 
-- epochs of PEERS_NNUNET_ITERS training iterations (default 50; nnU-Net's 250 at its planned batch would leave only
-  a few epochs in a 600-s budget) and PEERS_NNUNET_VAL_ITERS validation iterations (default 10; nnU-Net's 50);
+- batch PEERS_NNUNET_BATCH (default 8, as the smp and MONAI sides): for 128 x 128 images nnU-Net's planner fills its
+  GPU memory target with a batch of 115, one iteration of which takes tens of CPU seconds on one thread, so a
+  600-s budget would hold only a few dozen iterations;
+- epochs of PEERS_NNUNET_ITERS training iterations (default 25, 200 images at batch 8, as flexunet_best's epochs;
+  nnU-Net's 250) and PEERS_NNUNET_VAL_ITERS validation iterations (default 5, 40 patches; nnU-Net's 50), so that
+  several epochs, and so several chances to keep a best checkpoint, fit in the budget after preprocessing;
 - the budget: PEERS_BUDGET_CPU_S CPU seconds, of which PEERS_CPU_BEFORE were already spent (planning and
   preprocessing). After the first epoch the number of epochs is set to what the rest of the budget holds at that
   epoch's CPU cost, and the poly schedule to end there; training stops at the first epoch end after which another
@@ -35,11 +39,16 @@ def spent_cpu_s() -> float:
 
 
 class nnUNetTrainer_Budget(nnUNetTrainer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.num_iterations_per_epoch = int(os.environ.get("PEERS_NNUNET_ITERS", "50"))
-        self.num_val_iterations_per_epoch = int(os.environ.get("PEERS_NNUNET_VAL_ITERS", "10"))
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # noqa: B008 (nnU-Net's signature; no *args: it saves
+        # the arguments by name)
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_iterations_per_epoch = int(os.environ.get("PEERS_NNUNET_ITERS", "25"))
+        self.num_val_iterations_per_epoch = int(os.environ.get("PEERS_NNUNET_VAL_ITERS", "5"))
         self.budget_cpu_s = float(os.environ.get("PEERS_BUDGET_CPU_S", "600"))
+
+    def _set_batch_size_and_oversample(self):
+        self.batch_size = int(os.environ.get("PEERS_NNUNET_BATCH", "8"))
 
     def run_training(self):
         torch.set_num_threads(1)

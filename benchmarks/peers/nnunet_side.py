@@ -132,16 +132,17 @@ def main() -> None:
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"]["2d"]
     ema = [row["val_dice_ema"] for row in curve]
     best_epoch = int(np.argmax(ema)) + 1 if ema else 0
-    iters = int(os.environ.get("PEERS_NNUNET_ITERS", "50"))
+    iters = int(os.environ.get("PEERS_NNUNET_ITERS", "25"))
+    batch = curve[0]["batch_size"] if curve else None
     (args.out / "side.json").write_text(json.dumps({
         "recipe": "nnU-Net v2 defaults through its CLI (plan_and_preprocess -c 2d, nnUNetTrainer: its planned "
                   f"network, Dice+CE with deep supervision, SGD 1e-2 poly, its augmentation) with epochs of {iters} "
-                  f"iterations x batch {plans['batch_size']} fitted to the budget (nnUNetTrainer_Budget); validation: "
-                  "nnU-Net's pseudo Dice on validation patches each epoch, best by its EMA; test predicted with its "
-                  "default mirroring TTA",
+                  f"iterations x batch {batch} (planned: {plans['batch_size']}) fitted to the budget "
+                  "(nnUNetTrainer_Budget); validation: nnU-Net's pseudo Dice on validation patches each epoch, best "
+                  "by its EMA; test predicted with its default mirroring TTA",
         "parameters": int(sum(v.numel() for v in weights.values() if v.dtype.is_floating_point)),
-        "batch_size": plans["batch_size"], "patch_size": plans["patch_size"], "curve": curve,
-        "best_epoch": best_epoch, "images_seen": len(curve) * iters * plans["batch_size"],
+        "batch_size": batch, "patch_size": plans["patch_size"], "curve": curve,
+        "best_epoch": best_epoch, "images_seen": len(curve) * iters * batch,
         "train_cpu_s": round(train_cpu, 1), "train_wall_s": round(train_wall, 1),
         "preprocess_cpu_s": round(prep_cpu, 1), "preprocess_wall_s": round(prep_wall, 1),
         "predict_cpu_s": round(predict_cpu, 1), "extra_predictions": {"no_tta": "test_no_tta.npz"},
