@@ -7,8 +7,10 @@
 4. `nnUNetv2_train 501 2d 0 -tr nnUNetTrainer_Budget -device cpu` (nnUNetTrainer_Budget.py: the default trainer with
    epochs that fit the budget, stopping at it, 1 thread); nnUNet_n_proc_DA=0, so augmentation runs in the training
    process on the one thread;
-5. `nnUNetv2_predict ... -chk checkpoint_best.pth -device cpu` on the test images, with nnU-Net's default mirroring
-   test-time augmentation (test.npz) and with --disable_tta (test_no_tta.npz), outside the budget.
+5. nnU-Net's predictor (nnUNetPredictor, what nnUNetv2_predict runs, from checkpoint_best.pth) on the test images,
+   outside the budget: without test-time augmentation (test.npz, as every other side predicts) and with nnU-Net's
+   default mirroring (test_mirroring.npz). Through the Python API on 1 thread, sequentially: the CLI sets torch to
+   every core and starts worker processes, which on this shared 2-core machine took ~10 s per image.
 Steps 1-4 are counted in the budget: CPU seconds of this process and of every CLI process it ran. Runs in the
 nnU-Net venv (benchmarks/peers/setup_venvs.sh nnunet); no flexunet import.
 """
@@ -73,7 +75,17 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
         subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
 
 
-def read_predictions(folder: Path, stems: list[str]) -> np.ndarray:
+def predict(fold: Path, images: Path, folder: Path, mirroring: bool, stems: list[str]) -> np.ndarray:
+    """Labels (N, H, W) from nnU-Net's predictor on checkpoint_best.pth, 1 thread, one image after another."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    torch.set_num_threads(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    predictor = nnUNetPredictor(use_mirroring=mirroring, perform_everything_on_device=False,
+                                device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(fold), (0,), "checkpoint_best.pth")
+    predictor.predict_from_files_sequential(str(images), str(folder))
     return np.stack([np.asarray(Image.open(folder / f"{s}.png")) for s in stems]).astype(np.uint8)
 
 
@@ -113,22 +125,20 @@ def main() -> None:
     run([str(bin_dir / "nnUNetv2_train"), str(DATASET_ID), "2d", "0", "-tr", TRAINER, "-device", "cpu"], train_env, log)
     train_cpu, train_wall = cpu_s(), time.perf_counter() - wall0
 
-    cpu1 = cpu_s()
-    predictions = {}
-    for name, extra in (("test.npz", []), ("test_no_tta.npz", ["--disable_tta"])):
-        folder = work / ("pred" if not extra else "pred_no_tta")
-        run([str(bin_dir / "nnUNetv2_predict"), "-i", str(work / "raw" / DATASET / "imagesTs"), "-o", str(folder),
-             "-d", str(DATASET_ID), "-c", "2d", "-f", "0", "-tr", TRAINER, "-chk", "checkpoint_best.pth",
-             "-device", "cpu", "-npp", "1", "-nps", "1", *extra], env, log)
-        predictions[name] = read_predictions(folder, stems["test"])
-        np.savez_compressed(args.out / name, labels=predictions[name], stems=np.array(stems["test"]))
-    predict_cpu = cpu_s() - cpu1
-
     import torch
 
+    fold = work / "results" / DATASET / f"{TRAINER}__nnUNetPlans__2d"
+    predict_cpu = {}
+    for name, mirroring in (("test.npz", False), ("test_mirroring.npz", True)):
+        cpu1 = cpu_s()
+        labels = predict(fold, work / "raw" / DATASET / "imagesTs", work / name.removesuffix(".npz"), mirroring,
+                         stems["test"])
+        np.savez_compressed(args.out / name, labels=labels, stems=np.array(stems["test"]))
+        predict_cpu[name.removesuffix(".npz")] = round(cpu_s() - cpu1, 1)
+
     curve = [json.loads(line) for line in curve_file.read_text().splitlines()]
-    fold = work / "results" / DATASET / f"{TRAINER}__nnUNetPlans__2d" / "fold_0"
-    weights = torch.load(fold / "checkpoint_best.pth", map_location="cpu", weights_only=False)["network_weights"]
+    best = torch.load(fold / "fold_0" / "checkpoint_best.pth", map_location="cpu", weights_only=False)
+    weights = best["network_weights"]
     plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())["configurations"]["2d"]
     ema = [row["val_dice_ema"] for row in curve]
     best_epoch = int(np.argmax(ema)) + 1 if ema else 0
@@ -139,13 +149,14 @@ def main() -> None:
                   f"network, Dice+CE with deep supervision, SGD 1e-2 poly, its augmentation) with epochs of {iters} "
                   f"iterations x batch {batch} (planned: {plans['batch_size']}) fitted to the budget "
                   "(nnUNetTrainer_Budget); validation: nnU-Net's pseudo Dice on validation patches each epoch, best "
-                  "by its EMA; test predicted with its default mirroring TTA",
+                  "by its EMA; test predicted without test-time augmentation (with nnU-Net's default mirroring: "
+                  "test_extra)",
         "parameters": int(sum(v.numel() for v in weights.values() if v.dtype.is_floating_point)),
         "batch_size": batch, "patch_size": plans["patch_size"], "curve": curve,
         "best_epoch": best_epoch, "images_seen": len(curve) * iters * batch,
         "train_cpu_s": round(train_cpu, 1), "train_wall_s": round(train_wall, 1),
         "preprocess_cpu_s": round(prep_cpu, 1), "preprocess_wall_s": round(prep_wall, 1),
-        "predict_cpu_s": round(predict_cpu, 1), "extra_predictions": {"no_tta": "test_no_tta.npz"},
+        "predict_cpu_s": predict_cpu, "extra_predictions": {"with_mirroring_tta": "test_mirroring.npz"},
         "plan": {k: plans.get(k) for k in ("batch_size", "patch_size", "spacing", "normalization_schemes")}
         | {"features_per_stage": plans.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage")},
         "notes": [f"planning + preprocessing {prep_cpu:.0f} CPU s ({prep_wall:.0f} wall s), counted in the budget",
