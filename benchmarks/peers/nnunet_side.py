@@ -8,9 +8,10 @@
    epochs that fit the budget, stopping at it, 1 thread); nnUNet_n_proc_DA=0, so augmentation runs in the training
    process on the one thread;
 5. nnU-Net's predictor (nnUNetPredictor, what nnUNetv2_predict runs, from checkpoint_best.pth) on the test images,
-   outside the budget: without test-time augmentation (test.npz, as every other side predicts) and with nnU-Net's
-   default mirroring (test_mirroring.npz). Through the Python API on 1 thread, sequentially: the CLI sets torch to
-   every core and starts worker processes, which on this shared 2-core machine took ~10 s per image.
+   outside the budget: without test-time augmentation (test.npz, as every other side predicts) and, with
+   `--mirroring`, with nnU-Net's default mirroring too (test_mirroring.npz, scored as an extra; 4 forward passes per
+   image). Through the Python API on 1 thread, sequentially: the CLI sets torch to every core and starts worker
+   processes, which on this shared 2-core machine took ~10 s per image.
 Steps 1-4 are counted in the budget: CPU seconds of this process and of every CLI process it ran. Runs in the
 nnU-Net venv (benchmarks/peers/setup_venvs.sh nnunet); no flexunet import.
 """
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=1, help="unused: nnU-Net seeds nothing by default")
     parser.add_argument("--split-file", help="unused: the prepared folders are the split")
+    parser.add_argument("--mirroring", action="store_true", help="also score nnU-Net's default mirroring TTA")
     args = parser.parse_args()
     wall0, epoch0 = time.perf_counter(), time.time()
     bin_dir = Path(sys.executable).parent  # the venv's nnUNetv2_* commands
@@ -129,7 +131,7 @@ def main() -> None:
 
     fold = work / "results" / DATASET / f"{TRAINER}__nnUNetPlans__2d"
     predict_cpu = {}
-    for name, mirroring in (("test.npz", False), ("test_mirroring.npz", True)):
+    for name, mirroring in (("test.npz", False), ("test_mirroring.npz", True))[:2 if args.mirroring else 1]:
         cpu1 = cpu_s()
         labels = predict(fold, work / "raw" / DATASET / "imagesTs", work / name.removesuffix(".npz"), mirroring,
                          stems["test"])
@@ -149,14 +151,14 @@ def main() -> None:
                   f"network, Dice+CE with deep supervision, SGD 1e-2 poly, its augmentation) with epochs of {iters} "
                   f"iterations x batch {batch} (planned: {plans['batch_size']}) fitted to the budget "
                   "(nnUNetTrainer_Budget); validation: nnU-Net's pseudo Dice on validation patches each epoch, best "
-                  "by its EMA; test predicted without test-time augmentation (with nnU-Net's default mirroring: "
-                  "test_extra)",
+                  "by its EMA; test predicted without test-time augmentation, as every side",
         "parameters": int(sum(v.numel() for v in weights.values() if v.dtype.is_floating_point)),
         "batch_size": batch, "patch_size": plans["patch_size"], "curve": curve,
         "best_epoch": best_epoch, "images_seen": len(curve) * iters * batch,
         "train_cpu_s": round(train_cpu, 1), "train_wall_s": round(train_wall, 1),
         "preprocess_cpu_s": round(prep_cpu, 1), "preprocess_wall_s": round(prep_wall, 1),
-        "predict_cpu_s": predict_cpu, "extra_predictions": {"with_mirroring_tta": "test_mirroring.npz"},
+        "predict_cpu_s": predict_cpu,
+        "extra_predictions": {"with_mirroring_tta": "test_mirroring.npz"} if args.mirroring else {},
         "plan": {k: plans.get(k) for k in ("batch_size", "patch_size", "spacing", "normalization_schemes")}
         | {"features_per_stage": plans.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage")},
         "notes": [f"planning + preprocessing {prep_cpu:.0f} CPU s ({prep_wall:.0f} wall s), counted in the budget",
