@@ -19,7 +19,7 @@ groups), so a process gets a varying share of a core and wall-clock rates move w
 agree. Overhead = 1 - loop img/s per CPU second / bare img/s per CPU second.
 Needs benchmarks/.venv-peers (smp, MONAI) and the prepared PNGs of benchmarks/peers.py (made here if missing).
 
-    benchmarks/.venv-peers/bin/python benchmarks/loop_overhead.py [--steps 10] [--epochs 3]
+    benchmarks/.venv-peers/bin/python benchmarks/loop_overhead.py [--steps 12] [--epochs 3] [--warmup 4]
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def timed_steps(step, batches, warmup: int, steps: int) -> dict[str, float]:
             "steps": steps, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
 
 
-def bare(network: str, cfg, steps: int) -> dict[str, float]:
+def bare(network: str, cfg, steps: int, warmup: int) -> dict[str, float]:
     import torch
 
     from flexunet.data.dataset import build_datasets
@@ -94,7 +94,7 @@ def bare(network: str, cfg, steps: int) -> dict[str, float]:
         loss_fn(model(x), y).backward()
         optim.step()
 
-    return timed_steps(step, iter(int, 1), 2, steps)
+    return timed_steps(step, iter(int, 1), warmup, steps)
 
 
 def flexunet_loop(network: str, cfg, work: Path) -> dict[str, float]:
@@ -139,7 +139,7 @@ def flexunet_loop(network: str, cfg, work: Path) -> dict[str, float]:
             "history_train_img_s": [round(r["images_per_s"], 2) for r in result.history[1:]]}
 
 
-def own_loop(network: str, data: Path, steps: int) -> dict[str, float]:
+def own_loop(network: str, data: Path, steps: int, warmup: int) -> dict[str, float]:
     import torch
 
     if network == "smp_unet_resnet34":
@@ -166,7 +166,7 @@ def own_loop(network: str, data: Path, steps: int) -> dict[str, float]:
         transform = Compose([LoadImaged(keys, reader="PILReader", reverse_indexing=False, image_only=True),
                              EnsureChannelFirstd(keys), ScaleIntensityRanged("image", 0, 255, 0.0, 1.0),
                              RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1)])
-        cached = CacheDataset(files(data / "train")[:(steps + 4) * BATCH], transform, progress=False)  # before timing
+        cached = CacheDataset(files(data / "train")[:(steps + warmup + 2) * BATCH], transform, progress=False)
         loader = DataLoader(cached, batch_size=BATCH, shuffle=True, drop_last=True)
         model, loss_fn = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1), DiceCELoss(sigmoid=True)
         batches = ((b["image"], b["label"]) for b in loader)
@@ -179,13 +179,14 @@ def own_loop(network: str, data: Path, steps: int) -> dict[str, float]:
         loss_fn(model(images), masks).backward()
         optim.step()
 
-    return timed_steps(step, batches, 2, steps)
+    return timed_steps(step, batches, warmup, steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps (bare, own loop); batches per epoch (fit)")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps (bare, own loop); batches per epoch (fit)")
     parser.add_argument("--epochs", type=int, default=3, help="flexunet loop epochs, the first one excluded")
+    parser.add_argument("--warmup", type=int, default=4, help="untimed steps before the bare and own-loop timings")
     args = parser.parse_args()
     import torch
     from machine import machine_info
@@ -200,10 +201,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = config(network, Path(tmp), args.steps, args.epochs)
             row: dict[str, object] = {"load_before": round(os.getloadavg()[0], 2)}
-            row["bare"] = bare(network, cfg, args.steps)
+            row["bare"] = bare(network, cfg, args.steps, args.warmup)
             row["flexunet_loop"] = flexunet_loop(network, cfg, Path(tmp))
             if network != "seed_flexunet":
-                row["own_loop"] = own_loop(network, data, args.steps)
+                row["own_loop"] = own_loop(network, data, args.steps, args.warmup)
             row["load_after"] = round(os.getloadavg()[0], 2)
             for loop in ("flexunet_loop", "own_loop"):
                 if loop in row:
