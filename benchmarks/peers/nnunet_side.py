@@ -152,7 +152,8 @@ def main() -> None:
                   f"iterations x batch {batch} (planned: {plans['batch_size']}) fitted to the budget "
                   "(nnUNetTrainer_Budget); validation: nnU-Net's pseudo Dice on validation patches each epoch, best "
                   "by its EMA; test predicted without test-time augmentation, as every side",
-        "parameters": int(sum(v.numel() for v in weights.values() if v.dtype.is_floating_point)),
+        # the decoder keeps a reference to the encoder, so the state dict lists the encoder twice
+        "parameters": int(sum(v.numel() for k, v in weights.items() if not k.startswith("decoder.encoder."))),
         "batch_size": batch, "patch_size": plans["patch_size"], "curve": curve,
         "best_epoch": best_epoch, "images_seen": len(curve) * iters * batch,
         "train_cpu_s": round(train_cpu, 1), "train_wall_s": round(train_wall, 1),
