@@ -275,7 +275,7 @@ def table() -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, clock, label in ((axes[0], "cpu_s", "CPU seconds of the side (budget clock)"),
-                             (axes[1], "wall_s", "wall-clock seconds (two sides at a time on 2 cores)")):
+                             (axes[1], "wall_s", "wall-clock seconds (two sides at a time on 2 shared cores)")):
         for r in rows:
             label_ = f"{r['side']} (test Dice {r['test']['dice_image_mean']:.3f})"
             ax.plot([c[clock] for c in r["curve"]], [c["val_dice"] for c in r["curve"]], marker=".", label=label_)
