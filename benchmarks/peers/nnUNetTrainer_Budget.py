@@ -6,8 +6,8 @@ else is nnU-Net's default nnUNetTrainer: its plans, network, loss, augmentation,
 validation and checkpoint_best by the EMA of the pseudo Dice. What changes:
 
 - batch PEERS_NNUNET_BATCH (default 8, as the smp and MONAI sides): for 128 x 128 images nnU-Net's planner fills its
-  GPU memory target with a batch of 115, one iteration of which takes tens of CPU seconds on one thread, so a
-  600-s budget would hold only a few dozen iterations;
+  GPU memory target with a batch of 115; the 1,400 images this side trained on in the 600-s run (results/peers.md)
+  would have been about 12 iterations at that batch;
 - epochs of PEERS_NNUNET_ITERS training iterations (default 25, 200 images at batch 8, as flexunet_best's epochs;
   nnU-Net's 250) and PEERS_NNUNET_VAL_ITERS validation iterations (default 5, 40 patches; nnU-Net's 50), so that
   several epochs, and so several chances to keep a best checkpoint, fit in the budget after preprocessing;
