@@ -245,7 +245,9 @@ def table() -> None:
              f"Written by `benchmarks/peers.py table` from results/peers_runs/ ({first.get('cpu_model')}, flags "
              f"{', '.join(first.get('cpu_flags', []))}, {first.get('cores_usable')} cores, "
              f"{first.get('date', '')[:10]}). Budget {', '.join(f'{b:g}' for b in budgets)} CPU seconds per side "
-             "(the side's process and its children; 1 thread; two sides at a time on the 2 cores).",
+             "(the side's process and its children; 1 thread; two sides at a time on the 2 cores). CPU seconds, not "
+             "wall seconds: on an idle core they are equal, and when other work shares the machine a side's wall time "
+             "grows (column wall s, load average beside it) while its budget of computation stays the same.",
              "Grouped pap-smear split (197 cells x 13 flips/rotations; no cell in two splits): "
              f"{rows[0]['test']['test_images']} test images of "
              f"{rows[0]['test']['resampling']['count']} cells, 128 px. Test Dice/IoU of the foreground at the side's "
