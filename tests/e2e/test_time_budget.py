@@ -42,7 +42,8 @@ def test_training_ends_inside_the_budget_with_the_learning_rate_annealed(tmp_pat
     assert_near_budget(seconds, 15, len(lrs))
     assert wall < seconds + 30  # loading, building and the final save on top
     # [model] learning_rate 0.01: the clock's schedule ran (its values are tested in unit/test_budget.py)
-    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    peak = lrs.index(max(lrs))  # rows before it end inside the warm-up, where the rate still rises
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False)), lrs
     assert (tmp_path / "models" / "best.pt").is_file()
 
 
