@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -51,19 +52,24 @@ class OutputGuard:
     protected: tuple[Protected, ...] = ()
     overwrite: bool = False
 
+    @cached_property
+    def _held(self) -> tuple[tuple[Protected, Path, bool], ...]:
+        """(item, its real path, whether it is a folder) of each protected path, resolved once per guard: every
+        written file is checked against all of them."""
+        return tuple((item, real_path(item.path), real_path(item.path).is_dir()) for item in self.protected)
+
     def problem(self, path: Path, kind: str = "") -> str | None:
         """Why `path` must not be written by a writer of `kind` ("checkpoint", "onnx" or "" for any other file), in
         one line naming it (and what it would destroy), or None."""
         path = Path(path)
         if "\x00" in str(path):
             return f"{str(path)!r}: a path cannot hold a NUL character"
-        real = _real(path)
-        for item in self.protected:
-            held = _real(item.path)
+        real = real_path(path)
+        for item, held, is_folder in self._held:
             if real == held:
                 return (f"{path}: is {item.why} ({item.path}); flexunet never writes over what it reads; "
                         "choose another path")
-            if held.is_dir() and real.is_relative_to(held):
+            if is_folder and real.is_relative_to(held):
                 return (f"{path}: lies in {item.why} ({item.path}); flexunet never writes into its inputs; "
                         "choose another folder")
         blocker = _file_in_the_way(path)
@@ -112,7 +118,8 @@ def check_outputs(paths: Iterable[Path], kind: str = "") -> None:
         raise OutputError("\n".join(problems))
 
 
-def _real(path: Path) -> Path:
+def real_path(path: str | Path) -> Path:
+    """`path` with `~` expanded and symlinks followed: what two paths are compared by."""
     return Path(os.path.realpath(os.path.expanduser(str(path))))
 
 
@@ -163,15 +170,24 @@ def written_by_flexunet(path: Path) -> bool:
     return path.name in manifest_tags(path.parent)
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a bookkeeping file (a manifest, an objects journal) in a single write, so processes
+    appending to one file never interleave within a line and a kill loses at most the line being written."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, f"{line}\n".encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+
+
 def record_written(path: Path, tag: str = "") -> None:
     """Add `path` to its folder's manifest (appended: processes writing into one folder each add their lines)."""
     path = Path(path)
-    line = f"{path.name}\t{tag}\n".encode()
-    fd = os.open(path.parent / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
+    append_line(path.parent / MANIFEST, f"{path.name}\t{tag}")
 
 
 def make_folder(path: Path) -> Path:

@@ -4,13 +4,12 @@ makes a command read, for the output guard (flexunet/files.py) to refuse as a ta
 from __future__ import annotations
 
 import glob
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from flexunet.config.schema import Config, looks_like_file
 from flexunet.errors import ConfigError
-from flexunet.files import Protected
+from flexunet.files import Protected, real_path
 
 INPUT_SECTIONS = ("train", "valid", "test", "infer", "tiledinfer")
 INPUT_KEYS = ("images_dir", "masks_dir")
@@ -18,18 +17,14 @@ INPUT_KEYS = ("images_dir", "masks_dir")
 Output = tuple[str, Path]  # (where, e.g. "my.config [infer] output_dir", folder)
 
 
-def _real(path: str | Path) -> Path:
-    return Path(os.path.realpath(os.path.expanduser(str(path))))
-
-
 def _input_paths(pattern: str) -> list[Path]:
     """The folders or files an input key names: itself, or for a glob its matches and the part before the first
     wildcard (every match lies under it, including folders that do not exist yet)."""
     if not glob.has_magic(pattern):
-        return [_real(pattern)]
+        return [real_path(pattern)]
     parts = Path(pattern).parts
     fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    return [_real(Path(*parts[:fixed]) if fixed else ".")] + [_real(m) for m in glob.glob(pattern)]
+    return [real_path(Path(*parts[:fixed]) if fixed else ".")] + [real_path(m) for m in glob.glob(pattern)]
 
 
 def protected_inputs(cfg: Config, reads: Sequence[tuple[Path | str | None, str]] = ()) -> list[Protected]:
@@ -64,7 +59,7 @@ def overlap_problems(outputs: Sequence[Output], inputs: Sequence[tuple[str, str]
     """One line per output folder that is, or contains, an input folder or file."""
     problems = []
     for where, folder in outputs:
-        out = _real(folder)
+        out = real_path(folder)
         own_section_first = sorted(inputs, key=lambda item: item[0].split()[0] not in where)
         for key, pattern in own_section_first:
             hit = next((p for p in _input_paths(pattern) if p.is_relative_to(out)), None)

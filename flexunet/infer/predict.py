@@ -15,7 +15,7 @@ from flexunet.console import plural, say
 from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import DataError, OutputError
-from flexunet.files import make_folder, manifest_tags, output_error, remove_temp_files
+from flexunet.files import append_line, make_folder, manifest_tags, remove_temp_files
 from flexunet.infer.objects import COUNTS, OBJECTS, ImageObjects, ObjectTable, image_objects, instance_png
 from flexunet.labels import LabelSpace, overlay
 from flexunet.postprocess import PostprocessSettings, separation_notes
@@ -121,13 +121,8 @@ def read_journal(output_dir: Path, tag: str) -> dict[str, dict]:
 
 def append_journal(output_dir: Path, rank: int, name: str, tag: str, found: ImageObjects) -> None:
     """Add one mask's objects to this process's journal (appended; a kill loses at most the line being written)."""
-    line = json.dumps({"image": name, "tag": tag, "rows": found.rows, "counts": found.counts}) + "\n"
-    path = Path(output_dir) / JOURNAL.format(rank=rank)
-    try:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
-    except OSError as exc:
-        raise output_error(path, exc) from None
+    append_line(Path(output_dir) / JOURNAL.format(rank=rank),
+                json.dumps({"image": name, "tag": tag, "rows": found.rows, "counts": found.counts}))
 
 
 def planned_outputs(files: Sequence[Path], output_dir: Path, merged_dir: Path | None, instances_dir: Path | None,
@@ -175,8 +170,7 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
     The objects of every mask of the pass, kept or written (numbered as `settings` say: connected components, or
     watershed where `separate` asks for it), go to `<output_dir>/objects.csv` and `counts.csv` (under torchrun,
     gathered from every process and written by rank 0, in file order); with `instances_dir`, their 16-bit instance
-    maps to
-    `<instances_dir>/<stem>.png`. The masks themselves are the predictor's (its postprocess).
+    maps to `<instances_dir>/<stem>.png`. The masks themselves are the predictor's (its postprocess).
     """
     table = ObjectTable(predictor.space.names)
     settings = settings or {}

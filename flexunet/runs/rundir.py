@@ -18,7 +18,15 @@ else:  # Windows: no flock, so trainings into one model_dir are not kept apart t
 
 from flexunet.config.schema import Config
 from flexunet.errors import OutputError
-from flexunet.files import MANIFEST, RUN_MARKER, atomic_write_text, current_guard, make_folder, output_error
+from flexunet.files import (
+    MANIFEST,
+    RUN_MARKER,
+    atomic_write_text,
+    current_guard,
+    make_folder,
+    output_error,
+    real_path,
+)
 
 MARKER = RUN_MARKER  # written into every folder a training run uses: only such folders are ever moved aside
 LOCK = ".flexunet-lock"  # in each folder a run writes to, while it runs: flock plus the holder's pid
@@ -101,7 +109,8 @@ class RunDir:
         return [f"{key} {folder}: holds {item.why} ({item.path}), which moving this earlier run aside would take "
                 f"away; keep it elsewhere or point {key} at another folder"
                 for folder, key in self.named_folders().items() for item in current_guard().protected
-                if folder.is_dir() and _real(item.path).is_relative_to(_real(folder)) and not _is_empty(folder)]
+                if folder.is_dir() and real_path(item.path).is_relative_to(real_path(folder))
+                and not _is_empty(folder)]
 
     @property
     def lock_file(self) -> Path:
@@ -115,10 +124,6 @@ class RunDir:
 def is_run_folder(folder: Path) -> bool:
     """A folder an earlier `flexunet train` made (it holds the MARKER file)."""
     return (folder / MARKER).is_file()
-
-
-def _real(path: Path) -> Path:
-    return Path(os.path.realpath(path))
 
 
 def _is_empty(folder: Path) -> bool:
