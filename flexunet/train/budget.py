@@ -20,15 +20,30 @@ WARMUP = 0.03  # fraction of the budget spent warming the learning rate up from 
 
 
 @dataclass
-class Deadline:
-    """The budget in seconds, the seconds spent before this process (resume), and a clock started here."""
+class RunClock:
+    """Training time of a whole run: the seconds spent before this process (a resumed run's earlier parts, which
+    last.pt records) plus this process's."""
 
-    budget_s: float
     spent_s: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
     def elapsed(self) -> float:
         return self.spent_s + time.perf_counter() - self.started
+
+    def restart(self, spent_s: float) -> None:
+        """Continue a run that had already spent `spent_s` seconds."""
+        self.spent_s, self.started = spent_s, time.perf_counter()
+
+
+@dataclass
+class Deadline:
+    """The budget in seconds against the run's clock (the one TrainState saves, so a resumed run continues it)."""
+
+    budget_s: float
+    clock: RunClock = field(default_factory=RunClock)
+
+    def elapsed(self) -> float:
+        return self.clock.elapsed()
 
     def fraction(self) -> float:
         """How much of the budget is spent, in [0, 1]."""

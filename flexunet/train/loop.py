@@ -38,7 +38,7 @@ from flexunet.runs.checkpoint import (
 )
 from flexunet.runs.device import amp_dtype
 from flexunet.runs.rundir import RunDir
-from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, StepChecks
+from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, RunClock, StepChecks
 from flexunet.train.distributed import (
     DistContext,
     all_reduce_sum,
@@ -363,12 +363,7 @@ class TrainState:
     config: dict[str, Any]  # checkpoint_config(cfg): the resolved config and its origins
     start_epoch: int = 0  # 0-based index of the first epoch this process runs
     best_epoch: int = 0  # numbered from 1; 0 until an epoch improves
-    spent_s: float = 0.0  # training time before this process (a resumed run's earlier parts)
-    started: float = field(default_factory=time.perf_counter)
-
-    def elapsed(self) -> float:
-        """Training time of the whole run so far, resumed parts included (a time budget counts it)."""
-        return self.spent_s + time.perf_counter() - self.started
+    clock: RunClock = field(default_factory=RunClock)  # the whole run's training time, resumed parts included
 
     def restore(self, device: torch.device, cfg: Config) -> list[str]:
         """Load last.pt; settings changed since it was written take the new value. Returns one note per change."""
@@ -386,7 +381,7 @@ class TrainState:
             self.reducer.load_state_dict(state["reducer"])
         _set_rng_state(state["rng"])
         self.start_epoch, self.best_epoch = int(state["epoch"]), int(state["best_epoch"])
-        self.spent_s, self.started = float(state.get("spent_s", 0.0)), time.perf_counter()
+        self.clock.restart(float(state.get("spent_s", 0.0)))
         return notes
 
     def weights(self) -> dict[str, Tensor]:
@@ -400,7 +395,7 @@ class TrainState:
         save_checkpoint(self.run.last, {
             "model": weights, **self.config, "epoch": epoch, "best_epoch": self.best_epoch, "metrics": row,
             "optimizer": self.optim.state_dict(), "early_stopping": self.early.state_dict(),
-            "reducer": self.reducer.state_dict(), "rng": _rng_state(), "spent_s": self.elapsed(),
+            "reducer": self.reducer.state_dict(), "rng": _rng_state(), "spent_s": self.clock.elapsed(),
         })
 
     def save_interrupted(self, epoch: int) -> Path:
@@ -591,8 +586,9 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     run_bar, epoch_seconds = Bar(progress, "run", t.epochs), []
 
     def on_step() -> bool:  # every process sees the same spent fraction, so their learning rates agree
-        spent = max_over_ranks(state.elapsed() / t.time_budget_s, dist_ctx, device) if t.time_budget_s else None
-        return any_rank(checks(None if spent is None else min(spent, 1.0)), dist_ctx, device)
+        schedule = checks.schedule
+        spent = None if schedule is None else max_over_ranks(schedule.deadline.fraction(), dist_ctx, device)
+        return any_rank(checks(spent), dist_ctx, device)
 
     run_bar.advance(state.start_epoch)
     with sigterm_as_interrupt():
@@ -635,7 +631,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     run_bar.close()
     rows = history.rows if history else []
     return FitResult(run, epoch + 1 - state.start_epoch, state.best_epoch, early.best,
-                     stopped_by == "early_stopping", rows, stopped_by, state.elapsed(), t.time_budget_s)
+                     stopped_by == "early_stopping", rows, stopped_by, state.clock.elapsed(), t.time_budget_s)
 
 
 def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState, data: SplitDatasets,
@@ -643,13 +639,13 @@ def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState, d
     """The per-step checks of this run: a break_training file always, the time budget's schedule when set."""
     t, schedule = cfg.train, None
     if t.time_budget_s:
-        deadline = Deadline(t.time_budget_s, state.spent_s, state.started)
+        deadline = Deadline(t.time_budget_s, state.clock)
         schedule = BudgetSchedule(optim, deadline, t.min_lr)
         if t.learning_rate_reducer:
             log(f"note: {t.where('time_budget')}: the learning rate follows the budget (cosine to the deadline); "
                 "learning_rate_reducer is not used")
         log(f"time budget {format_duration(t.time_budget_s)}"
-            + (f", {format_duration(deadline.left())} left" if state.spent_s else "")
+            + (f", {format_duration(deadline.left())} left" if state.clock.spent_s else "")
             + ": the learning rate warms up, then anneals to the deadline")
     batches = -(-validation_total(data.valid, cfg, dist_ctx) // max(1, cfg.eval.batch_size // dist_ctx.world_size))
     return StepChecks(schedule, EpochClock(), (Path("break_training"), run.model_dir / "break_training"), batches)

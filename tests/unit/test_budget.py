@@ -9,7 +9,7 @@ import torch
 from flexunet.config import config_from_text
 from flexunet.config.schema import duration_seconds
 from flexunet.errors import ConfigError
-from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, annealed_lr
+from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, RunClock, annealed_lr
 
 
 @pytest.mark.parametrize("text, seconds", [("20m", 1200), ("1h30m", 5400), ("1.5h", 5400), ("90s", 90),
@@ -57,7 +57,7 @@ def test_another_epoch_starts_only_when_a_quarter_of_one_fits_before_its_validat
 
 
 def test_a_deadline_counts_the_time_spent_before_a_resume() -> None:
-    deadline = Deadline(100.0, spent_s=40.0)
+    deadline = Deadline(100.0, RunClock(spent_s=40.0))
     assert 40.0 <= deadline.elapsed() < 41.0 and 0.4 <= deadline.fraction() < 0.41
 
 
