@@ -412,6 +412,25 @@ def split(images_dir: Annotated[Path, typer.Argument(show_default=False)],
 
 
 @app.command()
+def init(data: Annotated[Path, typer.Argument(
+             help="Folder with images/ + masks/, or <split>/images + <split>/masks.", show_default=False)],
+         out: Annotated[Optional[Path], typer.Option(
+             help="Config file to write (default: <folder name>.config here).")] = None,
+         budget: Annotated[Optional[str], typer.Option(
+             help="Training time to plan for, e.g. 20m, 1h30m: times the candidate networks here and sizes the "
+                  "run to it ([train] time_budget).")] = None,
+         device: DeviceOpt = None,
+         seed: Annotated[int, typer.Option(help="Seed of the split.")] = 137,
+         overwrite: OverwriteOpt = False) -> None:
+    """Write a commented config for a dataset folder: classes, mask decoding, input size, a grouped split, and with
+    --budget the network, batch and epochs that fit the time on this machine; one line per decision."""
+    from flexunet.init_project import init_project
+
+    with _guard(overwrite, reads=((data, "the dataset init examines"),)):
+        init_project(data, out or Path(f"{data.resolve().name}.config"), budget, device, seed)
+
+
+@app.command()
 def stats(dataset: Annotated[Path, typer.Argument(
               help="Folder with <split>/images and <split>/masks.", show_default=False)],
           plot: Annotated[Optional[Path], typer.Option(

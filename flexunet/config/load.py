@@ -332,6 +332,9 @@ def _cross_problems(cfg: Config, label: str) -> list[str]:
             problems.append(
                 f"{Location(label, 'mask', 'rgb_map')}: class index {bad[0]} >= [model] num_classes = {m.num_classes}"
             )
+    if cfg.mask.kind == "instances" and m.num_classes > 1:
+        problems.append(f"{Location(label, 'mask', 'kind')} = 'instances': reads every object id as foreground, so "
+                        f"num_classes must be 1 (is {m.num_classes})")
     names, labels = cfg.mask.class_names, max(m.num_classes, 2)
     if names is not None and len(names) != labels:
         problems.append(f"{Location(label, 'mask', 'class_names')} = {names!r}: "

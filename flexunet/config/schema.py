@@ -262,6 +262,9 @@ class MaskSection(Section):
     ] = None
     mask_file_format: Optional[str] = None  # e.g. ".png": only masks with this extension are read
     mask_suffix: str = ""  # mask stem = image stem + suffix, e.g. "_segmentation" (ISIC)
+    # "instances": masks are instance labels (8/16-bit, 0 = background, one id per object); any id > 0 is foreground
+    # (binary models). "semantic": grey threshold, class indices or rgb_map colours.
+    kind: Literal["semantic", "instances"] = "semantic"
     rgb_map: Optional[dict[RGB, int]] = None  # colour -> class index; None -> seed default for num_classes > 1
     color_tolerance: float = Field(40.0, ge=0)  # RGB distance beyond which a pixel counts as unmapped
     # One name per label, background first (label 0, 1, ...): shown in the console, CSV/JSON headers and report.html.

@@ -35,6 +35,7 @@ def mask_decoding(cfg: Config) -> MaskDecoding:
         rgb_map=cfg.rgb_map,
         color_tolerance=m.color_tolerance,
         ignore_index=m.ignore_index,
+        instances=m.kind == "instances",
     )
 
 

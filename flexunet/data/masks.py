@@ -36,6 +36,7 @@ class MaskDecoding:
     rgb_map: Mapping[RGB, int] | None = None
     color_tolerance: float = 40.0
     ignore_index: int | None = None  # a label that marks pixels left out of loss and metrics
+    instances: bool = False  # instance-label masks: every id > 0 is foreground
 
     @property
     def is_binary(self) -> bool:
@@ -125,6 +126,9 @@ def decode_mask(mask: np.ndarray, decoding: MaskDecoding, source: str = "mask") 
     `source` (the file) names the mask in errors. Pixels equal to `decoding.ignore_index` keep that label.
     """
     lossy = source.lower().endswith((".jpg", ".jpeg"))  # JPEG noise shifts values: never read them as labels
+    if decoding.instances:  # ids are read as they are stored (16-bit too): thresholding 16-bit ids at a level lost
+        # every id below 257 to the background
+        return (to_grey(mask) > 0).astype(np.uint8), 0.0
     if decoding.is_binary:
         return decode_binary_mask(to_grey(mask), decoding, lossy), 0.0
     if mask.ndim == 2 and not lossy and is_index_map(mask, decoding):

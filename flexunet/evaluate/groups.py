@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +17,7 @@ from torch import Tensor
 from flexunet.config.schema import Config
 from flexunet.data.pairing import Pair
 from flexunet.data.split_file import read_split_groups
+from flexunet.prepare.fingerprint import near_copy_clusters
 from flexunet.prepare.split import source_id
 
 UNIT_GROUPS = "source groups"
@@ -53,22 +53,6 @@ def image_resampling(stems: Sequence[str], split_groups: Mapping[str, str] | Non
     if split_groups and all(s in split_groups for s in stems):
         return resampling_from_labels([split_groups[s] for s in stems], f"group column of {split_file}")
     return resampling_from_labels([source_id(s) for s in stems], "file-name prefixes, as `flexunet split` groups")
-
-
-def near_copy_clusters(images: Sequence[Path]) -> list[str]:
-    """One label per image: images linked by a chain of near-copies (the doctor's fingerprints) share a label."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    from flexunet.data.io import read_image
-    from flexunet.prepare.fingerprint import Fingerprints, find_matches, fingerprint
-
-    each = [fingerprint([read_image(p)]) for p in images]  # one decoded image in memory at a time
-    prints = Fingerprints(np.concatenate([f.spectra for f in each]), np.concatenate([f.summary for f in each]))
-    matches = find_matches(prints, prints, exclude_self=True)
-    links = coo_matrix(([1] * len(matches), ([m.query for m in matches], [m.ref for m in matches])),
-                       shape=(len(images), len(images)))
-    return [str(label) for label in connected_components(links, directed=False)[1]]
 
 
 def resampling_for(cfg: Config, section: str, pairs: Sequence[Pair], fingerprints: bool = True) -> Resampling:

@@ -12,7 +12,9 @@ the same distance from the centre) share the shape, and only a copy also shares 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -146,3 +148,18 @@ def find_matches(query: Fingerprints, ref: Fingerprints, threshold: float = DEFA
                 break
             matches.append(Match(i, int(row[j]), float(scores[j])))
     return matches
+
+
+def near_copy_clusters(images: Sequence[Path]) -> list[str]:
+    """One label per image: images linked by a chain of near-copies (the doctor's fingerprints) share a label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from flexunet.data.io import read_image
+
+    each = [fingerprint([read_image(p)]) for p in images]  # one decoded image in memory at a time
+    prints = Fingerprints(np.concatenate([f.spectra for f in each]), np.concatenate([f.summary for f in each]))
+    matches = find_matches(prints, prints, exclude_self=True)
+    links = coo_matrix(([1] * len(matches), ([m.query for m in matches], [m.ref for m in matches])),
+                       shape=(len(images), len(images)))
+    return [str(label) for label in connected_components(links, directed=False)[1]]

@@ -6,7 +6,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +110,8 @@ def step_settings(cfg: Config, device: torch.device, quiet: bool = False) -> Ste
     return step
 
 
-def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: DataLoader, optim: Optimizer, step: StepSettings,
+def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: Iterable[tuple[Tensor, Tensor]], optim: Optimizer,
+                    step: StepSettings,
                     seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
                     scaler: torch.amp.GradScaler | None, bar: Bar,
                     dist_ctx: DistContext = DistContext(),

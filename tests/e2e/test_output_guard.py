@@ -83,6 +83,7 @@ CASES: list[tuple[str, str, str, Args]] = [
     ("split", "out", "folder", lambda p, t: ["split", str(p.data / "train" / "images"), str(p.data / "train" / "masks"),
                                             str(t), "--files", "copy"]),
     ("stats", "plot", "file", lambda p, t: ["stats", str(p.data), "--plot", str(t)]),
+    ("init", "out", "file", lambda p, t: ["init", str(p.data), "--out", str(t)]),
     ("doctor", "json_out", "file", lambda p, t: ["doctor", str(p.config), "--json", str(t)]),
     ("doctor", "json_out", "file", lambda p, t: ["doctor", str(p.data), "--json", str(t)]),
 ]
@@ -100,7 +101,7 @@ USER_FILE_FOR = {"onnx": "model.onnx", "out": "summary.txt", "graph": "graph.png
                  "json_out": "doctor.json"}
 # options that name something the command reads, not writes
 INPUT_OPTIONS = {"config", "checkpoint", "images", "onnx@infer", "doctor", "raw_dir", "images_dir", "masks_dir",
-                 "dataset", "target"}
+                 "dataset", "target", "data@init"}
 
 
 def targets(place: Place, option: str, kind: str) -> dict[str, Path]:
