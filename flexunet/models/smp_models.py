@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
+import socket
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -171,12 +175,46 @@ def encoder_statistics(encoder: str, weights: str | None, channels: int) -> tupl
     return [sum(mean) / len(mean)] * channels, [sum(std) / len(std)] * channels
 
 
-def hub_error(section: ModelSection, encoder: str, tag: str, exc: BaseException) -> ConfigError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+def hub_error(section: ModelSection, encoder: str, tag: str, exc: BaseException, offline: str | None = None
+              ) -> ConfigError:
+    """One line: what could not be had, why (the hub unreachable, or the library's whole first line), what to do."""
+    if offline:
+        why = f"they are not in the local cache and {offline}"
+    else:
+        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
     return ConfigError(
         f"{section.where('encoder_weights')} = {tag!r}: could not download the {tag!r} weights of encoder "
-        f"{encoder!r} ({type(exc).__name__}: {first}); without a network, give a local file instead: "
+        f"{encoder!r} ({why}); without a network, give a local file instead: "
         f"encoder_weights = \"path/to/{encoder}.pth\" (or .safetensors)")
+
+
+@contextmanager
+def hub_or_offline(timeout_s: float = 3.0) -> Iterator[str | None]:
+    """Around a download of pretrained weights: None when the Hugging Face hub can be reached (or a proxy is set);
+    else why not, with huggingface_hub in offline mode meanwhile, so weights in its cache still load and missing
+    ones fail at once. Without this, an offline machine waited ~30 s through five retries, printing each."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield None
+        return
+    if constants.HF_HUB_OFFLINE:
+        yield "HF_HUB_OFFLINE is set"
+        return
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        yield None  # the proxy decides; a direct connection says nothing
+        return
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as exc:
+        constants.HF_HUB_OFFLINE = True
+        try:
+            yield f"{host} cannot be reached ({exc.strerror or exc})"
+        finally:
+            constants.HF_HUB_OFFLINE = False
+        return
+    yield None
 
 
 def decoder_widths(arch: str, widest: int | None) -> dict[str, object]:
@@ -199,9 +237,11 @@ def create_network(section: ModelSection, arch: str, encoder: str, tag: str | No
     kwargs: dict[str, object] = decoder_widths(arch, section.decoder_channels)
     if arch == "deeplabv3plus":
         kwargs["encoder_output_stride"] = 16
+    offline: str | None = None
     try:
-        return smp.create_model(arch, encoder_name=encoder, encoder_weights=tag, in_channels=section.image_channels,
-                                classes=section.num_classes, **kwargs)
+        with hub_or_offline() if tag else nullcontext() as offline:
+            return smp.create_model(arch, encoder_name=encoder, encoder_weights=tag,
+                                    in_channels=section.image_channels, classes=section.num_classes, **kwargs)
     except KeyError as exc:  # smp: a weights tag this encoder does not have
         text = str(exc.args[0]) if exc.args else str(exc)
         raise ConfigError(f"{section.where('encoder_weights')} = {tag!r}: {text}") from None
@@ -212,7 +252,7 @@ def create_network(section: ModelSection, arch: str, encoder: str, tag: str | No
     except (OSError, ConnectionError, RuntimeError) as exc:  # the hub: no network, no such file, ...
         if tag is None:
             raise
-        raise hub_error(section, encoder, tag, exc) from None
+        raise hub_error(section, encoder, tag, exc, offline) from None
 
 
 def read_weights_file(path: Path, where: str) -> dict[str, Tensor]:

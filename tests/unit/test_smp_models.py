@@ -93,6 +93,34 @@ def test_without_a_network_the_hub_tag_is_one_clean_line(tmp_path: Path, tiny_da
     assert "Traceback" not in err and "could not download the 'imagenet' weights of encoder 'resnet18'" in err
 
 
+def test_an_unreachable_hub_is_found_once_without_retries(monkeypatch: pytest.MonkeyPatch, capfd) -> None:
+    """Offline, huggingface_hub retried five times over ~30 s, printing each retry, and the message was cut."""
+    import time
+
+    import huggingface_hub.constants
+
+    from flexunet.models import smp_models
+
+    calls = []
+
+    def unreachable(address, timeout=None):
+        calls.append(address)
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setattr(smp_models.socket, "create_connection", unreachable)
+    began = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        smp_model(encoder="resnet34", encoder_weights="imagenet")
+    assert time.perf_counter() - began < 10 and len(calls) == 1
+    assert "not in the local cache and huggingface.co cannot be reached (Network is unreachable)" in str(info.value)
+    assert str(info.value).endswith('encoder_weights = "path/to/resnet34.pth" (or .safetensors)')
+    assert "Retry" not in capfd.readouterr().err
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # put back for whatever runs next
+
+
 def test_an_unknown_weights_tag_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"encoder_weights = 'imagenet22k': .*Wrong pretrained weights"):
         smp_model(encoder_weights="imagenet22k")
