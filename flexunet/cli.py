@@ -107,6 +107,9 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
              examples: Annotated[int, typer.Option(
                  min=0, help="How many worst and best images report.html shows.")] = 4,
              report: Annotated[bool, typer.Option("--report/--no-report", help="Write report.html.")] = True,
+             onnx: Annotated[Optional[Path], typer.Option(
+                 help="Evaluate this ONNX file (e.g. an int8 export) with onnxruntime instead of the checkpoint.")
+             ] = None,
              overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Evaluate on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
     from flexunet.evaluate import evaluate_from_config
@@ -114,7 +117,7 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
     cfg = _load(config, set_, quiet=quiet)
     with _guard(overwrite, cfg):
         result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
-                                      examples=examples, report=report)
+                                      examples=examples, report=report, onnx=onnx)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     for name, values in result.per_class.items():

@@ -16,6 +16,7 @@ from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
 from flexunet.data.pairing import Pair
+from flexunet.errors import ConfigError
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import provenance_record
@@ -43,6 +44,7 @@ from flexunet.postprocess import (
     settings_for_run,
 )
 from flexunet.predict import Predictor, for_inference, predictor_from_config, resize_probs, to_input
+from flexunet.predict.onnx import OnnxModel, file_sha256
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, barrier, gather_objects, init_distributed, shard, shutdown
@@ -413,22 +415,34 @@ def postprocess_record(cfg: Config, postprocess: PostprocessSettings, model_dir:
 
 def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None,
                          quiet: bool = False, tta: bool | None = None, doctor: Path | None = None,
-                         examples: int = 4, report: bool = True) -> EvalResult:
-    """Evaluate the run's best checkpoint on [test] (or [valid] when there is no [test]).
+                         examples: int = 4, report: bool = True, onnx: Path | None = None) -> EvalResult:
+    """Evaluate the run's best checkpoint (or the ONNX file `onnx`, e.g. an int8 export) on [test] (or [valid] when
+    there is no [test]).
 
     The API of `flexunet evaluate`. Under torchrun each process evaluates its share of the batches, and rank 0
     writes the reports from every process's per-image rows: the same files as one process.
     """
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
-    checkpoint = run.checkpoint(checkpoint)
-    reads = [(checkpoint, "the checkpoint this command reads"), (doctor, "the doctor report this command reads")]
+    if onnx is not None and checkpoint is not None:
+        raise ConfigError("--onnx and --checkpoint: give one model to evaluate")
+    checkpoint = Path(onnx) if onnx is not None else run.checkpoint(checkpoint)
+    what = "the ONNX file this command reads" if onnx is not None else "the checkpoint this command reads"
+    reads = [(checkpoint, what), (doctor, "the doctor report this command reads")]
     dist_ctx, dist_device = init_distributed(device)
     try:
         with guarded(protected_inputs(cfg, reads)):
             check_outputs(eval_dir_outputs(run.eval_dir, report))  # before anything is written
+            torch_device = dist_device or choose_device(device)
+            session, graph = None, None
+            if onnx is not None:  # read and checked before eval_dir is made
+                session = OnnxModel(Path(onnx), torch_device)
+                session.check_fits(cfg.model)
+                graph = {"file": str(onnx), "sha256": file_sha256(Path(onnx))}
             with locked_folders({run.eval_dir: run.eval_key}) if dist_ctx.is_main else nullcontext():
-                torch_device = dist_device or choose_device(device)
+                if session is not None and graph is not None:
+                    return evaluate_run(session, cfg, run.eval_dir, f"{onnx} (ONNX, sha256 {graph['sha256'][:16]})",
+                                        quiet, tta, doctor, examples, report, None, dist_ctx, graph)
                 state = load_checkpoint(checkpoint, torch_device)
                 model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
                 return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
@@ -444,7 +458,8 @@ def eval_dir_outputs(eval_dir: Path, report: bool) -> list[Path]:
 
 def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str = "", quiet: bool = False,
                  tta: bool | None = None, doctor: Path | None = None, examples: int = 4, report: bool = True,
-                 training: TrainingConfig | None = None, dist_ctx: DistContext = DistContext()) -> EvalResult:
+                 training: TrainingConfig | None = None, dist_ctx: DistContext = DistContext(),
+                 onnx: dict[str, str] | None = None) -> EvalResult:
     """Evaluate `model` on [test] (or [valid]) and write the CSVs, metrics.json and, with `report`, report.html.
 
     The page shows the `examples` worst and best images, and the leakage verdict from the `doctor` JSON, a
@@ -465,7 +480,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     with progress_bars(quiet or not dist_ctx.is_main) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
-        device = next(model.parameters()).device
+        device = next((p.device for p in model.parameters()), None) or choose_device("cpu")  # ONNX: no parameters
         predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size,
                                           postprocess=postprocess_hook(postprocess))
         ev = evaluate_details(predictor, cfg, section, bar, hd95=True, examples=examples if report else 0,
@@ -487,7 +502,8 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
                                                            "source": leaks.source},
                            "tta": tta, "bootstrap": bootstrap_record(resampling),
-                           "provenance": provenance_record(training, cfg), "postprocess": applied},
+                           "provenance": provenance_record(training, cfg) | ({"onnx": onnx} if onnx else {}),
+                           "postprocess": applied},
                           resampling)
     if report:
         curve_pngs = tuple(p.read_bytes() for p in (eval_dir / "train_losses.png", eval_dir / "train_metrics.png")

@@ -17,12 +17,13 @@ from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
 from flexunet.files import check_outputs, guarded
 from flexunet.infer.compiled import compile_for_inference
-from flexunet.infer.export import ExportResult, Int8Result, OnnxModel, export_onnx, int8_path, quantize_int8
+from flexunet.infer.export import ExportResult, Int8Result, export_onnx, int8_path, quantize_int8
 from flexunet.infer.predict import InferResult, planned_outputs, predict_folder, settings_tag
 from flexunet.infer.slides import list_slides, predict_slides, slide_stem
 from flexunet.labels import LabelSpace
 from flexunet.postprocess import PostprocessSettings, postprocess_hook, settings_for_run
 from flexunet.predict import for_inference, predictor_from_config, tile_settings, to_input
+from flexunet.predict.onnx import OnnxModel
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown

@@ -100,7 +100,7 @@ CASES += [(f"prepare {name}", "out_dir", "folder", _prepare(name))
 USER_FILE_FOR = {"onnx": "model.onnx", "out": "summary.txt", "graph": "graph.png", "plot": "stats.png",
                  "json_out": "doctor.json"}
 # options that name something the command reads, not writes
-INPUT_OPTIONS = {"config", "checkpoint", "images", "onnx@infer", "doctor", "raw_dir", "images_dir", "masks_dir",
+INPUT_OPTIONS = {"config", "checkpoint", "images", "onnx@infer", "onnx@evaluate", "doctor", "raw_dir", "images_dir", "masks_dir",
                  "dataset", "target", "data@init"}
 
 

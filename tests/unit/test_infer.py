@@ -138,6 +138,32 @@ def test_onnx_export_matches_torch_and_infers_the_same_masks(checkpointed: Path,
         assert (expected != got).mean() < 0.001  # a pixel at exactly the threshold may flip
 
 
+def test_evaluate_onnx_gives_the_checkpoints_report_with_the_graph_in_the_provenance(
+        checkpointed: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime")
+    import hashlib
+    import json
+
+    root = checkpointed.parent
+    onnx = root / "model.onnx"
+    assert run_cli(monkeypatch, "export", str(checkpointed), "--onnx", str(onnx), "-q") == 0
+    assert run_cli(monkeypatch, "evaluate", str(checkpointed), "-q", "--set", f"train.eval_dir={root / 'pt'}") == 0
+    assert run_cli(monkeypatch, "evaluate", str(checkpointed), "-q", "--onnx", str(onnx),
+                   "--set", f"train.eval_dir={root / 'ort'}") == 0
+    torch_metrics = json.loads((root / "pt" / "metrics.json").read_text())
+    onnx_metrics = json.loads((root / "ort" / "metrics.json").read_text())
+    for name, values in torch_metrics["per_class"].items():
+        assert abs(values["dice"] - onnx_metrics["per_class"][name]["dice"]) < 1e-3
+    sha = hashlib.sha256(onnx.read_bytes()).hexdigest()
+    assert onnx_metrics["provenance"]["onnx"] == {"file": str(onnx), "sha256": sha}
+    assert "onnx" not in torch_metrics["provenance"]
+    assert f"(ONNX, sha256 {sha[:16]})" in (root / "ort" / "report.html").read_text()
+    capsys.readouterr()
+    assert run_cli(monkeypatch, "evaluate", str(checkpointed), "-q", "--onnx", str(root / "missing.onnx"),
+                   "--set", f"train.eval_dir={root / 'none'}") == 2
+    assert "missing.onnx: ONNX file not found" in capsys.readouterr().err and not (root / "none").exists()
+
+
 def test_missing_onnxruntime_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flexunet.infer import OnnxModel
 
