@@ -5,16 +5,18 @@ evaluate and infer; it is re-exported here. Without torchrun every helper is a n
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Sampler
 
 from flexunet.errors import ConfigError
 from flexunet.runs.distributed import DistContext, barrier, init_distributed, launched_by_torchrun, shutdown
 
 __all__ = ["DistContext", "all_reduce_sum", "any_rank", "barrier", "gather_batch", "gather_uneven", "init_distributed",
-           "launched_by_torchrun", "max_over_ranks", "per_rank_batch", "shutdown"]
+           "launched_by_torchrun", "max_over_ranks", "per_rank_batch", "shutdown", "DrawnShardSampler"]
 
 
 N = TypeVar("N", int, float)
@@ -103,4 +105,26 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
 
+
+class DrawnShardSampler(Sampler[int]):
+    """[train] steps_per_epoch under torchrun: the `num_samples` indices one process would draw this epoch (a
+    RandomSampler's back-to-back permutations of the dataset from a generator seeded with seed + epoch), of which
+    this process takes every world_size-th from its rank. Gathered, each global batch holds the same images as the
+    one-process batch, as DistributedSampler gives for whole epochs."""
+
+    def __init__(self, size: int, num_samples: int, ctx: DistContext, seed: int) -> None:
+        self.size, self.num_samples, self.ctx, self.seed, self.epoch = size, num_samples, ctx, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn: list[int] = []
+        while len(drawn) < self.num_samples:
+            drawn += torch.randperm(self.size, generator=generator).tolist()
+        return iter(drawn[: self.num_samples][self.ctx.rank:: self.ctx.world_size])
+
+    def __len__(self) -> int:
+        return len(range(self.ctx.rank, self.num_samples, self.ctx.world_size))
 

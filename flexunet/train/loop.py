@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from flexunet.config.schema import Config, TrainSection
 from flexunet.console import Bar, format_duration, note, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
-from flexunet.errors import ConfigError, DataError, TrainingError
+from flexunet.errors import DataError, TrainingError
 from flexunet.labels import LabelSpace
 from flexunet.losses import LossFn, probs_and_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
@@ -41,6 +41,7 @@ from flexunet.runs.rundir import RunDir
 from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, RunClock, StepChecks
 from flexunet.train.distributed import (
     DistContext,
+    DrawnShardSampler,
     all_reduce_sum,
     any_rank,
     gather_batch,
@@ -241,9 +242,9 @@ def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, de
     workers = (4 if device.type == "cuda" else 0) if num_workers is None else num_workers
     sampler: Sampler | None = None
     source: Dataset = dataset
-    if dist_ctx.enabled and shuffle:
-        if num_samples is not None:
-            raise ConfigError("[train] steps_per_epoch: not supported under torchrun; leave it out to use every pair")
+    if dist_ctx.enabled and shuffle and num_samples is not None:
+        sampler = DrawnShardSampler(len(dataset), num_samples, dist_ctx, seed)
+    elif dist_ctx.enabled and shuffle:
         sampler = DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed)
     elif dist_ctx.enabled:
         source = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
@@ -480,7 +481,7 @@ class EpochRunner:
         # shuffling depends on (seed, epoch) only: resume repeats it exactly
         self.generator.manual_seed(t.seed + epoch)
         self.aug_generator.manual_seed(t.seed + 1 + epoch)
-        if isinstance(self.train_loader.sampler, DistributedSampler):
+        if isinstance(self.train_loader.sampler, DistributedSampler | DrawnShardSampler):
             self.train_loader.sampler.set_epoch(epoch)
         began = time.perf_counter()
         bar = Bar(self.progress, f"epoch {number}/{t.epochs}", self.images_per_epoch)
@@ -532,7 +533,13 @@ def stop_reason(row: dict[str, float], early_stop: bool, on_epoch_end: EpochCall
     if checks.schedule is not None and not checks.clock.next_epoch_fits(checks.schedule.deadline.left()):
         checks.reason = checks.reason or "time_budget"
     reason = checks.reason or ("break_training" if any(p.exists() for p in checks.break_files) else None)
-    return reason if any_rank(reason is not None, dist_ctx, device) else None
+    # every process stops, for one reason: one that saw the deadline (its own clock) while another did not made
+    # rank 0 stop and rank 1 start the next epoch, and both hung in its first collective
+    agreed = max_over_ranks(STOP_REASONS.index(reason) + 1 if reason else 0, dist_ctx, device)
+    return STOP_REASONS[agreed - 1] if agreed else None
+
+
+STOP_REASONS = ("break_training", "time_budget")  # what a step or the clock can ask for, agreed by max over ranks
 
 
 def stop_message(reason: str, number: int, t: TrainSection, best_epoch: int) -> str:

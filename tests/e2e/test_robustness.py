@@ -54,6 +54,35 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     assert not (tmp_path / "ddp_models" / "rank1").exists() and (tmp_path / "ddp_models" / "best.pt").is_file()
 
 
+def test_steps_per_epoch_and_a_time_budget_under_torchrun(tmp_path: Path) -> None:
+    """`flexunet init` writes steps_per_epoch; torchrun refused it ("not supported under torchrun"). Two processes
+    now draw the one-process samples and share them, so the history matches; a time budget ends both together."""
+    data = tmp_path / "data"
+    for split, n, seed in (("train", 10, 0), ("valid", 4, 1)):
+        write_disc_pairs(data / split, n, seed=seed)
+    config = make_config(tmp_path, data, {"train": {"epochs": 2, "epoch_change_infer": False, "steps_per_epoch": 4},
+                                          "model": {"loss": "bce_dice_loss", "clipvalue": None}})
+    single = subprocess.run([sys.executable, "-m", "flexunet", "train", str(config), "-q"], env=ENV, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stdout + single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                "flexunet", "train", str(config), "-q"]
+    ddp = subprocess.run([*torchrun, "--set", "train.model_dir=ddp_models", "--set", "train.eval_dir=ddp_eval"],
+                         env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    one, two = history(tmp_path / "eval" / "history.csv"), history(tmp_path / "ddp_eval" / "history.csv")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "val_loss"):
+            assert b[key] == pytest.approx(a[key], rel=2e-5, abs=1e-6), key
+    budget = subprocess.run([*torchrun, "--budget", "12s", "--set", "train.epochs=10000", "--set",
+                             "train.model_dir=budget_models", "--set", "train.eval_dir=budget_eval"],
+                            env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert budget.returncode == 0, budget.stdout + budget.stderr
+    assert (tmp_path / "budget_models" / "best.pt").is_file()
+    assert len(history(tmp_path / "budget_eval" / "history.csv")) >= 2
+
+
 def test_sigkill_at_any_point_then_resume(tmp_path: Path, tiny_dataset: Path) -> None:
     config = make_config(tmp_path, tiny_dataset, {"train": {"epochs": 40, "epoch_change_infer": False}})
     proc = subprocess.Popen([sys.executable, "-m", "flexunet", "train", str(config), "-q"], env=ENV, cwd=tmp_path,

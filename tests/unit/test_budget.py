@@ -73,3 +73,18 @@ def test_before_the_first_validation_its_time_is_guessed_from_the_steps(monkeypa
     # 4 steps of 2 s after the first; 10 validation batches at half a step each
     assert checks.validation_guess() == pytest.approx(10 * 0.5 * 2.0)
     assert EpochClock().reserve(100.0, checks.validation_guess()) == pytest.approx(10.0 + 5.0)
+
+
+def test_a_stop_seen_by_another_process_stops_this_one_for_the_same_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun each process reads its own clock: rank 0 saw the deadline, rank 1 did not, and rank 1 went on
+    to the next epoch (stop_reason returned None there) while rank 0 stopped: both hung in the next collective."""
+    from flexunet.train import budget, loop
+    from flexunet.train.distributed import DistContext
+
+    ctx = DistContext(rank=1, world_size=2, local_rank=1)
+    monkeypatch.setattr(loop, "any_rank", lambda flag, _ctx, _device: flag)  # nobody asked on_epoch_end to stop
+    monkeypatch.setattr(loop, "max_over_ranks", lambda value, _ctx, _device: max(value, 2))  # rank 0: deadline
+    here = budget.StepChecks(None, EpochClock(), ())  # this process saw nothing
+    assert loop.stop_reason({}, False, None, here, ctx, torch.device("cpu")) == "time_budget"
+    monkeypatch.setattr(loop, "max_over_ranks", lambda value, _ctx, _device: value)  # no process saw anything
+    assert loop.stop_reason({}, False, None, here, ctx, torch.device("cpu")) is None
