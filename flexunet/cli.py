@@ -45,6 +45,15 @@ DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 or aut
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed ([train] seed).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or per-epoch lines.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(help="Checkpoint to use (default: model_dir/best.pt).")]
+EnsembleOpt = Annotated[Optional[list[str]], typer.Option(
+    help="Average the probabilities of these checkpoints (repeat it, or quote a glob: 'models/fold_*/best.pt'); "
+         "they must share the config's classes.")]
+
+
+def _ensemble(values: Optional[list[str]]) -> Optional[list[Path]]:
+    from flexunet.runs.ensemble import ensemble_paths
+
+    return ensemble_paths(values) if values else None
 TtaOpt = Annotated[Optional[bool], typer.Option("--tta/--no-tta", help="Average predictions over flips.")]
 OverwriteOpt = Annotated[bool, typer.Option(
     "--overwrite", help="Replace existing files that flexunet did not write (never the config, a checkpoint the "
@@ -110,6 +119,7 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
              onnx: Annotated[Optional[Path], typer.Option(
                  help="Evaluate this ONNX file (e.g. an int8 export) with onnxruntime instead of the checkpoint.")
              ] = None,
+             ensemble: EnsembleOpt = None,
              overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Evaluate on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
     from flexunet.evaluate import evaluate_from_config
@@ -117,7 +127,7 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
     cfg = _load(config, set_, quiet=quiet)
     with _guard(overwrite, cfg):
         result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
-                                      examples=examples, report=report, onnx=onnx)
+                                      examples=examples, report=report, onnx=onnx, ensemble=_ensemble(ensemble))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     for name, values in result.per_class.items():
@@ -167,6 +177,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
           slides: Annotated[bool, typer.Option(
               "--slides", help="Whole slides: tiled TIFF / OME-Zarr read and blended band by band with [tiledinfer] "
                                "settings; pyramidal TIFF masks (needs flexunet[slides]).")] = False,
+          ensemble: EnsembleOpt = None,
           overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Segment images (a folder, a file or a glob): PNG masks at the original size, overlays in merged_dir,
     objects.csv and counts.csv beside the masks."""
@@ -182,7 +193,7 @@ def infer(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, chec
     with _guard(overwrite, cfg):
         result = infer_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, tiled=tiled,
                                    onnx=onnx, resume=resume, compile_model=compile_model, instances=instances,
-                                   slides=slides)
+                                   slides=slides, ensemble=_ensemble(ensemble))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports (every process's files)
     for line in result.skipped:
@@ -208,6 +219,7 @@ def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = N
                "--int8", help="Also write <stem>.int8.onnx, statically quantized with training images.")] = False,
            calibration: Annotated[int, typer.Option(
                min=1, help="How many [train] images calibrate the int8 ranges.")] = 64,
+           ensemble: EnsembleOpt = None,
            overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Export the trained model to ONNX (outputs logits; dynamic batch, and height/width where the model allows)."""
     from flexunet.infer import export_from_config, export_int8_from_config
@@ -215,9 +227,9 @@ def export(config: ConfigArg, set_: SetOpt = None, checkpoint: CheckpointOpt = N
     cfg = _load(config, set_, quiet=quiet)
     with _guard(overwrite, cfg):
         if int8:
-            result, quantized = export_int8_from_config(cfg, onnx, calibration, checkpoint)
+            result, quantized = export_int8_from_config(cfg, onnx, calibration, checkpoint, _ensemble(ensemble))
         else:
-            result = export_from_config(cfg, onnx, checkpoint)
+            result = export_from_config(cfg, onnx, checkpoint, _ensemble(ensemble))
     say(f"wrote {result.path}: input 'image' (N, {cfg.model.image_channels}, H, W) floats in [0, 1], output 'logits' "
         f"(N, {cfg.model.num_classes}, H, W); "
         + ("batch, height and width are dynamic" if result.dynamic_spatial

@@ -48,6 +48,7 @@ from flexunet.predict.onnx import OnnxModel, file_sha256
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, barrier, gather_objects, init_distributed, shard, shutdown
+from flexunet.runs.ensemble import files_digest, load_ensemble
 from flexunet.runs.rundir import locked_folders, run_dir_for
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -415,40 +416,58 @@ def postprocess_record(cfg: Config, postprocess: PostprocessSettings, model_dir:
 
 def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None,
                          quiet: bool = False, tta: bool | None = None, doctor: Path | None = None,
-                         examples: int = 4, report: bool = True, onnx: Path | None = None) -> EvalResult:
-    """Evaluate the run's best checkpoint (or the ONNX file `onnx`, e.g. an int8 export) on [test] (or [valid] when
-    there is no [test]).
+                         examples: int = 4, report: bool = True, onnx: Path | None = None,
+                         ensemble: list[Path] | None = None) -> EvalResult:
+    """Evaluate the run's best checkpoint (or the ONNX file `onnx`, e.g. an int8 export, or the mean probability of
+    the checkpoints in `ensemble`) on [test] (or [valid] when there is no [test]).
 
     The API of `flexunet evaluate`. Under torchrun each process evaluates its share of the batches, and rank 0
     writes the reports from every process's per-image rows: the same files as one process.
     """
     run = run_dir_for(cfg)
     check_output_folders(cfg, [(run.eval_key, run.eval_dir)])
-    if onnx is not None and checkpoint is not None:
-        raise ConfigError("--onnx and --checkpoint: give one model to evaluate")
-    checkpoint = Path(onnx) if onnx is not None else run.checkpoint(checkpoint)
+    if sum(x is not None for x in (onnx, checkpoint, ensemble)) > 1:
+        raise ConfigError("--onnx, --checkpoint and --ensemble: give one model to evaluate")
+    checkpoint = Path(onnx) if onnx is not None else ensemble[0] if ensemble else run.checkpoint(checkpoint)
     what = "the ONNX file this command reads" if onnx is not None else "the checkpoint this command reads"
     reads = [(checkpoint, what), (doctor, "the doctor report this command reads")]
+    reads += [(member, "a checkpoint of the ensemble") for member in (ensemble or [])[1:]]
     dist_ctx, dist_device = init_distributed(device)
     try:
         with guarded(protected_inputs(cfg, reads)):
             check_outputs(eval_dir_outputs(run.eval_dir, report))  # before anything is written
             torch_device = dist_device or choose_device(device)
-            session, graph = None, None
+            session, graph = None, None  # type: OnnxModel | None, dict[str, object] | None
             if onnx is not None:  # read and checked before eval_dir is made
                 session = OnnxModel(Path(onnx), torch_device)
                 session.check_fits(cfg.model)
                 graph = {"file": str(onnx), "sha256": file_sha256(Path(onnx))}
             with locked_folders({run.eval_dir: run.eval_key}) if dist_ctx.is_main else nullcontext():
                 if session is not None and graph is not None:
-                    return evaluate_run(session, cfg, run.eval_dir, f"{onnx} (ONNX, sha256 {graph['sha256'][:16]})",
-                                        quiet, tta, doctor, examples, report, None, dist_ctx, graph)
+                    name = f"{onnx} (ONNX, sha256 {str(graph['sha256'])[:16]})"
+                    return evaluate_run(session, cfg, run.eval_dir, name, quiet, tta, doctor, examples, report, None,
+                                        dist_ctx, graph)
+                if ensemble:
+                    members = for_inference(load_ensemble(ensemble, torch_device, cfg), torch_device)
+                    record: dict[str, object] = {"ensemble": [str(p) for p in ensemble],
+                                                 "sha256": files_digest(ensemble)}
+                    state = load_checkpoint(ensemble[0], torch_device)
+                    return evaluate_run(members, cfg, run.eval_dir, f"ensemble of {len(ensemble)}: "
+                                        + ", ".join(str(p) for p in ensemble), quiet, tta, doctor, examples, report,
+                                        read_training_config(state, ensemble[0]), dist_ctx, record)
                 state = load_checkpoint(checkpoint, torch_device)
                 model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
                 return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,
                                     read_training_config(state, checkpoint), dist_ctx)
     finally:
         shutdown(dist_ctx)
+
+
+def model_record(files: dict[str, object] | None) -> dict[str, object]:
+    """metrics.json's provenance entry for a model that is not one checkpoint: "onnx" or "ensemble"."""
+    if not files:
+        return {}
+    return {"ensemble" if "ensemble" in files else "onnx": files}
 
 
 def eval_dir_outputs(eval_dir: Path, report: bool) -> list[Path]:
@@ -459,7 +478,7 @@ def eval_dir_outputs(eval_dir: Path, report: bool) -> list[Path]:
 def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str = "", quiet: bool = False,
                  tta: bool | None = None, doctor: Path | None = None, examples: int = 4, report: bool = True,
                  training: TrainingConfig | None = None, dist_ctx: DistContext = DistContext(),
-                 onnx: dict[str, str] | None = None) -> EvalResult:
+                 model_files: dict[str, object] | None = None) -> EvalResult:
     """Evaluate `model` on [test] (or [valid]) and write the CSVs, metrics.json and, with `report`, report.html.
 
     The page shows the `examples` worst and best images, and the leakage verdict from the `doctor` JSON, a
@@ -502,7 +521,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
                                                            "source": leaks.source},
                            "tta": tta, "bootstrap": bootstrap_record(resampling),
-                           "provenance": provenance_record(training, cfg) | ({"onnx": onnx} if onnx else {}),
+                           "provenance": provenance_record(training, cfg) | model_record(model_files),
                            "postprocess": applied},
                           resampling)
     if report:

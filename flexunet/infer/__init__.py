@@ -27,6 +27,7 @@ from flexunet.predict.onnx import OnnxModel
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
+from flexunet.runs.ensemble import files_digest, load_ensemble
 from flexunet.runs.rundir import locked_folders, run_dir_for
 
 __all__ = ["ExportResult", "InferResult", "Int8Result", "OnnxModel", "export_from_config", "export_int8_from_config",
@@ -57,7 +58,7 @@ def infer_folders(cfg: Config, tiled: bool) -> tuple[str, Path, Path | None]:
 def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str | None = None, quiet: bool = False,
                       tta: bool | None = None, tiled: bool = False, onnx: Path | None = None,
                       resume: bool = False, compile_model: bool | None = None, instances: bool = False,
-                      slides: bool = False) -> InferResult:
+                      slides: bool = False, ensemble: list[Path] | None = None) -> InferResult:
     """Segment [infer] images_dir (or [tiledinfer]'s with `tiled`) with the run's best checkpoint or an ONNX file.
 
     The API of `flexunet infer`. `resume` keeps masks (and overlays) that are newer than the weights and read back,
@@ -80,8 +81,11 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
-    weights = Path(onnx) if onnx is not None else _checkpoint(cfg, checkpoint)
+    if sum(x is not None for x in (onnx, checkpoint, ensemble)) > 1:
+        raise ConfigError("--onnx, --checkpoint and --ensemble: give one model to infer with")
+    weights = Path(onnx) if onnx is not None else ensemble[0] if ensemble else _checkpoint(cfg, checkpoint)
     reads = [(weights, "the ONNX file this command reads" if onnx is not None else "the checkpoint this command reads")]
+    reads += [(member, "a checkpoint of the ensemble") for member in (ensemble or [])[1:]]
     folders = {output_dir: section.where("output_dir")} | ({merged: section.where("merged_dir")} if merged else {})
     dist_ctx, dist_device = init_distributed(device)
     try:
@@ -94,10 +98,12 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
                 files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
                 check_outputs(planned_outputs(files, output_dir, merged, instances_dir))  # before anything is written
             torch_device = dist_device or choose_device(device)
-            model = inference_model(cfg, weights, onnx is not None, torch_device, compile_model, tiled)  # checked first
+            model = inference_model(cfg, weights, onnx is not None, torch_device, compile_model, tiled,
+                                    ensemble)  # checked first
             with locked_folders(folders) if dist_ctx.is_main else nullcontext():
                 result = _infer(cfg, images_dir, output_dir, merged, torch_device, dist_ctx, model, weights,
-                                quiet or not dist_ctx.is_main, tta, tiled, resume, slides, settings, instances)
+                                quiet or not dist_ctx.is_main, tta, tiled, resume, slides, settings, instances,
+                                files_digest(ensemble) if ensemble else None)
         return merge_results(gather_objects(result, dist_ctx))
     finally:
         shutdown(dist_ctx)
@@ -114,7 +120,7 @@ def merge_results(results: list[InferResult]) -> InferResult:
 
 
 def inference_model(cfg: Config, weights: Path, onnx: bool, torch_device: torch.device,
-                    compile_model: bool | None, tiled: bool) -> nn.Module:
+                    compile_model: bool | None, tiled: bool, ensemble: list[Path] | None = None) -> nn.Module:
     """The checkpoint's model ready for inference (compiled when asked), or the ONNX file's session after checking
     its classes, channels and input size against `cfg`: before any output folder is made."""
     use_compile = cfg.infer.compile if compile_model is None else compile_model
@@ -125,20 +131,25 @@ def inference_model(cfg: Config, weights: Path, onnx: bool, torch_device: torch.
         session = OnnxModel(weights, torch_device)
         session.check_fits(cfg.model, tile_settings(cfg)[0] if tiled else None)
         return session
-    model, _ = load_trained_model(weights, torch_device, cfg)
+    model: nn.Module
+    if ensemble:
+        model = load_ensemble(ensemble, torch_device, cfg)
+    else:
+        model = load_trained_model(weights, torch_device, cfg)[0]
     return compile_for_inference(model, torch_device) if use_compile else for_inference(model, torch_device)
 
 
 def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, torch_device: torch.device,
            dist_ctx: DistContext, model: nn.Module, weights: Path, quiet: bool, tta: bool | None, tiled: bool,
            resume: bool, slides: bool = False, settings: PostprocessSettings | None = None,
-           instances: bool = False) -> InferResult:
+           instances: bool = False, members: str | None = None) -> InferResult:
     settings = settings or {}
     instances_dir = output_dir / "instances" if instances else None
     if tiled and cfg.tiledinfer.debug and not quiet:
         note(f"{cfg.tiledinfer.where('debug')}: tile dumps are not written by flexunet; ignored")
     tta_on = cfg.infer.tta if tta is None else tta
-    tag = settings_tag(cfg, weights, tta=tta_on, tiled=tiled, slides=slides, postprocess=settings)
+    tag = settings_tag(cfg, weights, tta=tta_on, tiled=tiled, slides=slides, postprocess=settings,
+                       **({"ensemble": members} if members else {}))
     predictor = predictor_from_config(cfg, model, torch_device, tiled, tta, postprocess=postprocess_hook(settings))
     if slides:
         slide_files = shard(list_slides(images_dir), dist_ctx)
@@ -157,13 +168,17 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
                               tag=tag)
 
 
-def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None) -> ExportResult:
-    """Export the run's best checkpoint to ONNX (logits out, dynamic batch and, where possible, height/width)."""
-
-    weights = _checkpoint(cfg, checkpoint)
-    with guarded(protected_inputs(cfg, [(weights, "the checkpoint this command reads")])):
+def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None,
+                       ensemble: list[Path] | None = None) -> ExportResult:
+    """Export the run's best checkpoint (or the mean of an `ensemble` of checkpoints, as one graph) to ONNX
+    (logits out, dynamic batch and, where possible, height/width)."""
+    if checkpoint is not None and ensemble:
+        raise ConfigError("--checkpoint and --ensemble: give one model to export")
+    members = list(ensemble or [_checkpoint(cfg, checkpoint)])
+    with guarded(protected_inputs(cfg, [(m, "a checkpoint this command reads") for m in members])):
         check_outputs([Path(onnx)], kind="onnx")
-        model, _ = load_trained_model(weights, choose_device("cpu"), cfg)
+        device = choose_device("cpu")
+        model = load_ensemble(members, device, cfg) if ensemble else load_trained_model(members[0], device, cfg)[0]
         return export_onnx(model, cfg, Path(onnx))
 
 
@@ -181,13 +196,13 @@ def calibration_inputs(cfg: Config, count: int) -> list[np.ndarray]:
                                    m.image_height)], torch.device("cpu")).numpy() for p in chosen]
 
 
-def export_int8_from_config(cfg: Config, onnx: Path, calibration: int = 64,
-                            checkpoint: Path | None = None) -> tuple[ExportResult, Int8Result]:
+def export_int8_from_config(cfg: Config, onnx: Path, calibration: int = 64, checkpoint: Path | None = None,
+                            ensemble: list[Path] | None = None) -> tuple[ExportResult, Int8Result]:
     """`flexunet export --int8`: the fp32 ONNX file at `onnx`, then `<stem>.int8.onnx` beside it, statically
     quantized (onnxruntime, QDQ, per-channel) with `calibration` training images."""
-    weights = _checkpoint(cfg, checkpoint)
-    with guarded(protected_inputs(cfg, [(weights, "the checkpoint this command reads")])):
+    members = list(ensemble or [_checkpoint(cfg, checkpoint)])
+    with guarded(protected_inputs(cfg, [(m, "a checkpoint this command reads") for m in members])):
         check_outputs([Path(onnx), int8_path(Path(onnx))], kind="onnx")  # both, before the first is written
-        exported = export_from_config(cfg, onnx, checkpoint)
+        exported = export_from_config(cfg, onnx, checkpoint, ensemble)
         return exported, quantize_int8(Path(onnx), int8_path(Path(onnx)), calibration_inputs(cfg, calibration),
                                        LabelSpace.from_config(cfg))
