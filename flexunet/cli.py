@@ -5,13 +5,17 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from flexunet.console import error, error_console, note, plural, say
 from flexunet.errors import FlexunetError
 from flexunet.files import check_outputs, output_error
+
+if TYPE_CHECKING:
+    from flexunet.config.schema import Config
+    from flexunet.train import FitResult
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -88,16 +92,30 @@ def train(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, seed
           budget: Annotated[Optional[str], typer.Option(
               help="Finish within this time, e.g. 20m or 1h30m ([train] time_budget): the learning rate anneals "
                    "to the deadline and the best-validation weights are kept.")] = None,
+          folds: Annotated[Optional[int], typer.Option(
+              min=2, help="K-fold cross-validation by source group over [train] + [valid] ([train] folds): one run "
+                          "per fold in model_dir/fold_<k>/.")] = None,
+          fold: Annotated[Optional[int], typer.Option(
+              min=0, help="Train only this fold (0-based), e.g. one fold per machine.")] = None,
           quiet: QuietOpt = False) -> None:
     """Train the model described by CONFIG; checkpoints go to [train] model_dir, logs to eval_dir."""
-    from flexunet.console import format_duration
-    from flexunet.train import train_from_config
-    from flexunet.train.history import class_dice_text
+    from flexunet.train import train_folds, train_from_config
 
     cfg = _load(config, list(set_ or []) + ([f"train.time_budget={budget}"] if budget else []), seed, quiet)
-    result = train_from_config(cfg, device=device, resume=resume, quiet=quiet)
+    if folds or cfg.train.folds or fold is not None:
+        results = train_folds(cfg, device=device, resume=resume, quiet=quiet, folds=folds, fold=fold)
+    else:
+        results = [train_from_config(cfg, device=device, resume=resume, quiet=quiet)]
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
+    for result in results:
+        _say_trained(cfg, result)
+
+
+def _say_trained(cfg: Config, result: FitResult) -> None:
+    from flexunet.console import format_duration
+    from flexunet.train.history import class_dice_text
+
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
     say(f"trained {result.epochs_run} {plural(result.epochs_run, 'epoch')}; best epoch {result.best_epoch} "
         f"({cfg.train.monitor} {abs(result.best_value):.4f}; val Dice "
@@ -120,14 +138,25 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
                  help="Evaluate this ONNX file (e.g. an int8 export) with onnxruntime instead of the checkpoint.")
              ] = None,
              ensemble: EnsembleOpt = None,
+             folds: Annotated[bool, typer.Option(
+                 "--folds", help="Out of fold: score every [train] + [valid] image with the fold model (train "
+                                 "--folds) that did not train on it; the report goes to eval_dir/out_of_fold.")
+             ] = False,
              overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Evaluate on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
-    from flexunet.evaluate import evaluate_from_config
+    from flexunet.evaluate import evaluate_folds_from_config, evaluate_from_config
 
     cfg = _load(config, set_, quiet=quiet)
     with _guard(overwrite, cfg):
-        result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta, doctor=doctor,
-                                      examples=examples, report=report, onnx=onnx, ensemble=_ensemble(ensemble))
+        if folds:
+            if checkpoint or onnx or ensemble:
+                raise typer.BadParameter("--folds evaluates the fold models; drop --checkpoint, --onnx and --ensemble")
+            result = evaluate_folds_from_config(cfg, device=device, quiet=quiet, tta=tta, examples=examples,
+                                                report=report)
+        else:
+            result = evaluate_from_config(cfg, checkpoint=checkpoint, device=device, quiet=quiet, tta=tta,
+                                          doctor=doctor, examples=examples, report=report, onnx=onnx,
+                                          ensemble=_ensemble(ensemble))
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun, rank 0 reports
     for name, values in result.per_class.items():

@@ -178,6 +178,8 @@ class TrainSection(Section):
     tensorboard: bool = False
     # "20m", "1h30m", "90s": training ends inside it, its learning rate annealed to the deadline (train/budget.py)
     time_budget: Optional[str] = None
+    # K-fold cross-validation over [train] + [valid] by source group: model_dir/fold_<k>/ per fold (train/folds.py)
+    folds: Optional[int] = Field(None, ge=2, le=100)
 
     @field_validator("time_budget", mode="before")
     @classmethod

@@ -154,13 +154,16 @@ def drop_oversized(pairs: list[Pair], max_pixels: int) -> tuple[list[Pair], str 
     return kept, f"skipped {len(skipped)} pairs over {max_pixels:,} pixels ([image] max_pixels): {shown}"
 
 
-def build_datasets(cfg: Config) -> SplitDatasets:
-    """[train] and [valid] datasets; without [valid] folders, a seeded validation_split of the training pairs."""
-    train_pairs = pairs_for(cfg, "train")
+def build_datasets(cfg: Config, pairs: tuple[list[Pair], list[Pair]] | None = None) -> SplitDatasets:
+    """[train] and [valid] datasets; without [valid] folders, a seeded validation_split of the training pairs.
+    `pairs` (training, validation) replaces both, e.g. one fold of a cross-validation."""
     notes = []
-    if cfg.valid.images_dir or cfg.valid.masks_dir:
-        valid_pairs = pairs_for(cfg, "valid")
+    if pairs is not None:
+        train_pairs, valid_pairs = pairs
+    elif cfg.valid.images_dir or cfg.valid.masks_dir:
+        train_pairs, valid_pairs = pairs_for(cfg, "train"), pairs_for(cfg, "valid")
     else:
+        train_pairs = pairs_for(cfg, "train")
         if len(train_pairs) < 2:
             raise DataError(f"{cfg.train.images_dir}: need at least 2 pairs to hold out a validation set")
         shuffled = train_pairs[:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,29 @@ def source_id(stem: str, group_by: re.Pattern[str] | None = None) -> str:
     if not found:
         return stem
     return found.group(1) if group_by.groups else found.group(0)
+
+
+def merge_near_copies(groups: Mapping[str, str]) -> dict[str, str]:
+    """image path -> group, with groups joined wherever the doctor's fingerprints link two images as near-copies (a
+    flip or rotation saved under an unrelated name): the smallest group name of each joined set names it."""
+    from flexunet.prepare.fingerprint import near_copy_clusters
+
+    images = list(groups)
+    if len(images) < 2:
+        return dict(groups)
+    root: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while root.get(x, x) != x:
+            x = root[x]
+        return x
+
+    first: dict[str, str] = {}
+    for image, cluster in zip(images, near_copy_clusters([Path(i) for i in images]), strict=True):
+        a, b = find(groups[image]), find(first.setdefault(cluster, groups[image]))
+        if a != b:
+            root[max(a, b)] = min(a, b)
+    return {image: find(groups[image]) for image in images}
 
 
 def assign_groups(sizes: dict[str, int], ratios: tuple[float, ...], seed: int) -> dict[str, int]:

@@ -20,7 +20,7 @@ from flexunet.data.masks import RGB, MaskDecoding, decode_mask
 from flexunet.data.pairing import Pair, list_images, match_pairs
 from flexunet.errors import DataError
 from flexunet.prepare.layout import SPLIT_ORDER, SplitDirs, find_splits
-from flexunet.prepare.split import source_id
+from flexunet.prepare.split import merge_near_copies, source_id
 
 MAX_CLASSES = 32  # more mask colours than this and the "masks" are photos
 MAX_SIZE_RATIO = 8  # images whose sides differ more than this cannot share one input size
@@ -277,26 +277,9 @@ def _class_names(kind: str, rgb_map: dict[RGB, int] | None, num_labels: int) -> 
 def source_groups(survey: Survey, near_copies: bool = True) -> dict[str, str]:
     """image path -> source group: `flexunet split`'s name prefixes, merged with the doctor's near-copy clusters (a
     flip, rotation or re-encode saved under an unrelated name), so that no source lands in two splits."""
-    stems = [str(p.image) for p in survey.pairs]
     # names identify sources across folders only when no name repeats in two folders (the demo's cell_0000 is a
     # different cell in train and in test)
     repeated = len({p.stem for p in survey.pairs}) < len(survey.pairs)
-    parent = {str(p.image): f"{p.image.parent.parent.name}/{source_id(p.stem)}" if repeated else source_id(p.stem)
-              for p in survey.pairs}
-    if not near_copies or len(stems) < 2:
-        return parent
-    from flexunet.prepare.fingerprint import near_copy_clusters
-
-    root: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while root.get(x, x) != x:
-            x = root[x]
-        return x
-
-    first: dict[str, str] = {}
-    for stem, cluster in zip(stems, near_copy_clusters([p.image for p in survey.pairs]), strict=True):
-        a, b = find(parent[stem]), find(first.setdefault(cluster, parent[stem]))
-        if a != b:
-            root[max(a, b)] = min(a, b)
-    return {stem: find(parent[stem]) for stem in stems}
+    names = {str(p.image): f"{p.image.parent.parent.name}/{source_id(p.stem)}" if repeated else source_id(p.stem)
+             for p in survey.pairs}
+    return merge_near_copies(names) if near_copies else names

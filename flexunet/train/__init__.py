@@ -1,6 +1,7 @@
 """Training: from a Config to a run folder with checkpoints, logs and previews."""
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -10,17 +11,19 @@ from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.console import note, progress_bars, say
 from flexunet.data.dataset import build_datasets
-from flexunet.errors import CheckpointError, OutputError
+from flexunet.data.pairing import Pair
+from flexunet.errors import CheckpointError, ConfigError, OutputError
 from flexunet.files import atomic_write_bytes, atomic_write_text, guarded
 from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.runs.device import choose_device, keep_freed_memory, seed_everything
+from flexunet.runs.folds import FOLD_FILE, fold_config, folds_for_run
 from flexunet.runs.rundir import RunDir, run_dir_for
 from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import EpochCallback, FitResult, fit
 from flexunet.train.postprocess_choice import choice_summary, choose_on_validation
 
-__all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "train_from_config"]
+__all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "train_folds", "train_from_config"]
 
 
 
@@ -44,8 +47,35 @@ def train_from_config(cfg: Config, device: str | None = None, resume: bool = Fal
         return _train(cfg, device, resume, quiet, on_epoch_end)
 
 
+def train_folds(cfg: Config, device: str | None = None, resume: bool = False, quiet: bool = False,
+                folds: int | None = None, fold: int | None = None) -> list[FitResult]:
+    """K-fold cross-validation (train/folds.py): `folds` (default [train] folds) runs by source group over [train]
+    + [valid], each in model_dir/fold_<k>/; `fold` trains that one only (folds on several machines). The API of
+    `flexunet train --folds K [--fold k]`."""
+    count = folds or cfg.train.folds
+    if not count:
+        raise ConfigError(f"{cfg.train.where('folds')}: not set; give --folds K (K >= 2)")
+    if fold is not None and not 0 <= fold < count:
+        raise ConfigError(f"--fold {fold}: the folds are numbered 0 to {count - 1}")
+    with guarded(protected_inputs(cfg)):
+        model_dir = Path(cfg.train.model_dir)
+        check_output_folders(cfg, [(cfg.train.where("model_dir"), model_dir)])
+        plan = folds_for_run(cfg, count, model_dir, write=os.environ.get("RANK", "0") == "0")
+        if not quiet and os.environ.get("RANK", "0") == "0":
+            sizes = ", ".join(str(len(plan.split(k)[1])) for k in range(count))
+            say(f"{count} folds of {len(plan.pairs)} [train] + [valid] pairs by {len(set(plan.group.values()))} "
+                f"source groups ({plan.source}); validation pairs per fold: {sizes}; assignment in "
+                f"{model_dir / FOLD_FILE}")
+        results = []
+        for k in range(count) if fold is None else [fold]:
+            if not quiet and os.environ.get("RANK", "0") == "0":
+                say(f"fold {k}: training on {len(plan.split(k)[0])} pairs, validating on {len(plan.split(k)[1])}")
+            results.append(_train(fold_config(cfg, k), device, resume, quiet, None, plan.split(k)))
+        return results
+
+
 def _train(cfg: Config, device: str | None, resume: bool, quiet: bool,
-           on_epoch_end: EpochCallback | None) -> FitResult:
+           on_epoch_end: EpochCallback | None, pairs: tuple[list[Pair], list[Pair]] | None = None) -> FitResult:
     dist_ctx, dist_device = init_distributed(device)
     try:
         torch_device = dist_device or choose_device(device)
@@ -63,7 +93,7 @@ def _train(cfg: Config, device: str | None, resume: bool, quiet: bool,
             raise OutputError("\n".join(foreign))
         barrier(dist_ctx)  # every rank has looked at the folders before rank 0 creates them (a slow rank saw a
         # half-written marker as a foreign file)
-        data = build_datasets(cfg)  # before touching any folder: a data error must leave earlier runs as they are
+        data = build_datasets(cfg, pairs)  # before touching any folder: a data error leaves earlier runs as they are
         model = build_model(cfg.model)
         loss_fn = build_loss(cfg.model)
         augment = build_augmenter(cfg)  # None unless [model] generator is on
