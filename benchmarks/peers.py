@@ -27,6 +27,8 @@ the source cells of the split file's `group` column (the 13 copies of a cell are
     python benchmarks/peers.py run --side smp --budget 20             # one side (smoke); writes peers_runs/smp.json
     python benchmarks/peers.py all --budget 600 --jobs 2 --resume     # every side, two at a time
     python benchmarks/peers.py table                                  # peers.json, peers.md, peers.png
+    FLEXUNET_PEERS_RUNS=benchmarks/results/peers_runs_1800 python benchmarks/peers.py all --budget 1800 --jobs 1 \
+        --sides flexunet_best monai smp --resume && ... table --stem peers_1800   # the longer budget, its own table
 
 Venvs (git-ignored): benchmarks/peers/setup_venvs.sh makes .venv-peers (torch, smp, MONAI, flexunet) and
 .venv-nnunet; benchmarks/tf_reference/setup_venv.sh makes .venv-tf. Run this script with .venv-peers' python.
@@ -219,8 +221,9 @@ def run_all(budget: float, jobs: int, sides: list[str], resume: bool, seed: int)
             print(side, "exit", code, flush=True)
 
 
-def table() -> None:
-    """peers.json, peers.md and peers.png from the per-side files; refuses sides from different machines."""
+def table(stem: str = "peers") -> None:
+    """<stem>.json, .md and .png from the per-side files in RUNS; refuses sides from different machines (the
+    1,800-s runs: FLEXUNET_PEERS_RUNS=results/peers_runs_1800 ... table --stem peers_1800)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,7 +239,7 @@ def table() -> None:
                      f"{[first.get(k) for k in MACHINE_KEYS]}: not one table (re-run one of them on the other)")
     budgets = sorted({r["budget_cpu_s"] for r in rows})
     rows.sort(key=lambda r: -r["test"]["dice_image_mean"])
-    (RESULTS / "peers.json").write_text(json.dumps({"budgets_cpu_s": budgets, "sides": rows}, indent=2) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"budgets_cpu_s": budgets, "sides": rows}, indent=2) + "\n")
 
     def ci(t: dict, key: str) -> str:
         return f"{t[key]:.3f} [{t[key + '_ci95'][0]:.3f}, {t[key + '_ci95'][1]:.3f}]"
@@ -272,8 +275,8 @@ def table() -> None:
     lines += ["", "Versions: " + "; ".join(f"{r['side']}: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items())
                                             for r in rows), "",
               "Validation Dice per side is each library's own measure on the validation split (written in `recipe`); "
-              "the curves (peers.png, peers.json) are for time-to-quality, the test columns for comparing sides."]
-    (RESULTS / "peers.md").write_text("\n".join(lines) + "\n")
+              f"the curves ({stem}.png, {stem}.json) are for time-to-quality, the test columns for comparing sides."]
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, clock, label in ((axes[0], "cpu_s", "CPU seconds of the side (budget clock)"),
@@ -290,7 +293,7 @@ def table() -> None:
     fig.suptitle(f"Grouped pap-smear split, 128 px, 1 thread per side, {', '.join(f'{b:g}' for b in budgets)} CPU-s "
                  "budget")
     fig.tight_layout()
-    fig.savefig(RESULTS / "peers.png", dpi=110)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=110)
     print("\n".join(lines))
 
 
@@ -307,7 +310,8 @@ def main() -> None:
     every.add_argument("--sides", nargs="*", default=SIDES, choices=SIDES)
     every.add_argument("--resume", action="store_true", help="skip a side whose JSON exists for this machine")
     every.add_argument("--seed", type=int, default=1)
-    sub.add_parser("table")
+    tab = sub.add_parser("table")
+    tab.add_argument("--stem", default="peers", help="file names of the table: <stem>.json, .md, .png")
     args = parser.parse_args()
     if args.what != "table" and not DATA.is_dir():
         sys.exit(f"{DATA}: the shared data is not there")
@@ -319,7 +323,7 @@ def main() -> None:
     elif args.what == "all":
         run_all(args.budget, args.jobs, args.sides, args.resume, args.seed)
     else:
-        table()
+        table(args.stem)
 
 
 if __name__ == "__main__":

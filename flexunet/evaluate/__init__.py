@@ -15,6 +15,8 @@ from flexunet.config.folders import check_output_folders, protected_inputs
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
 from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
+from flexunet.data.io import read_mask
+from flexunet.data.masks import to_grey
 from flexunet.data.pairing import Pair
 from flexunet.errors import CheckpointError, ConfigError
 from flexunet.evaluate.groups import Resampling, resampling_for, resampling_from_labels
@@ -134,12 +136,14 @@ def at_original_size(truths: list[np.ndarray], probs: Tensor, predictor: Predict
 
 
 def object_matches(pred: np.ndarray, truth: np.ndarray, space: LabelSpace,
-                  settings: PostprocessSettings | None = None) -> ObjectCounts:
+                  settings: PostprocessSettings | None = None, truth_instances: np.ndarray | None = None
+                  ) -> ObjectCounts:
     """(K-1,) object matches of one image: true objects are connected components, predicted ones are the instances
     `flexunet infer --instances` writes (watershed-separated where [postprocess] separate says so)."""
     instances, _ = instance_labels(pred, settings or {}, space.num_labels)
     ignore = truth == space.ignore_index if space.ignore_index is not None else None
-    return object_counts(truth, pred, space.num_labels, pred_instances=instances, ignore=ignore)
+    return object_counts(truth, pred, space.num_labels, truth_instances=truth_instances, pred_instances=instances,
+                         ignore=ignore)
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,12 @@ def measure_batch(predictor: Predictor, dataset: SegmentationDataset, cfg: Confi
                       if not math.isnan(s)]
         worst = _keep_extremes([], candidates, examples, worst=True)
         best = _keep_extremes([], candidates, examples, worst=False)
-    objects = [object_matches(p[0].numpy(), t[0].numpy(), space, settings) for p, t in originals]
+    ids: list[np.ndarray | None] = [None] * len(originals)
+    if cfg.mask.kind == "instances":  # the true objects are the mask's ids, not connected blobs (touching nuclei)
+        ids = [to_grey(read_mask(dataset.pairs[i].mask, cfg.image.pixel_limit())).astype(np.int64)
+               for i in range(start, start + len(originals))]
+    objects = [object_matches(p[0].numpy(), t[0].numpy(), space, settings, i)
+               for (p, t), i in zip(originals, ids, strict=True)]
     return BatchMeasures(index, loss, seed, batch_counts, names, confusion, distances, diagonals, worst, best,
                          objects)
 

@@ -137,3 +137,24 @@ def test_the_plan_takes_the_largest_network_that_sees_enough_images() -> None:
     assert not long.augment or long.passes > 4
     with pytest.raises(DataError, match=r"too short to train here.*give --budget 1m or more"):
         choose([small, big], 5, 4, 2000, 200)
+
+
+def test_evaluation_counts_the_true_objects_of_instance_masks(tmp_path: Path) -> None:
+    """Two touching nuclei are one connected blob: with [mask] kind = instances they are two true objects."""
+    import json
+
+    from flexunet.config import load_config
+    from flexunet.evaluate import evaluate_from_config
+    from tests.conftest import make_config, save_random_checkpoint, write_disc_pairs
+
+    for split, seed in (("train", 0), ("valid", 1), ("test", 2)):
+        folder = write_disc_pairs(tmp_path / "data" / split, 3, seed=seed)
+        for mask in (folder / "masks").iterdir():
+            ids = np.zeros((32, 32), np.uint16)
+            ids[8:16, 4:14], ids[8:16, 14:24] = 5, 300  # touching: one 8-connected blob
+            assert cv2.imwrite(str(mask), ids)
+    config = make_config(tmp_path, tmp_path / "data", {"mask": {"kind": "instances"}})
+    save_random_checkpoint(config)
+    evaluate_from_config(load_config(config), device="cpu", quiet=True, report=False)
+    per_class = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_class"]
+    assert per_class["class_1"]["true_objects"] == 6  # 2 per test image, not 1
