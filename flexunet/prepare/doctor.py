@@ -226,6 +226,10 @@ def _examine(target: str, splits: list[SplitDirs], threshold: float, rgb_map: Ma
                           max_pixels=max_pixels)
     if rgb_map is None and stats.rgb_map is not None:
         notes = (*notes, f"no rgb_map given: classes taken from the frequent mask colours {stats.rgb_map}")
+    if stats.instances:
+        notes = (*notes, "the masks are instance labels (16-bit ids, one per object): examined with every id as "
+                         'foreground; a config must say [mask] kind = "instances" (grey thresholding reads ids below '
+                         "257 as background)")
     census, decoded = census_images(stats, max_pixels)
     leaks = find_leaks(decoded, threshold) if len(decoded) > 1 else []
     return DoctorReport(target, stats, census, tuple(leaks), threshold, time.perf_counter() - start, tuple(notes),

@@ -62,6 +62,7 @@ class DatasetStats:
     splits: tuple[SplitStats, ...]
     rgb_map: dict[RGB, int] | None  # None: binary masks (grey > threshold is foreground)
     duplicates: tuple[tuple[Path, Path], ...]  # byte-identical images in two different splits
+    instances: bool = False  # the masks are instance labels (16-bit ids): every id is foreground
 
     @property
     def warnings(self) -> list[str]:
@@ -165,18 +166,20 @@ def _worst_unmapped(path: Path, mask: np.ndarray, rgb_map: Mapping[RGB, int], to
     return UnmappedColour(path, colour, nearest, counts[colour] / (mask.shape[0] * mask.shape[1]))
 
 
-def stats_decoding(rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0) -> MaskDecoding:
-    """Training's decoding for these masks: binary (0/1 masks as labels, others grey > 127) or the rgb_map."""
+def stats_decoding(rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0,
+                   instances: bool = False) -> MaskDecoding:
+    """Training's decoding for these masks: binary (0/1 masks as labels, others grey > 127), instance ids (every
+    id foreground) or the rgb_map."""
     if rgb_map is None:
-        return MaskDecoding(num_classes=1)
+        return MaskDecoding(num_classes=1, instances=instances)
     return MaskDecoding(num_classes=max(max(rgb_map.values()) + 1, 2), rgb_map=rgb_map, color_tolerance=tolerance)
 
 
 def split_stats(files: SplitFiles, rgb_map: Mapping[RGB, int] | None, tolerance: float = 40.0,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> SplitStats:
+                max_pixels: int = DEFAULT_MAX_PIXELS, instances: bool = False) -> SplitStats:
     """Read every mask of one split once (up to `max_pixels`) and count its classes, decoded as training does."""
     num_labels = 2 if rgb_map is None else max(rgb_map.values()) + 1
-    decoding = stats_decoding(rgb_map, tolerance)
+    decoding = stats_decoding(rgb_map, tolerance, instances)
     pixels = np.zeros(num_labels, dtype=np.int64)
     present = np.zeros(num_labels, dtype=np.int64)
     empty, unreadable, unmapped, sizes = [], [], [], {}
@@ -220,14 +223,20 @@ def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = 
         raise TypeError("dataset_stats: give root or splits")
     dirs = splits if splits is not None else find_splits(Path(str(root)))
     files = [scan_split(d, mask_suffix, mask_extension) for d in dirs]
-    chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(_sample_masks(files, max_pixels))
-    stats = tuple(split_stats(f, chosen, tolerance, max_pixels) for f in files)
-    return DatasetStats(str(root or dirs[0].images), stats, chosen, tuple(exact_duplicates(files)))
+    sample = _sample_masks(files, max_pixels)
+    chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(sample)
+    instances = chosen is None and any(m.ndim == 2 and m.dtype != np.uint8 and int(m.max(initial=0)) > 255
+                                       for m in sample)
+    stats = tuple(split_stats(f, chosen, tolerance, max_pixels, instances) for f in files)
+    return DatasetStats(str(root or dirs[0].images), stats, chosen, tuple(exact_duplicates(files)), instances)
 
 
 def format_stats(stats: DatasetStats) -> list[str]:
     """Plain-text lines: one per split with counts and class fractions, then the warnings."""
     reading = "binary (0/1 masks as labels, else grey > 127)" if stats.rgb_map is None else f"rgb_map {stats.rgb_map}"
+    if stats.instances:
+        reading = ("instance labels (16-bit ids, one per object; every id is foreground): a config needs "
+                   '[mask] kind = "instances", or ids below 257 are read as background')
     lines = [f"masks read as {reading}"]
     for s in stats.splits:
         fractions = " ".join(f"{f:.3f}" for f in s.class_fractions)

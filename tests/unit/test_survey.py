@@ -158,3 +158,20 @@ def test_evaluation_counts_the_true_objects_of_instance_masks(tmp_path: Path) ->
     evaluate_from_config(load_config(config), device="cpu", quiet=True, report=False)
     per_class = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_class"]
     assert per_class["class_1"]["true_objects"] == 6  # 2 per test image, not 1
+
+
+def test_stats_and_the_doctor_recognise_instance_masks(tmp_path: Path) -> None:
+    """Read as grey and thresholded, these ids fell to the background and the doctor said nothing."""
+    from flexunet.prepare.doctor import doctor
+    from flexunet.prepare.stats import dataset_stats, format_stats
+    from tests.conftest import write_disc_pairs
+
+    folder = write_disc_pairs(tmp_path / "ds" / "train", 3, size=64)
+    ids = _instances(first_id=1)  # ids 1..12, 8x8 squares
+    ids[0, 0] = 400  # and one over 255: a 16-bit id mask
+    for mask in (folder / "masks").iterdir():
+        assert cv2.imwrite(str(mask), ids)
+    stats = dataset_stats(tmp_path / "ds")
+    assert stats.instances and "instance labels" in format_stats(stats)[0]
+    assert stats.splits[0].class_fractions[1] > 0.1  # every object is foreground, ids below 257 too
+    assert any('kind = "instances"' in n for n in doctor(tmp_path / "ds").notes)
