@@ -479,6 +479,12 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
         shutdown(dist_ctx)
 
 
+def fold_rows(extra: dict[str, object] | None) -> list[dict] | None:
+    """The out-of-fold table that `extra` carries into metrics.json, for the report."""
+    rows = (extra or {}).get("folds")
+    return rows if isinstance(rows, list) else None
+
+
 def model_record(files: dict[str, object] | None) -> dict[str, object]:
     """metrics.json's provenance entry for a model that is not one checkpoint: "onnx" or "ensemble"."""
     if not files:
@@ -562,7 +568,8 @@ def write_evaluation(ev: Evaluation, pairs: list[Pair], resampling: Resampling, 
                           [x for x in ev.best if x.name not in {w.name for w in ev.worst}],  # small splits: no repeats
                           leaks,
                           read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
-                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training, applied)
+                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training, applied,
+                          fold_rows(extra))
         files += (write_report(eval_dir / "report.html", data),)
     barrier(dist_ctx)
     return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks, resampling)

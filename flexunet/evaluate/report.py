@@ -100,6 +100,7 @@ class ReportData:
     resampling: Resampling | None = None  # what the bootstrap drew: source groups or images (None: images)
     training: TrainingConfig | None = None  # the checkpoint's config; None when the model was passed in code
     postprocess: dict | None = None  # metrics.json's "postprocess": what was applied, and the auto choice
+    folds: list[dict] | None = None  # out of fold: per fold its checkpoint, images and Dice per class
 
 
 def e(value: object) -> str:
@@ -292,6 +293,21 @@ def object_table(per_class: dict[str, dict[str, float]]) -> str:
                   for m, _ in OBJECT_COLUMNS]
         rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
     return f'<table id="objects">{head}{"".join(rows)}</table>'
+
+
+def folds_section(folds: list[dict] | None) -> str:
+    """Out of fold: each fold's model, how many held-out images it scored, and its pooled Dice per class."""
+    if not folds:
+        return ""
+    names = list(folds[0].get("dice", {}))
+    head = "".join(f"<th>Dice {e(n)}</th>" for n in names)
+    rows = "".join(f'<tr data-fold="{e(f["fold"])}"><td>{e(f["fold"])}</td><td class="name">{e(f["checkpoint"])}</td>'
+                   f'<td>{e(f["images"])}</td>' + "".join(f"<td>{e(fmt(f['dice'].get(n, math.nan)))}</td>"
+                                                         for n in names) + "</tr>" for f in folds)
+    return ("<h2>Folds</h2><p>Each image above was scored by the model of the fold that held its source group out; "
+            "per fold, the images it scored and their pooled Dice:</p>"
+            f'<table id="folds"><tr><th>fold</th><th class="name">checkpoint</th><th>images</th>{head}</tr>{rows}'
+            "</table>")
 
 
 def postprocess_section(record: dict | None) -> str:
@@ -535,6 +551,7 @@ def render_report(data: ReportData) -> str:
         f"distance in original-size pixels, averaged over images that have the class in their truth or prediction; an "
         f"image with the class in only one of them (one-sided) counts as that image's diagonal.</p>",
         per_class_table(data.per_class),
+        folds_section(data.folds),
         postprocess_section(data.postprocess),
         "<h2>Objects</h2><p>Objects are the connected components of each class (8-connected) in truth and prediction; "
         "predictions are split by watershed where <code>[postprocess] separate</code> says so. A true and a predicted "

@@ -55,7 +55,8 @@ def test_folds_train_evaluate_out_of_fold_and_ensemble(tmp_path: Path, monkeypat
     assert metrics["bootstrap"]["count"] == groups and metrics["bootstrap"]["unit"] == "source groups"
     with (oof / "per_image.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 18
-    assert (oof / "report.html").is_file()
+    page = (oof / "report.html").read_text()
+    assert '<table id="folds">' in page and page.count('<tr data-fold="') == 3
     glob = str(tmp_path / "models" / "fold_*" / "best.pt")
     assert run_cli(monkeypatch, "evaluate", str(config), "-q", "--ensemble", glob, "--no-report",
                    "--set", "train.eval_dir=./ensemble_eval") == 0
