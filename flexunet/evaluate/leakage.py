@@ -30,7 +30,8 @@ def summarise_doctor(report: dict, section: str, source: str) -> LeakSummary:
     """Leak lines for the evaluated split from a doctor report (its JSON form, `DoctorReport.to_dict()`)."""
     splits = report.get("splits", {})
     copies = [d for d in report.get("near_duplicates", []) if d.get("split") == section]
-    leaked = {d["image"] for d in copies}
+    named = [d for d in report.get("name_copies", []) if d.get("split") == section]
+    leaked = {d["image"] for d in copies} | {d["image"] for d in named}
     lines = []
     if section in splits:
         total = splits[section].get("pairs", 0)
@@ -39,6 +40,10 @@ def summarise_doctor(report: dict, section: str, source: str) -> LeakSummary:
                      f"of images in {' and '.join(earlier) if earlier else 'another split'}")
     else:
         lines.append(f"the doctor report has no '{section}' split; its splits: {', '.join(splits) or 'none'}")
+    if named:
+        lines.append(f"{len({d['image'] for d in named})} {section} images are named as augmented copies (seed "
+                     f"prefixes such as deformed_, barrdistorted_) of sources in "
+                     f"{' and '.join(sorted({d['match_split'] for d in named}))}")
     shared = [d for d in report.get("shared_files", []) if d.get("split") == section]
     if shared:
         sources = " and ".join(sorted({d["match_split"] for d in shared}))

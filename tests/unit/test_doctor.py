@@ -283,3 +283,23 @@ def test_doctor_config_checks_sizes_with_its_own_max_pixels(tmp_path: Path) -> N
     over = [p for p in report.problems if "over the limit of 1,200 ([image] max_pixels)" in p]
     assert sorted(Path(p.split(":")[0]).parent.name for p in over) == ["images", "masks"]
     assert all("big.png: 40x40 pixels" in p for p in over)
+
+
+def test_copies_named_with_a_seed_prefix_are_a_leak_even_when_they_look_different(tmp_path: Path) -> None:
+    """The breast set's deformed_/barrdistorted_ copies escape the fingerprints; their names give them away. Equal
+    names in two splits (the demo's cell_0000) are not taken for copies."""
+    rng = np.random.default_rng(0)
+    for split, stems in (("train", ["12", "cell_0000"]), ("test", ["deformed_alpha_1300_sigmoid_8_12", "cell_0000"])):
+        for stem in stems:
+            for kind in ("images", "masks"):
+                (tmp_path / split / kind).mkdir(parents=True, exist_ok=True)
+                array = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) if kind == "images" else \
+                    np.where(rng.random((48, 48)) > 0.5, 255, 0).astype(np.uint8)
+                cv2.imwrite(str(tmp_path / split / kind / f"{stem}.png"), array)
+    report = doctor(tmp_path)
+    assert report.leaks and not report.near_duplicates
+    assert [(Path(d.image).name, Path(d.match).name) for d in report.named] == [
+        ("deformed_alpha_1300_sigmoid_8_12.png", "12.png")]
+    assert any("named as augmented copies of sources in train" in p for p in report.problems)
+    summary = json.loads(json.dumps(report.to_dict()))
+    assert summary["name_copies"][0]["split"] == "test"
