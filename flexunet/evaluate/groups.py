@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from flexunet.config.schema import Config
 from flexunet.data.pairing import Pair
 from flexunet.data.split_file import read_split_groups
+from flexunet.files import written_by_flexunet
 from flexunet.prepare.fingerprint import near_copy_clusters
 from flexunet.prepare.split import source_id
 
@@ -55,10 +57,20 @@ def image_resampling(stems: Sequence[str], split_groups: Mapping[str, str] | Non
     return resampling_from_labels([source_id(s) for s in stems], "file-name prefixes, as `flexunet split` groups")
 
 
+def placed_split_file(images_dir: str | None) -> Path | None:
+    """The split.csv that `flexunet split --files copy|link` wrote beside the split folders it filled
+    (`<out>/split.csv` for `<out>/test/images`): its group column holds the groups given with --group-by (slides,
+    patients), which file names alone do not carry."""
+    if not images_dir or any(c in images_dir for c in "*?["):
+        return None
+    found = Path(images_dir).parent.parent / "split.csv"
+    return found if found.is_file() and written_by_flexunet(found) else None
+
+
 def resampling_for(cfg: Config, section: str, pairs: Sequence[Pair], fingerprints: bool = True) -> Resampling:
     """How the bootstrap of [section] resamples: by the groups of its split_file, or of its file names, or (with
     `fingerprints`, on splits of at most MAX_FINGERPRINTED images) by clusters of near-copies."""
-    split_file = getattr(cfg, section).split_file
+    split_file = getattr(cfg, section).split_file or placed_split_file(getattr(cfg, section).images_dir)
     stems = [p.stem for p in pairs]
     found = image_resampling(stems, read_split_groups(split_file) if split_file else None, str(split_file))
     if found.unit == UNIT_GROUPS or not fingerprints or len(pairs) > MAX_FINGERPRINTED:

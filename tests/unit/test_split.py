@@ -86,3 +86,23 @@ def test_config_split_file_filters_pairs(tmp_path: Path) -> None:
     cfg = config_from_dict({"train": common, "valid": common, "test": common})
     for name in ("train", "valid", "test"):
         assert [p.stem for p in pairs_for(cfg, name)] == [p.stem for p in result.pairs[name]]
+
+
+def test_the_groups_of_split_files_link_reach_the_evaluation_intervals(tmp_path: Path) -> None:
+    """Split by slide with --files link, the test folder's images carry only cell names; evaluate drew 19 cell groups
+    instead of the slides. The split.csv written beside the folders now gives the groups."""
+    from flexunet.evaluate.groups import resampling_for
+
+    data = tmp_path / "data"
+    for kind in ("images", "masks"):
+        (data / kind).mkdir(parents=True)
+    for slide in range(6):
+        for cell in range(3):
+            for kind in ("images", "masks"):
+                cv2.imwrite(str(data / kind / f"slide{slide}-cell{slide * 3 + cell}.png"), np.zeros((8, 8), np.uint8))
+    split_dataset(data / "images", data / "masks", tmp_path / "out", (0.5, 0.5), group_by=r"^(slide\d+)-",
+                  seed=1, files="link")
+    cfg = config_from_dict({"valid": {"images_dir": str(tmp_path / "out" / "valid" / "images"),
+                                      "masks_dir": str(tmp_path / "out" / "valid" / "masks")}})
+    found = resampling_for(cfg, "valid", pairs_for(cfg, "valid"))
+    assert found.unit != "images" and found.count == 3 and "split.csv" in found.source  # 3 slides, not 9 cells
