@@ -144,7 +144,8 @@ def evaluate(config: ConfigArg, set_: SetOpt = None, device: DeviceOpt = None, c
              ] = False,
              overwrite: OverwriteOpt = False, quiet: QuietOpt = False) -> None:
     """Evaluate on [test]: evaluation.csv (seed format), per_image.csv, per_class.csv, metrics.json, report.html."""
-    from flexunet.evaluate import evaluate_folds_from_config, evaluate_from_config
+    from flexunet.evaluate import evaluate_from_config
+    from flexunet.evaluate.out_of_fold import evaluate_folds_from_config
 
     cfg = _load(config, set_, quiet=quiet)
     with _guard(overwrite, cfg):
