@@ -14,9 +14,9 @@ from flexunet.evaluate import (
     EvalResult,
     Evaluation,
     Example,
-    keep_extremes,
     eval_dir_outputs,
     evaluate_details,
+    keep_extremes,
     write_evaluation,
 )
 from flexunet.evaluate.groups import resampling_from_labels
