@@ -172,9 +172,9 @@ def table() -> None:
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         dice = "; ".join(f"{n} {v['dice']:.3f} / {v.get('dice_image_mean', float('nan')):.3f}"
-                         for n, v in r["per_class"].items())
+                         for n, v in sorted(r["per_class"].items()))
         loads = [x for _, x in r["load_average_1m"]] or [0.0]
-        what = (f"{r['plan'].get('model', r['model'])}, {r['input_size'][0]}x{r['input_size'][1]}, "
+        what = (f"{r['plan'].get('model', 'model zoo: ' + r['model'])}, {r['input_size'][0]}x{r['input_size'][1]}, "
                 f"batch {r['batch']}, aug {'on' if r['augment'] else 'off'}")
         out.append(f"| {r['dataset']} | {r['minutes']:g} min | {r['side']} | {what} | {r['train_wall_s']:.0f} "
                    f"({r['finish_ratio']:.2f}) | {r['init_s']:.0f} | {r['images_seen']:,} | {r['epochs']} | {dice} | "
