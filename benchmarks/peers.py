@@ -245,10 +245,10 @@ def table(stem: str = "peers") -> None:
         return f"{t[key]:.3f} [{t[key + '_ci95'][0]:.3f}, {t[key + '_ci95'][1]:.3f}]"
 
     lines = ["# Time to a good model: flexunet against the tools users would pick instead", "",
-             f"Written by `benchmarks/peers.py table` from results/peers_runs/ ({first.get('cpu_model')}, flags "
+             f"Written by `benchmarks/peers.py table` from results/{RUNS.name}/ ({first.get('cpu_model')}, flags "
              f"{', '.join(first.get('cpu_flags', []))}, {first.get('cores_usable')} cores, "
              f"{first.get('date', '')[:10]}). Budget {', '.join(f'{b:g}' for b in budgets)} CPU seconds per side "
-             "(the side's process and its children; 1 thread; two sides at a time on the 2 cores). CPU seconds, not "
+             "(the side's process and its children; 1 thread; one or two sides at a time on the 2 cores). CPU seconds, not "
              "wall seconds: on an idle core they are equal, and when other work shares the machine a side's wall time "
              "grows (column wall s, load average beside it) while its budget of computation stays the same.",
              "Grouped pap-smear split (197 cells x 13 flips/rotations; no cell in two splits): "
@@ -280,7 +280,7 @@ def table(stem: str = "peers") -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, clock, label in ((axes[0], "cpu_s", "CPU seconds of the side (budget clock)"),
-                             (axes[1], "wall_s", "wall-clock seconds (two sides at a time on 2 shared cores)")):
+                             (axes[1], "wall_s", "wall-clock seconds (one or two sides at a time on 2 shared cores)")):
         for r in rows:
             label_ = f"{r['side']} (test Dice {r['test']['dice_image_mean']:.3f})"
             ax.plot([c[clock] for c in r["curve"]], [c["val_dice"] for c in r["curve"]], marker=".", label=label_)
