@@ -147,7 +147,8 @@ def config_text(found: Survey, size: tuple[int, int], plan: Plan | None, paths: 
         lines += _commented("epoch_change_infer = False", "per-epoch preview masks cost budget; True to see them")
     else:
         lines += ["epochs = 100", "patience = 10", "batch_size = 4"]
-    lines += ["seed = 137", f'model_dir = "./runs/{name}/models"', f'eval_dir = "./runs/{name}/eval"']
+    lines += ["seed = 137", f'model_dir = "./runs/{name}/models"', f'eval_dir = "./runs/{name}/eval"',
+              f'epoch_change_infer_dir = "./runs/{name}/epoch_change_infer"']
     for section in ("train", "valid", "test"):
         if section != "train":
             lines += ["", f"[{section}]"]

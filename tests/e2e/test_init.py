@@ -33,6 +33,10 @@ def init_and_train(tmp_path: Path, data: Path, name: str, monkeypatch: pytest.Mo
     cfg = load_config(config, ONE_STEP)
     fit = train_from_config(cfg, device="cpu", quiet=True)
     assert fit.epochs_run == 1 and (tmp_path / "runs" / name / "models" / "best.pt").is_file()
+    top = data.relative_to(tmp_path).parts[0] if data.is_relative_to(tmp_path) else None
+    allowed = {"runs", f"{name}.config", f"{name}.split.csv", ".flexunet-files", top}
+    assert {p.name for p in tmp_path.iterdir()} <= allowed, \
+        "every folder a run writes is under runs/<name>/: a second config in this folder must not meet the first's"
     return config, out
 
 
