@@ -353,8 +353,9 @@ def summary_sentence(data: ReportData) -> str:
         return f"{name} with a Dice of {fmt(v['dice'], 2)}{ci}"
     classes = [one(name, v) for name, v in data.per_class.items()]
     listed = classes[0] if len(classes) == 1 else ", ".join(classes[:-1]) + " and " + classes[-1]
-    where = (f"{data.images} images (on [valid], not held out)" if data.section == "valid"
-             else f"{data.images} {data.section} images")
+    images = plural(data.images, "image")
+    where = (f"{data.images} {images} (on [valid], not held out)" if data.section == "valid"
+             else f"{data.images} {data.section} {images}")
     text = f"On {where} the model outlines {listed}"
     if data.worst:
         text += f"; its weakest image is {data.worst[0].name} (Dice {fmt(data.worst[0].score, 2)})"
@@ -538,7 +539,7 @@ def render_report(data: ReportData) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>Evaluation of {e(cfg.model.model)} on [{e(data.section)}]</h1>",
         f'<p id="summary" class="summary">{e(summary_sentence(data))}</p>',
-        f'<div class="meta">{e(data.images)} images · checkpoint {e(data.checkpoint)}'
+        f'<div class="meta">{e(data.images)} {plural(data.images, "image")} · checkpoint {e(data.checkpoint)}'
         f' · config {e(cfg.source or "built in code")}'
         f' · {e(datetime.now().strftime("%Y-%m-%d %H:%M"))}</div>',
         leak_banner(data.leaks, data.section),

@@ -95,6 +95,8 @@ def test_summary_sentence_comes_from_the_numbers() -> None:
     empty = SimpleNamespace(images=3, section="valid", worst=[], per_class={"lesion": {"dice": float("nan")}})
     assert summary_sentence(empty) == ("On 3 images (on [valid], not held out) the model outlines lesion with no Dice "
                                        "(absent from truth and prediction).")
+    one = SimpleNamespace(images=1, section="test", worst=[], per_class={"lesion": {"dice": float("nan")}})
+    assert summary_sentence(one).startswith("On 1 test image the model")  # was "On 1 test images"
 def _report_data(cfg, training=None, resampling=None):
     import numpy as np
 
