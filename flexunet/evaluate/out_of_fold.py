@@ -29,7 +29,7 @@ from flexunet.predict import for_inference, predictor_from_config
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext
-from flexunet.runs.folds import FOLD_FILE, fold_config, folds_for_run
+from flexunet.runs.folds import FOLD_FILE, fold_config, folds_for_run, recorded_count
 from flexunet.runs.rundir import locked_folders, run_dir_for
 
 
@@ -75,7 +75,7 @@ def evaluate_folds_from_config(cfg: Config, device: str | None = None, quiet: bo
     if not fold_file.is_file():
         raise CheckpointError(f"{fold_file}: no folds were trained here; train them first: "
                               f"flexunet train {cfg.source or 'CONFIG'} --folds 5")
-    count = len({line.rsplit(",", 1)[-1] for line in fold_file.read_text().splitlines()[1:] if line})
+    count = recorded_count(fold_file)
     plan = folds_for_run(cfg, count, run.model_dir, write=False)
     checkpoints = [run_dir_for(fold_config(cfg, k)).checkpoint() for k in range(count)]
     missing = [f"fold {k} ({c})" for k, c in enumerate(checkpoints) if not c.is_file()]

@@ -28,29 +28,33 @@ FOLD_FILE = "folds.csv"
 
 @dataclass(frozen=True)
 class Folds:
-    """The pairs of [train] + [valid], each one's source group and fold."""
+    """The pairs of [train] + [valid], each one's name in folds.csv, source group and fold."""
 
     pairs: tuple[Pair, ...]
-    group: dict[str, str]  # pair key -> source group
-    fold: dict[str, int]  # pair key -> fold
+    keys: dict[Path, str]  # image -> the pair's name in folds.csv (see `pair_keys`)
+    group: dict[str, str]  # pair name -> source group
+    fold: dict[str, int]  # pair name -> fold
     count: int
     source: str  # where the groups came from
 
     def key(self, pair: Pair) -> str:
-        return pair_key(pair, self.pairs)
+        return self.keys[pair.image]
 
     def split(self, k: int) -> tuple[list[Pair], list[Pair]]:
         """(training pairs, validation pairs) of fold k."""
-        keys = [(p, self.key(p)) for p in self.pairs]
-        return [p for p, key in keys if self.fold[key] != k], [p for p, key in keys if self.fold[key] == k]
+        held = [self.fold[self.key(p)] == k for p in self.pairs]
+        return ([p for p, out in zip(self.pairs, held, strict=True) if not out],
+                [p for p, out in zip(self.pairs, held, strict=True) if out])
 
 
-def pair_key(pair: Pair, pairs: tuple[Pair, ...] | list[Pair]) -> str:
-    """The pair's name in folds.csv: its stem, or `<folder>/<stem>` when a stem repeats (the demo's train/cell_0000
-    and valid/cell_0000 are two cells); the same on every machine, unlike a full path."""
-    if len({p.stem for p in pairs}) == len(pairs):
-        return pair.stem
-    return f"{pair.image.parent.parent.name}/{pair.stem}"
+def pair_keys(pairs: list[Pair], names: list[str] | None = None) -> dict[Path, str]:
+    """image -> the pair's name in folds.csv (or `names[i]` in its place): its stem, or `<folder>/<stem>` when a stem
+    repeats (the demo's train/cell_0000 and valid/cell_0000 are two cells); the same on every machine, unlike a
+    full path."""
+    qualified = len({p.stem for p in pairs}) < len(pairs)
+    names = names or [p.stem for p in pairs]
+    return {p.image: f"{p.image.parent.parent.name}/{name}" if qualified else name
+            for p, name in zip(pairs, names, strict=True)}
 
 
 def pooled_pairs(cfg: Config) -> list[Pair]:
@@ -62,18 +66,18 @@ def pooled_pairs(cfg: Config) -> list[Pair]:
     return sorted(pairs, key=lambda p: p.image)
 
 
-def source_groups_of(cfg: Config, pairs: list[Pair]) -> tuple[dict[str, str], str]:
-    """pair key -> group: the split files' group column when they have one for every pair, else name prefixes
+def source_groups_of(cfg: Config, pairs: list[Pair], keys: dict[Path, str]) -> tuple[dict[str, str], str]:
+    """pair name -> group: the split files' group column when they have one for every pair, else name prefixes
     (within their folder when names repeat across folders) merged with near-copy clusters."""
     listed: dict[str, str] = {}
     for section in (cfg.train, cfg.valid):
         if section.split_file:
             listed |= dict(read_split_groups(section.split_file))
     if listed and all(p.stem in listed for p in pairs):
-        return {pair_key(p, pairs): listed[p.stem] for p in pairs}, "the split file's group column"
-    names = {str(p.image): pair_key(p, pairs).replace(p.stem, source_id(p.stem)) for p in pairs}
-    by_image = merge_near_copies(names)
-    return ({pair_key(p, pairs): by_image[str(p.image)] for p in pairs},
+        return {keys[p.image]: listed[p.stem] for p in pairs}, "the split file's group column"
+    sources = pair_keys(pairs, [source_id(p.stem) for p in pairs])
+    by_image = merge_near_copies({str(p.image): sources[p.image] for p in pairs})
+    return ({keys[p.image]: by_image[str(p.image)] for p in pairs},
             "file-name prefixes and near-copies (the doctor's fingerprints)")
 
 
@@ -81,13 +85,14 @@ def plan_folds(cfg: Config, count: int) -> Folds:
     """Assign [train] + [valid] to `count` folds by source group (seeded by [train] seed); ConfigError when there
     are fewer groups than folds."""
     pairs = pooled_pairs(cfg)
-    group, source = source_groups_of(cfg, pairs)
+    keys = pair_keys(pairs)
+    group, source = source_groups_of(cfg, pairs, keys)
     sizes = Counter(group.values())
     if count > len(sizes):
         raise ConfigError(f"{cfg.train.where('folds')} = {count}: [train] + [valid] hold only {len(sizes)} source "
                           f"groups ({source}); use at most {len(sizes)} folds")
     where = assign_groups(dict(sizes), tuple([1 / count] * count), cfg.train.seed)
-    return Folds(tuple(pairs), group, {key: where[g] for key, g in group.items()}, count, source)
+    return Folds(tuple(pairs), keys, group, {key: where[g] for key, g in group.items()}, count, source)
 
 
 def fold_file_text(folds: Folds) -> str:
@@ -98,20 +103,31 @@ def fold_file_text(folds: Folds) -> str:
     return buffer.getvalue()
 
 
-def read_fold_file(path: Path, folds: Folds) -> Folds:
-    """The assignment recorded at `path` (an earlier run, another machine), checked to cover the same pairs."""
+def read_assignment(path: Path) -> dict[str, tuple[str, int]]:
+    """pair name -> (group, fold) as folds.csv records them."""
     try:
         rows = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
-        recorded = {r["pair"]: (r["group"], int(r["fold"])) for r in rows}
+        return {r["pair"]: (r["group"], int(r["fold"])) for r in rows}
     except (OSError, KeyError, ValueError, csv.Error) as exc:
         raise DataError(f"{path}: not a fold file ({exc})") from None
-    stems = set(map(folds.key, folds.pairs))
-    if set(recorded) != stems or len({f for _, f in recorded.values()}) != folds.count:
-        raise DataError(f"{path}: records {len(recorded)} pairs in {len({f for _, f in recorded.values()})} folds, "
-                        f"[train] + [valid] hold {len(stems)} in {folds.count}: the data or folds changed; move the "
-                        "old model_dir aside to start again")
-    return Folds(folds.pairs, {s: g for s, (g, _) in recorded.items()}, {s: f for s, (_, f) in recorded.items()},
-                 folds.count, f"{path.name}")
+
+
+def recorded_count(path: Path) -> int:
+    """How many folds folds.csv assigns."""
+    return len({fold for _, fold in read_assignment(path).values()})
+
+
+def read_fold_file(path: Path, folds: Folds) -> Folds:
+    """The assignment recorded at `path` (an earlier run, another machine), checked to cover the same pairs."""
+    recorded = read_assignment(path)
+    names = set(folds.keys.values())
+    count = len({f for _, f in recorded.values()})
+    if set(recorded) != names or count != folds.count:
+        raise DataError(f"{path}: records {len(recorded)} pairs in {count} folds, [train] + [valid] hold "
+                        f"{len(names)} in {folds.count}: the data or folds changed; move the old model_dir aside to "
+                        "start again")
+    return Folds(folds.pairs, folds.keys, {s: g for s, (g, _) in recorded.items()},
+                 {s: f for s, (_, f) in recorded.items()}, folds.count, f"{path.name}")
 
 
 def folds_for_run(cfg: Config, count: int, model_dir: Path, write: bool = True) -> Folds:
