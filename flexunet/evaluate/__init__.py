@@ -22,7 +22,7 @@ from flexunet.errors import ConfigError
 from flexunet.evaluate.groups import Resampling, resampling_for
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.provenance import provenance_record
-from flexunet.files import atomic_write_text, check_outputs, guarded, make_folder
+from flexunet.files import atomic_write_text, check_outputs, guarded, make_folder, sha256_of
 from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss, canonical_loss_name, default_loss_name, probs_with_targets
 from flexunet.metrics import HONEST_METRICS, SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
@@ -46,7 +46,7 @@ from flexunet.postprocess import (
     settings_for_run,
 )
 from flexunet.predict import Predictor, for_inference, predictor_from_config, resize_probs, to_input
-from flexunet.predict.onnx import OnnxModel, file_sha256
+from flexunet.predict.onnx import OnnxModel
 from flexunet.runs.checkpoint import (
     TrainingConfig,
     load_checkpoint,
@@ -55,7 +55,7 @@ from flexunet.runs.checkpoint import (
 )
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, barrier, gather_objects, init_distributed, shard, shutdown
-from flexunet.runs.ensemble import files_digest, load_ensemble
+from flexunet.runs.ensemble import load_ensemble
 from flexunet.runs.rundir import locked_folders, run_dir_for
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -455,20 +455,19 @@ def evaluate_from_config(cfg: Config, checkpoint: Path | None = None, device: st
             if onnx is not None:  # read and checked before eval_dir is made
                 session = OnnxModel(Path(onnx), torch_device)
                 session.check_fits(cfg.model)
-                graph = {"file": str(onnx), "sha256": file_sha256(Path(onnx))}
+                graph = {"file": str(onnx), "sha256": sha256_of([Path(onnx)])}
             with locked_folders({run.eval_dir: run.eval_key}) if dist_ctx.is_main else nullcontext():
                 if session is not None and graph is not None:
                     name = f"{onnx} (ONNX, sha256 {str(graph['sha256'])[:16]})"
                     return evaluate_run(session, cfg, run.eval_dir, name, quiet, tta, doctor, examples, report, None,
                                         dist_ctx, graph)
                 if ensemble:
-                    members = for_inference(load_ensemble(ensemble, torch_device, cfg), torch_device)
+                    members = load_ensemble(ensemble, torch_device, cfg)
                     record: dict[str, object] = {"ensemble": [str(p) for p in ensemble],
-                                                 "sha256": files_digest(ensemble)}
-                    state = load_checkpoint(ensemble[0], torch_device)
-                    return evaluate_run(members, cfg, run.eval_dir, f"ensemble of {len(ensemble)}: "
-                                        + ", ".join(str(p) for p in ensemble), quiet, tta, doctor, examples, report,
-                                        read_training_config(state, ensemble[0]), dist_ctx, record)
+                                                 "sha256": sha256_of(ensemble)}
+                    return evaluate_run(for_inference(members, torch_device), cfg, run.eval_dir, f"ensemble of "
+                                        f"{len(ensemble)}: " + ", ".join(str(p) for p in ensemble), quiet, tta,
+                                        doctor, examples, report, members.trainings[0], dist_ctx, record)
                 state = load_checkpoint(checkpoint, torch_device)
                 model = for_inference(model_from_state(state, Path(checkpoint), cfg, torch_device), torch_device)
                 return evaluate_run(model, cfg, run.eval_dir, str(checkpoint), quiet, tta, doctor, examples, report,

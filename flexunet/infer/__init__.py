@@ -15,7 +15,7 @@ from flexunet.data.dataset import pairs_for
 from flexunet.data.io import read_image, resize_image
 from flexunet.data.pairing import list_image_files
 from flexunet.errors import ConfigError
-from flexunet.files import check_outputs, guarded
+from flexunet.files import check_outputs, guarded, sha256_of
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, Int8Result, export_onnx, int8_path, quantize_int8
 from flexunet.infer.predict import InferResult, planned_outputs, predict_folder, settings_tag
@@ -27,7 +27,7 @@ from flexunet.predict.onnx import OnnxModel
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
 from flexunet.runs.distributed import DistContext, gather_objects, init_distributed, shard, shutdown
-from flexunet.runs.ensemble import files_digest, load_ensemble
+from flexunet.runs.ensemble import load_ensemble
 from flexunet.runs.rundir import locked_folders, run_dir_for
 
 __all__ = ["ExportResult", "InferResult", "Int8Result", "OnnxModel", "export_from_config", "export_int8_from_config",
@@ -103,7 +103,7 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
             with locked_folders(folders) if dist_ctx.is_main else nullcontext():
                 result = _infer(cfg, images_dir, output_dir, merged, torch_device, dist_ctx, model, weights,
                                 quiet or not dist_ctx.is_main, tta, tiled, resume, slides, settings, instances,
-                                files_digest(ensemble) if ensemble else None)
+                                sha256_of(ensemble) if ensemble else None)
         return merge_results(gather_objects(result, dist_ctx))
     finally:
         shutdown(dist_ctx)

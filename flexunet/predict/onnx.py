@@ -3,7 +3,6 @@ evaluate, run an exported (or int8) graph exactly as they run a checkpoint. onnx
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from types import ModuleType
 
@@ -17,14 +16,6 @@ from flexunet.errors import CheckpointError, require_extra
 def _require(module: str) -> ModuleType:
     """Import onnx/onnxruntime lazily: they are the optional [onnx] extra, not needed for training."""
     return require_extra(module, "onnx")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxModel(nn.Module):

@@ -7,7 +7,6 @@ sliding window and slides, and ONNX export treat the ensemble as one model with 
 from __future__ import annotations
 
 import glob
-import hashlib
 from pathlib import Path
 
 import torch
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 
 from flexunet.config.schema import Config
 from flexunet.errors import CheckpointError, ConfigError
-from flexunet.runs.checkpoint import load_checkpoint, model_from_state, read_training_config
+from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
 
 EPS = 1e-6  # probabilities are kept in [EPS, 1 - EPS] before their logits are taken
 
@@ -23,10 +22,11 @@ EPS = 1e-6  # probabilities are kept in [EPS, 1 - EPS] before their logits are t
 class Ensemble(nn.Module):
     """The mean probability of `members` (each a model from images to logits), returned as logits."""
 
-    def __init__(self, members: list[nn.Module], binary: bool) -> None:
+    def __init__(self, members: list[nn.Module], binary: bool, trainings: tuple[TrainingConfig, ...] = ()) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.binary = binary
+        self.trainings = trainings  # the config each member was trained with (load_ensemble), for the provenance
 
     def forward(self, x: Tensor) -> Tensor:
         total: Tensor | None = None
@@ -64,7 +64,7 @@ def load_ensemble(paths: list[Path], device: torch.device, cfg: Config) -> Ensem
     """Each checkpoint's model, built from the config stored in it (members may differ in architecture), checked to
     have `cfg`'s label space (number of classes, names, mask colours): averaging a 1-class and a 3-class model, or
     two models whose class 1 means different things, is refused naming the file."""
-    members = []
+    members, trainings = [], []
     expected = _label_space(cfg)
     for path in paths:
         state = load_checkpoint(path, device)
@@ -79,14 +79,5 @@ def load_ensemble(paths: list[Path], device: torch.device, cfg: Config) -> Ensem
             raise CheckpointError(f"{path}: trained for {what}{colours}, the config for {want}; an ensemble averages "
                                   "models of one label space")
         members.append(model_from_state(state, path, training.cfg, device))
-    return Ensemble(members, binary=cfg.model.num_classes == 1).to(device).eval()
-
-
-def files_digest(paths: list[Path]) -> str:
-    """One SHA-256 over the bytes of every member, in order: what `infer --resume` and the provenance record."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(2**20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+        trainings.append(training)
+    return Ensemble(members, cfg.model.num_classes == 1, tuple(trainings)).to(device).eval()
