@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flexunet.config.schema import duration_seconds
 from flexunet.console import format_duration, plural, say
+from flexunet.data.dataset import SegmentationDataset
 from flexunet.data.split_file import write_split_file
 from flexunet.errors import ConfigError, DataError
 from flexunet.files import Protected, atomic_write_text, check_outputs, guarded
@@ -244,7 +245,7 @@ def _plan(found: Survey, size: tuple[int, int], budget_s: float, device: str | N
     torch_device = choose_device(device)
     candidates = GPU_CANDIDATES if torch_device.type == "cuda" else CPU_CANDIDATES
     batch = batch_for(torch_device, size)
-    load_s = load_seconds(list(found.pairs), size)
+    load_s = load_seconds(SegmentationDataset(list(found.pairs[:6]), *size, found.channels, found.decoding))
     tell(f"timing {len(candidates)} candidate {plural(len(candidates), 'network')} on {torch_device} at "
          f"{size[0]}x{size[1]}, batch {batch} (a few training steps each)")
     timings = [time_candidate(c, size, found.channels, found.num_classes, batch, torch_device, load_s)

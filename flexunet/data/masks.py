@@ -43,6 +43,17 @@ class MaskDecoding:
         return self.num_classes == 1
 
 
+def is_grey(mask: np.ndarray) -> bool:
+    """A single-channel mask, or three equal channels (a grey mask saved as RGB)."""
+    return mask.ndim == 2 or bool(np.all(mask[..., 0] == mask[..., 1]) and np.all(mask[..., 1] == mask[..., 2]))
+
+
+def holds_instance_ids(mask: np.ndarray) -> bool:
+    """A single-channel mask of more than 8 bits with values over 255: object ids (instance labels), not grey
+    levels; read as grey and thresholded, its ids below 257 would fall to the background."""
+    return mask.ndim == 2 and mask.dtype != np.uint8 and int(mask.max(initial=0)) > 255
+
+
 def to_grey(mask: np.ndarray) -> np.ndarray:
     """Single-channel view of a mask: colour masks take the brightest channel, so any coloured label counts."""
     return mask if mask.ndim == 2 else mask.max(axis=2)

@@ -16,7 +16,7 @@ import numpy as np
 
 from flexunet.config.schema import DEFAULT_MAX_PIXELS
 from flexunet.data.io import read_mask
-from flexunet.data.masks import RGB, MaskDecoding, as_rgb, colour_levels, decode_mask
+from flexunet.data.masks import RGB, MaskDecoding, as_rgb, colour_levels, decode_mask, holds_instance_ids, is_grey
 from flexunet.errors import DataError
 from flexunet.files import atomic_write_bytes
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, scan_split
@@ -138,8 +138,7 @@ def infer_rgb_map(masks: list[np.ndarray]) -> dict[RGB, int] | None:
 
     A colour is a class when it covers a share of at least one mask; anti-aliased edge colours never do.
     """
-    colour = [m for m in masks
-              if m.ndim == 3 and not (np.all(m[..., 0] == m[..., 1]) and np.all(m[..., 1] == m[..., 2]))]
+    colour = [m for m in masks if not is_grey(m)]
     if not colour:
         return None
     total: Counter[RGB] = Counter()
@@ -225,8 +224,7 @@ def dataset_stats(root: Path | None = None, rgb_map: Mapping[RGB, int] | None = 
     files = [scan_split(d, mask_suffix, mask_extension) for d in dirs]
     sample = _sample_masks(files, max_pixels)
     chosen = dict(rgb_map) if rgb_map is not None else infer_rgb_map(sample)
-    instances = chosen is None and any(m.ndim == 2 and m.dtype != np.uint8 and int(m.max(initial=0)) > 255
-                                       for m in sample)
+    instances = chosen is None and any(holds_instance_ids(m) for m in sample)
     stats = tuple(split_stats(f, chosen, tolerance, max_pixels, instances) for f in files)
     return DatasetStats(str(root or dirs[0].images), stats, chosen, tuple(exact_duplicates(files)), instances)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from flexunet.data.io import image_size, read_image, read_mask
-from flexunet.data.masks import RGB, MaskDecoding, decode_mask
+from flexunet.data.masks import RGB, MaskDecoding, decode_mask, holds_instance_ids, is_grey
 from flexunet.data.pairing import Pair, list_images, match_pairs
 from flexunet.errors import DataError
 from flexunet.prepare.layout import SPLIT_ORDER, SplitDirs, find_splits
@@ -56,6 +56,11 @@ class Survey:
     class_fractions: tuple[float, ...]  # share of sampled mask pixels per label, background first
     objects: dict[int, Objects]  # label -> object sizes (labels with no object left out)
     reasons: list[str] = field(default_factory=list)  # one line per finding, in order
+
+    @property
+    def decoding(self) -> MaskDecoding:
+        """How training will read these masks (the config init writes says the same)."""
+        return mask_decoding_for(self.mask_kind, self.rgb_map, self.num_classes)
 
     @property
     def typical_size(self) -> tuple[int, int]:
@@ -100,10 +105,6 @@ def _colour_coverage(mask: np.ndarray) -> tuple[int, float]:
     return len(counts), float(counts[:MAX_CLASSES].sum() / counts.sum())
 
 
-def _is_grey(mask: np.ndarray) -> bool:
-    return mask.ndim == 2 or bool(np.all(mask[..., 0] == mask[..., 1]) and np.all(mask[..., 1] == mask[..., 2]))
-
-
 def _one_object_per_value(masks: list[np.ndarray]) -> bool:
     """Whether each non-zero value of these single-channel masks is one connected object (instance labels)."""
     from scipy import ndimage
@@ -121,7 +122,7 @@ def mask_kind(masks: list[tuple[Path, np.ndarray]]) -> tuple[str, dict[RGB, int]
     """(kind, rgb_map, num_classes, reason) from a sample of masks as read by `read_mask`."""
     from flexunet.prepare.stats import infer_rgb_map
 
-    colour = [(p, m) for p, m in masks if not _is_grey(m)]
+    colour = [(p, m) for p, m in masks if not is_grey(m)]
     if colour:
         for path, mask in colour:
             distinct, covered = _colour_coverage(mask)
@@ -138,7 +139,7 @@ def mask_kind(masks: list[tuple[Path, np.ndarray]]) -> tuple[str, dict[RGB, int]
     top = max(int(m.max(initial=0)) for _, m in grey)
     lossy = any(p.suffix.lower() in (".jpg", ".jpeg") for p, _ in grey)
     values = set().union(*(np.unique(m).tolist() for _, m in grey))
-    if not lossy and top > 255:
+    if any(holds_instance_ids(m) for _, m in grey):
         return "instances", None, 1, f"masks are 16-bit with values up to {top}: instance labels, one id per object " \
                                      "-> [mask] kind instances, trained as foreground vs background"
     if top <= 1:
@@ -171,7 +172,7 @@ def object_sizes(labels: list[np.ndarray], num_labels: int) -> dict[int, Objects
     return {c: Objects(len(d), statistics.median(d), float(np.percentile(d, 10))) for c, d in found.items()}
 
 
-def _decoding(kind: str, rgb_map: dict[RGB, int] | None, num_classes: int) -> MaskDecoding:
+def mask_decoding_for(kind: str, rgb_map: dict[RGB, int] | None, num_classes: int) -> MaskDecoding:
     if kind == "palette":
         return MaskDecoding(num_classes=num_classes, rgb_map=rgb_map)
     return MaskDecoding(num_classes=num_classes, instances=kind == "instances")
@@ -238,7 +239,7 @@ def survey(root: Path) -> Survey:
     raw = [(p.mask, read_mask(p.mask)) for p in picked]
     kind, rgb_map, num_classes, why = mask_kind(raw)
     reasons.append(why)
-    decoding = _decoding(kind, rgb_map, num_classes)
+    decoding = mask_decoding_for(kind, rgb_map, num_classes)
     labels = [decode_mask(m, decoding, str(p))[0] for p, m in raw]
     num_labels = max(num_classes, 2)
     counts = np.zeros(num_labels, np.int64)

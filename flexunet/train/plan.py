@@ -18,7 +18,7 @@ import torch
 
 from flexunet.config.load import config_from_dict
 from flexunet.console import Bar, format_duration
-from flexunet.data.io import read_image, read_mask, resize_image, resize_labels
+from flexunet.data.dataset import SegmentationDataset
 from flexunet.errors import DataError
 from flexunet.losses import build_loss
 from flexunet.models import build_model
@@ -89,14 +89,13 @@ def loss_for(num_classes: int) -> str:
     return "bce_dice_loss" if num_classes == 1 else "dice_ce_loss"
 
 
-def load_seconds(images: list, size: tuple[int, int]) -> float:
-    """Seconds to read, decode and resize one image and its mask (as the training loader does), median of a few."""
+def load_seconds(dataset: SegmentationDataset, samples: int = 6) -> float:
+    """Seconds the training loader spends on one pair (read, decode, resize: `SegmentationDataset.load`), the
+    median over the first `samples` pairs."""
     times = []
-    for pair in images[:6]:
+    for index in range(min(samples, len(dataset))):
         began = time.perf_counter()
-        resize_image(read_image(pair.image), *size)
-        mask = read_mask(pair.mask)
-        resize_labels(mask if mask.ndim == 2 else mask[..., 0], *size)
+        dataset.load(index)
         times.append(time.perf_counter() - began)
     return statistics.median(times) if times else 0.0
 
