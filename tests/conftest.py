@@ -80,17 +80,12 @@ def make_config(tmp_path: Path, data: Path, sections: dict[str, dict[str, object
     return path
 
 
-class FullDisk:
-    """A temporary output file on a disk that fills up: its first write keeps half the bytes, then fails with
-    ENOSPC, as a full disk does."""
+class TempFileWrapper:
+    """flexunet.files' temporary output file with its `write` replaced by a subclass (a full disk, a size limit);
+    every other attribute is the real file's."""
 
     def __init__(self, file):
         self.file = file
-
-    def write(self, data) -> int:
-        self.file.write(bytes(data)[: len(data) // 2])
-        self.file.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def __getattr__(self, name: str):
         return getattr(self.file, name)
@@ -100,6 +95,16 @@ class FullDisk:
 
     def __exit__(self, *exc) -> None:
         self.file.close()
+
+
+class FullDisk(TempFileWrapper):
+    """A temporary output file on a disk that fills up: its first write keeps half the bytes, then fails with
+    ENOSPC, as a full disk does."""
+
+    def write(self, data) -> int:
+        self.file.write(bytes(data)[: len(data) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def disk_full_when(monkeypatch, fails) -> None:

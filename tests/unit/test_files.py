@@ -218,24 +218,16 @@ def test_a_file_size_limit_during_torch_save_is_one_line_and_keeps_the_checkpoin
     target = tmp_path / "last.pt"
     save_checkpoint(target, {"model": {"w": torch.zeros(10)}, "config": "[model]\n", "epoch": 1})
 
-    class Limited:
-        def __init__(self, file) -> None:
-            self.file, self.written = file, 0
+    from tests.conftest import TempFileWrapper
+
+    class Limited(TempFileWrapper):
+        written = 0
 
         def write(self, data) -> int:
             if self.written + len(data) > 1000:
                 raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
             self.written += len(data)
             return self.file.write(data)
-
-        def __getattr__(self, name: str):
-            return getattr(self.file, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            self.file.close()
 
     real = files._open_temp
     monkeypatch.setattr(files, "_open_temp", lambda fd: Limited(real(fd)))
