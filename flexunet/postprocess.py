@@ -199,6 +199,7 @@ def settings_from_config(cfg: Config,
 
 
 CHOICE_FILE = "postprocess.json"  # in model_dir, beside best.pt: what `auto = True` chose on the validation split
+# (or, for `train --folds`, on the out-of-fold predictions of all folds)
 
 
 def read_choice(path: Path) -> dict[str, Any]:
@@ -211,6 +212,17 @@ def read_choice(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"[postprocess] auto = True: {path}: unreadable ({exc})") from None
     return dict(record)
+
+
+def config_for_run(cfg: Config, model_dir: Path) -> Config:
+    """`cfg` with [infer] threshold set to the one `auto = True` chose (binary models, postprocess.json's
+    "threshold"), so every LabelSpace built from it labels pixels there; `cfg` itself otherwise."""
+    if not cfg.postprocess.auto or cfg.model.num_classes != 1:
+        return cfg
+    chosen = read_choice(model_dir / CHOICE_FILE).get("threshold")
+    if not chosen:  # a choice written before thresholds were chosen
+        return cfg
+    return cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"threshold": float(chosen["value"])})})
 
 
 def settings_for_run(cfg: Config, model_dir: Path) -> dict[int, ClassPostprocess]:
@@ -250,6 +262,26 @@ def pooled_dice(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], cls: 
 
 
 AUTO_MIN_GAIN = 1e-4  # validation Dice a postprocessing choice must add over "off" to be kept
+
+
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))  # 0.1 ... 0.9: what `auto` tries for a binary model
+
+
+def choose_threshold(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], current: float,
+                     ignore_index: int | None = None) -> dict[str, Any]:
+    """The foreground probability (one of THRESHOLDS) with the highest pooled Dice of a binary model's
+    probabilities `probs` (one (1, H, W) array per image) against `truths`; ties and gains under AUTO_MIN_GAIN keep
+    `current`. {"value", "dice_before" (at `current`), "dice_after", "tried"}."""
+    def dice_at(threshold: float) -> float:
+        return pooled_dice([(p[0] > threshold).astype(np.uint8) for p in probs], truths, 1, ignore_index)
+
+    before = dice_at(current)
+    best, best_dice = current, before
+    for threshold in THRESHOLDS:
+        dice = dice_at(threshold)
+        if dice > best_dice + 1e-9 and dice >= before + AUTO_MIN_GAIN:
+            best, best_dice = threshold, dice
+    return {"value": best, "dice_before": before, "dice_after": best_dice, "tried": len(THRESHOLDS)}
 
 
 def choose_postprocess(labels: Sequence[np.ndarray], probs: Sequence[np.ndarray], truths: Sequence[np.ndarray],

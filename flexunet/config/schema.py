@@ -317,8 +317,9 @@ class PostprocessSection(Section):
     separate: Literal["none", "watershed"] | dict[str, Literal["none", "watershed"]] = "none"
     min_distance: int | dict[str, int] = 5  # watershed: fewest pixels between two object centres (>= 1)
     compactness: float | dict[str, float] = 0.0  # watershed: > 0 gives rounder, more even objects
-    # choose min_object_px / fill_holes / keep_largest per class by validation Dice after training (postprocess.json
-    # in model_dir, with the before/after Dice); evaluate and infer then read that choice
+    # choose a binary model's threshold and min_object_px / fill_holes / keep_largest per class by validation Dice
+    # after training (after --folds: on the out-of-fold predictions); saved as model_dir/postprocess.json with the
+    # before/after Dice; evaluate and infer then read that choice
     auto: bool = False
 
     PER_CLASS: ClassVar[tuple[str, ...]] = (

@@ -40,6 +40,7 @@ from flexunet.metrics.objects import (
 from flexunet.postprocess import (
     CHOICE_FILE,
     PostprocessSettings,
+    config_for_run,
     instance_labels,
     postprocess_hook,
     separation_notes,
@@ -419,6 +420,7 @@ def postprocess_record(cfg: Config, postprocess: PostprocessSettings, model_dir:
     names = cfg.label_names
     record: dict[str, object] = {
         "auto": cfg.postprocess.auto,
+        "threshold": cfg.infer.threshold if cfg.model.num_classes == 1 else None,  # binary: foreground probability
         "classes": {names[c]: postprocess[c].describe() for c in sorted(postprocess)},
         "separate": {names[c]: postprocess[c].separate for c in sorted(postprocess)
                      if postprocess[c].separate != "none"},
@@ -512,6 +514,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     tta = cfg.eval.tta if tta is None else tta
+    cfg = config_for_run(cfg, run_dir_for(cfg).model_dir)  # the threshold `auto` chose, if it did
     postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     with progress_bars(quiet or not dist_ctx.is_main) as progress:

@@ -24,7 +24,7 @@ from flexunet.evaluate.leakage import LeakSummary
 from flexunet.files import check_outputs, guarded
 from flexunet.metrics import Counts
 from flexunet.metrics.objects import ObjectCounts
-from flexunet.postprocess import postprocess_hook, settings_for_run
+from flexunet.postprocess import config_for_run, postprocess_hook, settings_for_run
 from flexunet.predict import for_inference, predictor_from_config
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
@@ -84,6 +84,7 @@ def evaluate_folds_from_config(cfg: Config, device: str | None = None, quiet: bo
                               f"flexunet train {cfg.source or 'CONFIG'} --folds {count} --fold {missing[0].split()[1]}")
     eval_dir = run.eval_dir / "out_of_fold"
     tta = cfg.eval.tta if tta is None else tta
+    cfg = config_for_run(cfg, run.model_dir)
     postprocess = settings_for_run(cfg, run.model_dir)
     with guarded(protected_inputs(cfg, [(c, "a fold checkpoint this command reads") for c in checkpoints])):
         check_outputs(eval_dir_outputs(eval_dir, report))

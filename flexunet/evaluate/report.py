@@ -320,7 +320,14 @@ def postprocess_section(record: dict | None) -> str:
              + (f"; touching objects separated by {e(separate[name])}" if name in separate else "") + "</li>"
              for name, what in applied.items()]
     text = "<ul>" + "".join(lines) + "</ul>" if lines else "<p>None: the masks are the thresholded predictions.</p>"
-    choice = record.get("choice")
+    choice = record.get("choice") or {}
+    threshold = choice.get("threshold")
+    if threshold:
+        before, after = (e(fmt(threshold.get(key, math.nan))) for key in ("dice_before", "dice_after"))
+        text += (f'<p id="threshold-choice">Foreground probability threshold {e(fmt(threshold["value"]))}, chosen '
+                 f'automatically on the {e(choice.get("split", "validation"))} predictions among '
+                 f'{e(threshold.get("tried", ""))} values by pooled Dice ({before} at the configured threshold, '
+                 f'{after} at the chosen one).</p>')
     if choice:
         rows = "".join(f'<tr data-class="{e(name)}"><td class="name">{e(name)}</td>'
                        f'<td class="name">{e(entry.get("described", ""))}</td>'
@@ -329,10 +336,10 @@ def postprocess_section(record: dict | None) -> str:
                        for name, entry in choice.get("classes", {}).items())
         text += (f"<p>Chosen automatically (<code>auto = True</code>) on the {e(choice.get('split', 'validation'))} "
                  f"split with {e(choice.get('checkpoint', 'the best checkpoint'))}, among "
-                 f"{e(choice.get('tried', ''))} combinations per class, by pooled validation Dice (ties keep the "
-                 "simpler choice):</p>"
+                 f"{e(choice.get('tried', ''))} combinations per class, by pooled Dice on those images (ties keep "
+                 "the simpler choice):</p>"
                  '<table id="postprocess-choice"><tr><th class="name">class</th><th class="name">chosen</th>'
-                 f"<th>validation Dice before</th><th>after</th></tr>{rows}</table>")
+                 f"<th>Dice before</th><th>after</th></tr>{rows}</table>")
     return f'<h2>Postprocessing</h2><div id="postprocess">{text}</div>'
 
 

@@ -10,18 +10,19 @@ from flexunet.config.folders import check_output_folders, protected_inputs
 from flexunet.config.load import config_to_ini
 from flexunet.config.schema import Config
 from flexunet.console import note, progress_bars, say
-from flexunet.data.dataset import build_datasets
+from flexunet.data.dataset import build_datasets, make_dataset
 from flexunet.data.pairing import Pair
 from flexunet.errors import CheckpointError, ConfigError, OutputError
 from flexunet.files import atomic_write_bytes, atomic_write_text, guarded
 from flexunet.losses import build_loss
 from flexunet.models import build_model
+from flexunet.postprocess import CHOICE_FILE
 from flexunet.runs.device import choose_device, keep_freed_memory, seed_everything
-from flexunet.runs.folds import FOLD_FILE, fold_config, folds_for_run
+from flexunet.runs.folds import FOLD_FILE, Folds, fold_config, folds_for_run
 from flexunet.runs.rundir import RunDir, run_dir_for
 from flexunet.train.distributed import barrier, init_distributed, shutdown
 from flexunet.train.loop import EpochCallback, FitResult, fit
-from flexunet.train.postprocess_choice import choice_summary, choose_on_validation
+from flexunet.train.postprocess_choice import choice_summary, choose_on_validation, choose_out_of_fold
 
 __all__ = ["EpochCallback", "FitResult", "RunDir", "fit", "train_folds", "train_from_config"]
 
@@ -71,7 +72,26 @@ def train_folds(cfg: Config, device: str | None = None, resume: bool = False, qu
             if not quiet and os.environ.get("RANK", "0") == "0":
                 say(f"fold {k}: training on {len(plan.split(k)[0])} pairs, validating on {len(plan.split(k)[1])}")
             results.append(_train(fold_config(cfg, k), device, resume, quiet, None, plan.split(k)))
+        if cfg.postprocess.auto and os.environ.get("RANK", "0") == "0":
+            _choose_out_of_fold(cfg, plan, device, quiet)
         return results
+
+
+def _choose_out_of_fold(cfg: Config, plan: Folds, device: str | None, quiet: bool) -> None:
+    """`[postprocess] auto` over folds: once every fold has its best.pt (folds trained here or on other machines),
+    choose the threshold and postprocessing on the out-of-fold predictions, in model_dir/postprocess.json."""
+    runs = [run_dir_for(fold_config(cfg, k)) for k in range(plan.count)]
+    missing = [k for k, run in enumerate(runs) if not run.best.is_file()]
+    if missing:
+        if not quiet:
+            note(f"[postprocess] auto: chosen on the out-of-fold predictions once every fold is trained (fold "
+                 f"{missing[0]} is not yet: {runs[missing[0]].best})")
+        return
+    held_out = [make_dataset(cfg, plan.split(k)[1]) for k in range(plan.count)]
+    chosen = choose_out_of_fold(cfg, [run.best for run in runs], held_out, choose_device(device),
+                                Path(cfg.train.model_dir) / CHOICE_FILE)
+    if not quiet:
+        say(f"[postprocess] auto, out of fold ({len(plan.pairs)} pairs): {choice_summary(chosen)} ({chosen})")
 
 
 def _train(cfg: Config, device: str | None, resume: bool, quiet: bool,

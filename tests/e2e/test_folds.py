@@ -35,10 +35,16 @@ def _folds(model_dir: Path) -> dict[str, tuple[str, int]]:
 
 def test_folds_train_evaluate_out_of_fold_and_ensemble(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    config = make_config(tmp_path, _data(tmp_path), {"train": {"epochs": 2, "epoch_change_infer": False}})
+    config = make_config(tmp_path, _data(tmp_path), {"train": {"epochs": 2, "epoch_change_infer": False},
+                                                     "postprocess": {"auto": True}})
     monkeypatch.chdir(tmp_path)
     assert run_cli(monkeypatch, "train", str(config), "--folds", "3", "--device", "cpu") == 0
     out = capsys.readouterr().out
+    # [postprocess] auto over folds: threshold and cleaning chosen on all 18 out-of-fold predictions
+    choice = json.loads((tmp_path / "models" / "postprocess.json").read_text())
+    assert choice["split"] == "out-of-fold" and choice["images"] == 18 and choice["checkpoint"].count("best.pt") == 3
+    assert choice["threshold"]["dice_after"] >= choice["threshold"]["dice_before"] and len(choice["classes"]) == 1
+    assert "[postprocess] auto, out of fold (18 pairs): threshold" in out
     folds = _folds(tmp_path / "models")
     groups = len({g for g, _ in folds.values()})  # 16 by name; synthetic discs may also look like near-copies
     assert groups <= 16 and f"3 folds of 18 [train] + [valid] pairs by {groups} source groups" in out
@@ -60,7 +66,9 @@ def test_folds_train_evaluate_out_of_fold_and_ensemble(tmp_path: Path, monkeypat
     glob = str(tmp_path / "models" / "fold_*" / "best.pt")
     assert run_cli(monkeypatch, "evaluate", str(config), "-q", "--ensemble", glob, "--no-report",
                    "--set", "train.eval_dir=./ensemble_eval") == 0
-    assert json.loads((tmp_path / "ensemble_eval" / "metrics.json").read_text())["provenance"]["ensemble"]
+    metrics = json.loads((tmp_path / "ensemble_eval" / "metrics.json").read_text())
+    assert metrics["provenance"]["ensemble"]
+    assert metrics["postprocess"]["threshold"] == choice["threshold"]["value"]  # the ensemble labels at the choice
 
 
 def test_one_fold_alone_and_the_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

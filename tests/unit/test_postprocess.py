@@ -251,3 +251,18 @@ def test_watershed_distance_beyond_the_image_is_the_image_side() -> None:
     far = separate_instances(mask, min_distance=10**9)
     assert np.array_equal(far, separate_instances(mask, min_distance=40))
     assert far.max() == 1  # one seed for the whole component at any distance past the image
+
+
+def test_threshold_choice_finds_where_the_truth_was_cut_and_ties_keep_the_configured_one() -> None:
+    from flexunet.postprocess import THRESHOLDS, choose_threshold
+
+    rng = np.random.default_rng(0)
+    probs = [rng.random((1, 32, 32)).astype(np.float32) for _ in range(4)]
+    low = [(p[0] > 0.3).astype(np.uint8) for p in probs]  # a model whose positives start at 0.3, not 0.5
+    chosen = choose_threshold(probs, low, current=0.5)
+    assert chosen["value"] == 0.3 and chosen["dice_after"] == 1.0 and chosen["dice_before"] < 0.9
+    assert chosen["tried"] == len(THRESHOLDS)
+    exact = [(p[0] > 0.5).astype(np.uint8) for p in probs]  # already right: 0.5 stays (no strictly better value)
+    assert choose_threshold(probs, exact, current=0.5)["value"] == 0.5
+    # the configured threshold is kept when nothing beats it, even off the grid
+    assert choose_threshold(probs, [(p[0] > 0.42).astype(np.uint8) for p in probs], current=0.42)["value"] == 0.42
