@@ -12,8 +12,11 @@ Rule: the threshold is midway between the highest independent score and the lowe
 the script stops when the curves overlap or the rounded value leaves the gap.
 Then, at that threshold, `doctor` runs as a user runs it: on the leaky folders (recall by source id, wrong pairs),
 on the grouped split through a config with split_file (false positives), and on a fresh demo dataset drawn with
-another seed (false positives on images the threshold never saw). Also recorded: how often synthetic copies the
-pap-smear set does not contain (arbitrary rotation, crop, JPEG) still score above the threshold.
+another seed (false positives on images the threshold never saw). Then, per kind of copy (flips and rotations, JPEG
+re-encodes at quality 90-30, centre and corner crops keeping 50-90% of the area, a combination, barrel and elastic
+distortions), the share of 60 pap-smear and 60 demo copies that score above the threshold against their source: a
+kind is "checked" when >= 95% are found on both; the doctor's verdict (flexunet/prepare/fingerprint.py
+CHECKED_COPIES) names what is checked and what is not from this table.
 
 Run: nice -n 10 python benchmarks/doctor_calibration.py [PAP_SMEAR_DIR]   (~2 min on 2 cores)
 Writes benchmarks/results/doctor_calibration.json; flexunet/prepare/fingerprint.py DEFAULT_THRESHOLD cites it.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -147,36 +151,113 @@ def doctor_on_fresh_demo(threshold: float, folder: Path) -> dict[str, object]:
             "byte_identical": len(report.stats.duplicates)}
 
 
-def synthetic_copies(data: Path, threshold: float, n: int = 60) -> dict[str, float]:
-    """Share of copies scoring >= threshold against their source, per kind of copy the pap-smear set lacks."""
+def _rotate(im: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = im.shape[:2]
+    return cv2.warpAffine(im, cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1), (w, h))
+
+
+def _crop(im: np.ndarray, area: float) -> np.ndarray:
+    """The centre crop keeping `area` of the pixels (side sqrt(area)), resized back to the image's size."""
+    h, w = im.shape[:2]
+    keep = math.sqrt(area)
+    top, left = int(round(h * (1 - keep) / 2)), int(round(w * (1 - keep) / 2))
+    return cv2.resize(im[top:h - top, left:w - left], (w, h))
+
+
+def _off_centre_crop(im: np.ndarray, area: float) -> np.ndarray:
+    """A crop keeping `area` of the pixels from the top-left corner (the copy's centre moves)."""
+    h, w = im.shape[:2]
+    keep = math.sqrt(area)
+    return cv2.resize(im[: int(round(h * keep)), : int(round(w * keep))], (w, h))
+
+
+def _jpeg(im: np.ndarray, quality: int) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_UNCHANGED)
+
+
+def _barrel(im: np.ndarray, strength: float = 0.3) -> np.ndarray:
+    """Barrel distortion (the breast set's barrdistorted_ files): radius r -> r (1 + strength r^2)."""
+    h, w = im.shape[:2]
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    nx, ny = (xx - cx) / cx, (yy - cy) / cy
+    factor = 1 + strength * (nx**2 + ny**2)
+    return cv2.remap(im, (nx * factor * cx + cx).astype(np.float32), (ny * factor * cy + cy).astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _elastic(im: np.ndarray, rng: np.random.Generator, alpha: float = 0.08, sigma: float = 0.08) -> np.ndarray:
+    """Elastic deformation (the breast set's deformed_ files): a smooth random displacement of up to ~alpha of the
+    side, smoothed over sigma of the side."""
+    h, w = im.shape[:2]
+    blur = max(3, int(sigma * w) | 1)
+    dx, dy = (cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (blur * 3 | 1, blur * 3 | 1), blur)
+              for _ in range(2))
+    dx, dy = (d / (np.abs(d).max() + 1e-6) * alpha * w for d in (dx, dy))
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    return cv2.remap(im, xx + dx, yy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+CROP_AREAS = (0.5, 0.6, 0.7, 0.8, 0.9)
+FOUND = 0.95  # a kind of copy counts as checked when at least this share of its copies score >= the threshold
+
+
+def copy_kinds(rng: np.random.Generator) -> dict[str, dict[str, object]]:
+    """Each kind of copy the doctor is asked about: family (flip/rotation, re-encode, crop, distortion) and maker."""
+    kinds: dict[str, dict[str, object]] = {
+        "mirror": {"family": "flip/rotation", "make": lambda im: im[:, ::-1].copy()},
+        "flip_vertical": {"family": "flip/rotation", "make": lambda im: im[::-1].copy()},
+        "rotate_90": {"family": "flip/rotation", "make": lambda im: np.rot90(im).copy()},
+        "rotate_37": {"family": "flip/rotation", "make": lambda im: _rotate(im, 37)},
+        "mirror_rotate_200": {"family": "flip/rotation", "make": lambda im: _rotate(im[:, ::-1].copy(), 200)},
+    }
+    for quality in (90, 70, 50, 30):
+        kinds[f"jpeg_{quality}"] = {"family": "re-encode", "make": lambda im, q=quality: _jpeg(im, q)}
+    for area in CROP_AREAS:
+        kinds[f"crop_{round(area * 100)}"] = {"family": "centre crop", "area": area,
+                                             "make": lambda im, a=area: _crop(im, a)}
+        kinds[f"corner_crop_{round(area * 100)}"] = {"family": "corner crop", "area": area,
+                                                    "make": lambda im, a=area: _off_centre_crop(im, a)}
+    kinds["rotate_13_crop_85_jpeg_70"] = {"family": "combined", "make": lambda im: _jpeg(_crop(_rotate(im, 13), 0.85),
+                                                                                          70)}
+    kinds["barrel_0.3"] = {"family": "distortion", "make": _barrel}
+    kinds["elastic"] = {"family": "distortion", "make": lambda im: _elastic(im, rng)}
+    return kinds
+
+
+def synthetic_copies(data: Path, threshold: float, n: int = 60) -> dict[str, object]:
+    """Share of copies scoring >= threshold against their source, per kind of copy and image set (pap-smear
+    training originals and demo images), and from them what the doctor can be said to check: each family's kinds
+    found in at least FOUND of the cases on both sets, and the smallest crop area found so."""
     from flexunet.demo import draw_cell_image
     from flexunet.prepare.fingerprint import aligned_scores, fingerprint
 
-    def rotate(im: np.ndarray, degrees: float) -> np.ndarray:
-        h, w = im.shape[:2]
-        return cv2.warpAffine(im, cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1), (w, h))
-
-    def crop(im: np.ndarray, keep: float = 0.9) -> np.ndarray:
-        h, w = im.shape[:2]
-        top, left = int(h * (1 - keep) / 2), int(w * (1 - keep) / 2)
-        return cv2.resize(im[top:h - top, left:w - left], (w, h))
-
-    def jpeg(im: np.ndarray, quality: int = 50) -> np.ndarray:
-        return cv2.imdecode(cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_UNCHANGED)
-
-    kinds = {"rotate_37": lambda im: rotate(im, 37), "mirror_rotate_200": lambda im: rotate(im[:, ::-1].copy(), 200),
-             "crop_90": crop, "jpeg_50": jpeg, "rotate_13_crop_92_jpeg_70": lambda im: jpeg(crop(rotate(im, 13), 0.92), 70)}
     rng = np.random.default_rng(CHECK_SEED + 1)
     sources = {"pap_smear": [read_rgb(p) for p in sorted((data / "train" / "images").glob("1*.jpg"))[:n]],
                "demo": [draw_cell_image(rng, DEMO_SIZE)[0] for _ in range(n)]}
-    out = {}
+    kinds = copy_kinds(np.random.default_rng(CHECK_SEED + 2))
+    found: dict[str, dict[str, float]] = {}
     for name, images in sources.items():
         base = fingerprint(images)
-        for kind, make in kinds.items():
-            copies = fingerprint([make(im) for im in images])
+        for kind, spec in kinds.items():
+            make = spec["make"]
+            copies = fingerprint([make(im) for im in images])  # type: ignore[operator]
             scores = [aligned_scores(base.spectra[i], copies.spectra[i:i + 1])[0] for i in range(len(images))]
-            out[f"{name}/{kind}"] = round(float(np.mean(np.asarray(scores) >= threshold)), 4)
-    return out
+            found.setdefault(kind, {})[name] = round(float(np.mean(np.asarray(scores) >= threshold)), 4)
+    checked = {kind: all(v >= FOUND for v in found[kind].values()) for kind in kinds}
+    smallest: dict[str, float | None] = {}
+    for family in ("centre crop", "corner crop"):  # from the largest area down, while each is found
+        smallest[family] = None
+        for area in sorted(CROP_AREAS, reverse=True):
+            kind = next(k for k, spec in kinds.items() if spec["family"] == family and spec.get("area") == area)
+            if not checked[kind]:
+                break
+            smallest[family] = area
+    return {"found": found, "rule": f"a kind is checked when >= {FOUND:g} of its copies score >= the threshold on "
+                                    "both image sets; a crop area is checked when it and every larger one are",
+            "checked": sorted(k for k, ok in checked.items() if ok),
+            "not_checked": sorted(k for k, ok in checked.items() if not ok),
+            "smallest_crop_area_checked": smallest, "images_per_set": n}
 
 
 def main(data: Path) -> dict[str, object]:
@@ -203,7 +284,7 @@ def main(data: Path) -> dict[str, object]:
         "recall_leaky_pap_smear": leaky,
         "false_positives_grouped_split": grouped,
         "false_positives_fresh_demo": demo,
-        "synthetic_copies_found": synthetic_copies(data, threshold),
+        "copies_by_kind": synthetic_copies(data, threshold),
         "dataset": str(data),
         "split_file": str(SPLIT_FILE.relative_to(REPO)),
         "seconds": round(time.perf_counter() - start, 1),

@@ -22,7 +22,14 @@ from flexunet.data.io import read_image
 from flexunet.data.masks import RGB
 from flexunet.errors import ConfigError, DataError
 from flexunet.files import atomic_write_text
-from flexunet.prepare.fingerprint import DEFAULT_THRESHOLD, Fingerprints, find_matches, fingerprint
+from flexunet.prepare.fingerprint import (
+    CHECKED_COPIES,
+    DEFAULT_THRESHOLD,
+    UNCHECKED_COPIES,
+    Fingerprints,
+    find_matches,
+    fingerprint,
+)
 from flexunet.prepare.layout import SplitDirs, SplitFiles, find_splits, splits_from_config
 from flexunet.prepare.split import source_id
 from flexunet.prepare.stats import DatasetStats, SplitStats, dataset_stats, same_file
@@ -292,8 +299,7 @@ def format_report(report: DoctorReport, limit: int = 20) -> list[str]:
     for d in report.near_duplicates[:5]:
         lines.append(f"  copy: {d.image} ~ {d.match} (score {d.score:.3f}, {d.more} more in {d.match_split})")
     verdict = ("LEAK: the same images (or augmented copies) are in two splits" if report.leaks
-               else "no images shared across splits (checked: identical files, flips, rotations, re-encodes, crops to "
-                    "~80% of the area, seed-prefixed names; not checked: elastic or barrel distortions and smaller "
-                    "crops saved under unrelated names)")
+               else f"no images shared across splits (checked: {CHECKED_COPIES}, seed-prefixed names; not checked: "
+                    f"{UNCHECKED_COPIES})")
     lines.append(f"  {'no problems; ' if not problems else ''}{verdict}")
     return lines

@@ -26,6 +26,16 @@ SCALES = tuple(0.95 * f for f in (1.0, 0.95, 0.9, 0.85, 0.8))
 # pap-smear flips/rotations), rounded; chosen and measured by benchmarks/doctor_calibration.py, recorded in
 # benchmarks/results/doctor_calibration.json.
 DEFAULT_THRESHOLD = 0.9
+# What that threshold finds, per kind of copy (doctor_calibration.json "copies_by_kind": a kind counts when >= 95% of
+# 60 pap-smear and 60 demo copies score above it): flips, rotations by any angle, JPEG down to this quality, and
+# crops about the image centre keeping at least this share of the area. Crops off the centre (even 90% of the
+# area from a corner), smaller crops, stronger JPEG and elastic or barrel distortions are mostly missed.
+JPEG_QUALITY_FOUND = 70
+CENTRE_CROP_AREA_FOUND = 0.7
+CHECKED_COPIES = (f"identical files, flips, rotations, JPEG re-encodes down to quality {JPEG_QUALITY_FOUND}, crops "
+                  f"about the centre keeping >= {CENTRE_CROP_AREA_FOUND:.0%} of the area")
+UNCHECKED_COPIES = (f"off-centre crops, smaller crops, JPEG below quality {JPEG_QUALITY_FOUND}, elastic or barrel "
+                    "distortions, unless their names carry the source's")
 _SIZE, _RINGS, _ANGLES, _SUMMARY_TERMS = 128, 16, 128, 8
 _ROWS = 2 * _RINGS  # shape rings, then texture rings
 _TEXTURE_WEIGHT = 0.5

@@ -68,8 +68,8 @@ VARIANTS = {
     "mirror_rot200": lambda im: rotate(im[:, ::-1].copy(), 200), "jpeg50": lambda im: jpeg(im, 50),
     "shrink85": shrink,
 }
-# Copies that still resemble their source, but below the calibrated threshold (doctor_calibration.json
-# synthetic_copies_found): the doctor misses these.
+# Copies that still resemble their source, but below the calibrated threshold for this drawn cell (the rates per kind
+# of copy are in doctor_calibration.json copies_by_kind): the doctor misses these.
 CROPPED = {"crop90": crop, "rot13_crop_jpeg": lambda im: jpeg(crop(rotate(im, 13), 0.92), 70)}
 
 
@@ -93,6 +93,22 @@ def test_default_threshold_is_the_calibrated_one() -> None:
     assert result["recall_leaky_pap_smear"]["recall"] == 1.0
     assert result["false_positives_grouped_split"]["false_positive_images"] == 0
     assert result["false_positives_fresh_demo"]["false_positive_images"] == 0
+
+
+def test_the_verdict_claims_what_the_calibration_found_per_kind_of_copy() -> None:
+    """CHECKED_COPIES / UNCHECKED_COPIES (the doctor's "clean" verdict) say what doctor_calibration.json measured."""
+    from flexunet.prepare.fingerprint import CENTRE_CROP_AREA_FOUND, JPEG_QUALITY_FOUND
+
+    kinds = json.loads((Path(__file__).resolve().parents[2] / "benchmarks" / "results" /
+                        "doctor_calibration.json").read_text())["copies_by_kind"]
+    checked = set(kinds["checked"])
+    assert {"mirror", "flip_vertical", "rotate_90", "rotate_37", "mirror_rotate_200"} <= checked
+    assert kinds["smallest_crop_area_checked"]["centre crop"] == CENTRE_CROP_AREA_FOUND
+    assert kinds["smallest_crop_area_checked"]["corner crop"] is None  # hence "off-centre crops" are not checked
+    jpeg = sorted(int(k.split("_")[1]) for k in kinds["found"] if k.startswith("jpeg_"))
+    assert min(q for q in jpeg if f"jpeg_{q}" in checked) == JPEG_QUALITY_FOUND
+    assert all(f"jpeg_{q}" not in checked for q in jpeg if q < JPEG_QUALITY_FOUND)
+    assert {"elastic", "barrel_0.3"} <= set(kinds["not_checked"])
 
 
 def test_find_matches_pairs_each_copy_with_its_source() -> None:
@@ -244,6 +260,8 @@ def test_evaluate_on_a_grouped_split_shows_no_leak(tmp_path: Path) -> None:
     result = evaluate_run(MeanBrightness(), cfg, tmp_path / "eval")
     assert result.leaks.status == "clean", result.leaks.lines
     assert result.leaks.lines[0] == "0 of 1 test images are near-copies (flips, rotations, crops, re-encodes) of images in another split"
+    assert result.leaks.lines[-1].startswith("checked: identical files, flips")  # "clean" says for what
+    assert "not checked: off-centre crops" in result.leaks.lines[-1]
     page = (tmp_path / "eval" / "report.html").read_text()
     assert 'data-status="clean"' in page and "LEAK" not in page
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["leakage"]["status"] == "clean"
