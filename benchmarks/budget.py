@@ -27,7 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,14 +39,6 @@ DATA = Path(os.environ.get("FLEXUNET_SHARED_DATA", HERE.parent.parent / "shared"
 DATASETS = {"pap-smear-grouped": ("pap-smear", "pap_smear_grouped.csv", ["mask.threshold=60"]),
             "cervical-cancer": ("mini_test/cervical-cancer", "cervical_mini.csv", [])}
 SIDES = ("init", "zoo")
-MACHINE_KEYS = ("cpu_model", "cpu_flags", "cores_usable")
-
-
-def _loads(samples: list[list[float]], stop: threading.Event, began: float) -> None:
-    while True:
-        samples.append([round(time.perf_counter() - began, 1), round(os.getloadavg()[0], 2)])
-        if stop.wait(30):
-            return
 
 
 def _class_names_by_colour(cfg, zoo_cfg) -> list[str]:
@@ -63,7 +54,7 @@ def _class_names_by_colour(cfg, zoo_cfg) -> list[str]:
 
 def run_side(dataset: str, minutes: float, side: str, work: Path) -> dict[str, object]:
     import torch
-    from machine import machine_info
+    from machine import LoadSampler, machine_info
     from model_zoo_train import sections
 
     from flexunet.config import load_config
@@ -97,15 +88,10 @@ def run_side(dataset: str, minutes: float, side: str, work: Path) -> dict[str, o
         cfg = load_config(work / "init.config", [*overrides, f"mask.class_names={_class_names_by_colour(cfg, zoo_cfg)}"])
     else:
         cfg = zoo_cfg
-    samples: list[list[float]] = []
-    stop = threading.Event()
-    began = time.perf_counter()
-    sampler = threading.Thread(target=_loads, args=(samples, stop, began), daemon=True)
-    sampler.start()
-    fit = train_from_config(cfg, device="cpu", quiet=True)
-    train_wall = time.perf_counter() - began
-    stop.set()
-    sampler.join()
+    with LoadSampler() as load:
+        began = time.perf_counter()
+        fit = train_from_config(cfg, device="cpu", quiet=True)
+        train_wall = time.perf_counter() - began
     evaluation = evaluate_from_config(cfg, device="cpu", quiet=True, report=False)
     images = sum(round(r["images_per_s"] * r["seconds"]) for r in fit.history)
     return {"dataset": dataset, "minutes": minutes, "side": side, "budget_s": minutes * 60,
@@ -118,11 +104,7 @@ def run_side(dataset: str, minutes: float, side: str, work: Path) -> dict[str, o
             "per_class": {name: {k: round(v[k], 4) for k in ("dice", "iou", "dice_image_mean", "iou_image_mean")
                                  if v.get(k) is not None} for name, v in evaluation.per_class.items()},
             "mean_dice": round(evaluation.mean_dice, 4),
-            "load_average_1m": samples, "machine": machine_info()}
-
-
-def same_machine(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in MACHINE_KEYS)
+            "load_average_1m": load.samples, "machine": machine_info()}
 
 
 def path_for(dataset: str, minutes: float, side: str) -> Path:
@@ -131,7 +113,7 @@ def path_for(dataset: str, minutes: float, side: str) -> Path:
 
 def run_all(datasets: list[str], minutes: list[float], sides: list[str]) -> None:
     """Each run in its own process (1 thread), one at a time; a run done on this machine is skipped."""
-    from machine import machine_info
+    from machine import machine_info, same_machine
 
     RUNS.mkdir(parents=True, exist_ok=True)
     here = machine_info()
@@ -150,6 +132,8 @@ def run_all(datasets: list[str], minutes: list[float], sides: list[str]) -> None
 
 
 def table() -> None:
+    from machine import same_machine
+
     rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*.json"))]
     if not rows:
         sys.exit(f"{RUNS}: nothing has run")

@@ -5,6 +5,8 @@ import datetime as dt
 import os
 import platform
 import socket
+import threading
+import time
 
 import torch
 
@@ -27,3 +29,37 @@ def machine_info() -> dict[str, object]:
         "host": socket.gethostname(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+MACHINE_KEYS = ("cpu_model", "cpu_flags", "cores_usable")  # runs that differ in these are not put in one table
+
+
+def same_machine(a: dict, b: dict) -> bool:
+    """Whether two results' `machine` records name the same kind of machine (results on others are redone)."""
+    return all(a.get(k) == b.get(k) for k in MACHINE_KEYS)
+
+
+class LoadSampler:
+    """`with LoadSampler() as load:` records [seconds since start, 1-minute load average] every `every` seconds in
+    `load.samples` while the block runs: another process on the machine slows a timed run down."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self.samples: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append([round(time.perf_counter() - self.began, 1), round(os.getloadavg()[0], 2)])
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self.began = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
