@@ -385,7 +385,7 @@ OPTIMISATIONS = {
     "cpu_dropout": ("dropout masks from 16-bit lanes of 64-bit random numbers instead of bernoulli_ per element",
                     "flexunet/models/layers.py Dropout"),
     "clip_one_pass": ("clipvalue as one clamp_ per gradient instead of clip_grad_value_'s clamp_min_ + clamp_max_",
-                      "flexunet/train/loop.py clip_gradients"),
+                      "flexunet/train/step.py clip_gradients"),
 }
 
 

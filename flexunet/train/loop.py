@@ -2,70 +2,56 @@
 from __future__ import annotations
 
 import math
-import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from rich.progress import Progress
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
+from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 
 from flexunet.config.schema import Config, TrainSection
-from flexunet.console import Bar, format_duration, note, run_eta, say
+from flexunet.console import Bar, format_duration, run_eta, say
 from flexunet.data.dataset import SegmentationDataset, SplitDatasets
-from flexunet.errors import DataError, TrainingError
+from flexunet.errors import TrainingError
 from flexunet.labels import LabelSpace
-from flexunet.losses import LossFn, probs_and_targets
-from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, dice, iou, nanmean
-from flexunet.predict import predictor_from_config
+from flexunet.losses import LossFn
 from flexunet.runs.checkpoint import (
     checkpoint_config,
     first_nonfinite,
     kept_checkpoint,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
 )
-from flexunet.runs.device import amp_dtype
 from flexunet.runs.rundir import RunDir
-from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, RunClock, StepChecks
+from flexunet.train.budget import BudgetSchedule, Deadline, EpochClock, StepChecks
 from flexunet.train.distributed import (
     DistContext,
     DrawnShardSampler,
-    all_reduce_sum,
     any_rank,
-    gather_batch,
-    gather_uneven,
     max_over_ranks,
     per_rank_batch,
 )
 from flexunet.train.history import History
-from flexunet.train.param_groups import apply_encoder_schedule, check_freezing_supported, parameter_groups
-from flexunet.train.resume import apply_to_optimizer, changed_settings, describe
+from flexunet.train.param_groups import apply_encoder_schedule, check_freezing_supported
+from flexunet.train.preview import EpochPreview
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
+from flexunet.train.state import TrainState, resume_state
+from flexunet.train.step import (
+    Augment,
+    StepSettings,
+    make_loader,
+    make_optimizer,
+    prepare_model,
+    step_settings,
+    train_one_epoch,
+    validate,
+)
 from flexunet.train.tensorboard import open_board
-
-Augment = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    """How one optimisation step runs on this device."""
-
-    device: torch.device
-    clipvalue: float | None
-    amp: torch.dtype | None
-    channels_last: bool
 
 
 @dataclass(frozen=True)
@@ -81,236 +67,6 @@ class FitResult:
     stopped_by: str = "epochs"  # or "early_stopping", "on_epoch_end", "break_training", "time_budget"
     seconds: float = 0.0  # training time of the whole run, resumed parts included
     budget_s: float | None = None  # [train] time_budget in seconds, when set
-
-
-def make_optimizer(model: nn.Module, cfg: Config) -> Optimizer:
-    """Adam or AdamW with Keras' epsilon; the fused kernel where this PyTorch has it (3x faster step on CPU)."""
-    m = cfg.model
-    params = parameter_groups(model, m)  # the encoder's own group: encoder_lr_scale, freezing (param_groups.py)
-    kwargs: dict = {"lr": m.learning_rate, "eps": 1e-7}
-    cls = torch.optim.AdamW if m.optimizer.lower() == "adamw" else torch.optim.Adam
-    if cls is torch.optim.AdamW:
-        kwargs["weight_decay"] = 0.004 if m.weight_decay is None else m.weight_decay
-    elif m.weight_decay:
-        kwargs["weight_decay"] = m.weight_decay
-    try:
-        return cls(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, **kwargs)
-
-
-def step_settings(cfg: Config, device: torch.device, quiet: bool = False) -> StepSettings:
-    """[model] clipvalue and [train] amp / cpu_bf16 / channels_last resolved for `device`; a note (unless `quiet`)
-    when cpu_bf16 is asked for but cannot be used."""
-    t = cfg.train
-    step = StepSettings(device, cfg.model.clipvalue or None, amp_dtype(device, t.cpu_bf16) if t.amp else None,
-                        t.channels_last if t.channels_last is not None else device.type == "cuda")
-    if t.cpu_bf16 and device.type == "cpu" and step.amp is None and not quiet:
-        why = "[train] amp = False turns it off" if not t.amp else "this CPU has no native bf16 (avx512_bf16 / AMX)"
-        note(f"{t.where('cpu_bf16')}: {why}; training in fp32")
-    return step
-
-
-def train_one_epoch(model: nn.Module, loss_fn: LossFn, loader: Iterable[tuple[Tensor, Tensor]], optim: Optimizer,
-                    step: StepSettings,
-                    seed_metrics: list[str], augment: Augment | None, generator: torch.Generator,
-                    scaler: torch.amp.GradScaler | None, bar: Bar,
-                    dist_ctx: DistContext = DistContext(),
-                    on_step: Callable[[], bool] | None = None) -> dict[str, float]:
-    """One pass over `loader`; returns the mean loss and the running means of the seed metrics (as Keras reports),
-    averaged over all processes, and the images this process trained on. `on_step()` runs after every step (the
-    time budget's learning rate, a break_training file); True ends the pass there."""
-    model.train()
-    totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
-    batches = images_seen = 0
-    for images, labels in loader:
-        x = to_input_batch(images, step)
-        y = labels.to(step.device, non_blocking=True).long()
-        if augment is not None:
-            x, y = augment(x, y, generator)
-        with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
-            logits = model(x)
-        logits, y = gather_batch(logits.float(), dist_ctx), gather_batch(y, dist_ctx)  # the global batch, see there
-        loss = loss_fn(logits, y)
-        if any_rank(not torch.isfinite(loss).item(), dist_ctx, step.device):
-            raise TrainingError(f"loss became {loss.item()} at batch {batches + 1}; lower [model] learning_rate or "
-                                "check the masks; best.pt and last.pt stay as the last finished epoch wrote them")
-        optim.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optim)
-        else:
-            loss.backward()
-        if step.clipvalue:
-            clip_gradients(model, step.clipvalue)
-        if scaler is not None:
-            scaler.step(optim)
-            scaler.update()
-        else:
-            optim.step()
-        batches += 1
-        totals["loss"] += loss.item()
-        if seed_metrics:
-            with torch.no_grad():
-                probs, target = probs_and_targets(logits.detach().float(), y)
-                for name in seed_metrics:
-                    totals[name] += SEED_METRICS[name](target, probs).item()
-        bar.advance(len(images))
-        bar.update(f"loss {totals['loss'] / batches:.4f}")
-        images_seen += len(images)
-        if on_step is not None and on_step():
-            break
-    means = torch.tensor([v / max(batches, 1) for v in totals.values()], dtype=torch.float64, device=step.device)
-    means = all_reduce_sum(means, dist_ctx) / dist_ctx.world_size  # every process ran the same number of batches
-    return dict(zip(totals, means.tolist(), strict=True)) | {"images": float(images_seen * dist_ctx.world_size)}
-
-
-def clip_gradients(model: nn.Module, value: float) -> None:
-    """Keras' clipvalue: clamp every gradient element to [-value, value] in place, one pass per tensor
-    (clip_grad_value_ makes two passes, clamp_min_ then clamp_max_: half the memory traffic, ~2% of a CPU step)."""
-    for p in model.parameters():
-        if p.grad is not None:
-            p.grad.clamp_(-value, value)
-
-
-def to_input_batch(images: Tensor, step: StepSettings) -> Tensor:
-    """uint8 (N, C, H, W) from the loader -> float in [0, 1] on the device (converted there, not in the workers)."""
-    x = images.to(step.device, non_blocking=True).float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last) if step.channels_last else x
-
-
-@torch.no_grad()
-def validate(model: nn.Module, loss_fn: LossFn, loader: DataLoader, space: LabelSpace, step: StepSettings,
-             seed_metrics: list[str], max_batches: int | None = None,
-             dist_ctx: DistContext = DistContext(), bar: Bar | None = None) -> dict[str, float]:
-    """Validation loss, seed metrics, and per-class Dice/IoU over the whole set (background excluded), on labels
-    taken by `space` as evaluation and infer take them (binary models: the [infer] threshold).
-
-    Under torchrun each process predicts a disjoint shard of every batch; the loss and the seed metrics are taken
-    on the gathered batch (batch-global, as in one process) and the confusion counts are summed over processes.
-    """
-    model.eval()
-    num_labels = space.num_labels
-    totals = dict.fromkeys(["loss", *seed_metrics], 0.0)
-    tp = fp = fn = torch.zeros(num_labels, dtype=torch.float64)
-    steps = max_over_ranks(len(loader), dist_ctx, step.device)  # the last batch may leave a process without a share
-    steps = steps if max_batches is None else min(steps, max_batches)
-    shares = iter(loader)
-    for _ in range(steps):
-        share = next(shares, None)  # None: this process's shard has no batch left
-        logits: Tensor | None = None
-        y: Tensor | None = None
-        if share is not None:
-            images, labels = share
-            x = to_input_batch(images, step)
-            y = labels.to(step.device).long()
-            with torch.autocast(step.device.type, dtype=step.amp, enabled=step.amp is not None):
-                logits = model(x).float()
-            counts = confusion_counts(space.labels(space.probabilities(logits)), y, num_labels).total()
-            tp, fp, fn = tp + counts.tp.cpu(), fp + counts.fp.cpu(), fn + counts.fn.cpu()
-            if bar is not None:
-                bar.advance(len(images))
-        logits, y = gather_uneven(logits, dist_ctx, step.device), gather_uneven(y, dist_ctx, step.device)
-        assert logits is not None and y is not None  # steps <= the longest shard: some process had a batch
-        totals["loss"] += loss_fn(logits, y).item()
-        if seed_metrics:
-            probs, target = probs_and_targets(logits, y)
-            for name in seed_metrics:
-                totals[name] += SEED_METRICS[name](target, probs).item()
-    packed = torch.cat([torch.tensor([*totals.values(), steps], dtype=torch.float64), tp, fp, fn]).to(step.device)
-    packed = all_reduce_sum(packed, dist_ctx).cpu()
-    k = len(totals)
-    batches = int(packed[k].item())
-    out = {name: float(v) / max(batches, 1) for name, v in zip(totals, packed[:k], strict=True)}
-    tp, fp, fn = packed[k + 1 :].reshape(3, num_labels)
-    c = Counts(tp[1:], fp[1:], fn[1:])  # background excluded
-    per_dice, per_iou = dice(c), iou(c)
-    out["dice"], out["iou"] = float(nanmean(per_dice)), float(nanmean(per_iou))
-    for i, (d, j) in enumerate(zip(per_dice.tolist(), per_iou.tolist(), strict=True), start=1):
-        out[f"dice_{i}"], out[f"iou_{i}"] = d, j
-    return out
-
-
-def make_loader(dataset: SegmentationDataset, batch_size: int, shuffle: bool, device: torch.device,
-                num_workers: int | None, generator: torch.Generator | None = None,
-                num_samples: int | None = None, dist_ctx: DistContext = DistContext(), seed: int = 0) -> DataLoader:
-    """Streams pairs from disk. `num_samples` draws that many training samples per epoch (steps_per_epoch).
-
-    Under torchrun, training uses a DistributedSampler (the same permutation as one process, seeded by seed + epoch,
-    so the global batches are the same) and validation a disjoint shard per process.
-    """
-    workers = (4 if device.type == "cuda" else 0) if num_workers is None else num_workers
-    sampler: Sampler | None = None
-    source: Dataset = dataset
-    if dist_ctx.enabled and shuffle and num_samples is not None:
-        sampler = DrawnShardSampler(len(dataset), num_samples, dist_ctx, seed)
-    elif dist_ctx.enabled and shuffle:
-        sampler = DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed)
-    elif dist_ctx.enabled:
-        source = Subset(dataset, range(dist_ctx.rank, len(dataset), dist_ctx.world_size))
-    elif shuffle:
-        sampler = RandomSampler(dataset, num_samples=num_samples, generator=generator)
-    return DataLoader(source, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers > 0, drop_last=False)
-
-
-class EpochPreview:
-    """Per-epoch masks of the first [train] num_infer_images of [infer] images_dir: `Epoch_<n>_<stem>.png`.
-
-    With epoch_change_tiled_infer, also tiled masks of [tiledinfer] images_dir (else [infer]'s) in
-    epoch_change_tiled_infer_dir; those images may be huge, so only their paths are kept between epochs.
-    """
-
-    def __init__(self, cfg: Config, folder: Path, log: Callable[[str], None] = say) -> None:
-        from flexunet.data.io import read_image
-        from flexunet.data.pairing import list_image_files
-
-        self.cfg, self.folder = cfg, folder
-        self.images: list[tuple[str, np.ndarray]] = []
-        if cfg.train.epoch_change_infer and cfg.infer.images_dir and cfg.train.num_infer_images > 0:
-            try:  # a folder, an image file or a glob, as infer takes them
-                files = list_image_files(cfg.infer.images_dir, cfg.infer.where("images_dir"))
-            except DataError as exc:
-                log(f"note: {exc}; per-epoch previews are off")
-                files = []
-            self.images = [(f.stem, read_image(f, cfg.model.image_channels, cfg.image.color_order))
-                           for f in files[: cfg.train.num_infer_images]]
-        self.tiled_files: list[Path] = []
-        tiled_dir = cfg.tiledinfer.images_dir or cfg.infer.images_dir
-        if cfg.train.epoch_change_tiled_infer and tiled_dir and cfg.train.num_infer_images > 0:
-            self.tiled_files = list_image_files(tiled_dir, "[tiledinfer] images_dir")[: cfg.train.num_infer_images]
-
-    def write(self, model: nn.Module, epoch: int, step: StepSettings) -> None:
-        """This epoch's previews; `epoch` is numbered from 1, as in every file and message."""
-        from flexunet.data.io import read_image, write_image
-
-        model.eval()
-        if self.images:
-            whole = predictor_from_config(self.cfg, model, step.device, tta=False, channels_last=step.channels_last)
-            for (stem, _), labels in zip(self.images, whole.labels([im for _, im in self.images]), strict=True):
-                write_image(self.folder / f"Epoch_{epoch}_{stem}.png", whole.space.mask_pixels(labels))
-        if self.tiled_files:
-            tiled = predictor_from_config(self.cfg, model, step.device, tiled=True, tta=False)
-            for path in self.tiled_files:
-                image = read_image(path, self.cfg.model.image_channels, self.cfg.image.color_order)
-                [labels] = tiled.labels([image])
-                target = Path(self.cfg.train.epoch_change_tiled_infer_dir) / f"Epoch_{epoch}_{path.stem}.png"
-                write_image(target, tiled.space.mask_pixels(labels))
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    assert isinstance(np_state, tuple)  # the legacy MT19937 state (a dict only with legacy=False)
-    return {"torch": torch.get_rng_state(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "python": list(random.getstate()[1]), "python_version": random.getstate()[0]}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    random.setstate((state["python_version"], tuple(state["python"]), None))
 
 
 def seed_metric_names(cfg: Config) -> tuple[list[str], list[str]]:
@@ -347,65 +103,6 @@ def epoch_row(epoch: int, lr: float, train_stats: dict[str, float], val_stats: d
     row |= {name: train_stats[name] for name in seed_names} | {f"val_{name}": val_stats[name] for name in seed_names}
     row |= {f"val_{k}": v for k, v in val_stats.items() if k.startswith(("dice", "iou"))}
     return row | {"seconds": seconds, "images_per_s": images / max(seconds, 1e-9)}
-
-
-@dataclass
-class TrainState:
-    """Everything a resumed run needs, and the only writer of best.pt, last.pt and interrupted.pt.
-
-    Checkpoints store epochs numbered from 1: "epoch" in last.pt is the number of finished epochs, so it is also the
-    0-based index of the epoch a resumed run starts with.
-    """
-
-    model: nn.Module
-    optim: Optimizer
-    early: EarlyStopping
-    reducer: PlateauReducer
-    run: RunDir
-    config: dict[str, Any]  # checkpoint_config(cfg): the resolved config and its origins
-    start_epoch: int = 0  # 0-based index of the first epoch this process runs
-    best_epoch: int = 0  # numbered from 1; 0 until an epoch improves
-    clock: RunClock = field(default_factory=RunClock)  # the whole run's training time, resumed parts included
-
-    def restore(self, device: torch.device, cfg: Config) -> list[str]:
-        """Load last.pt; settings changed since it was written take the new value. Returns one note per change."""
-        state = load_checkpoint(self.run.last, device)
-        load_weights(self.model, state, self.run.last)
-        fresh_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optim.param_groups]
-        self.optim.load_state_dict(state["optimizer"])
-        changes = changed_settings(str(state["config"]), cfg)
-        apply_to_optimizer(changes, self.optim, fresh_groups)
-        notes = [describe(c) for c in changes]
-        if any(c.key == "monitor" for c in changes):  # a best value of another monitor means nothing
-            notes.append("early stopping and the plateau reducer start counting afresh for the new monitor")
-        else:
-            self.early.load_state_dict(state["early_stopping"])
-            self.reducer.load_state_dict(state["reducer"])
-        _set_rng_state(state["rng"])
-        self.start_epoch, self.best_epoch = int(state["epoch"]), int(state["best_epoch"])
-        self.clock.restart(float(state.get("spent_s", 0.0)))
-        return notes
-
-    def weights(self) -> dict[str, Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-
-    def save(self, epoch: int, row: dict[str, float], improved: bool) -> None:
-        weights = self.weights()
-        if improved:
-            self.best_epoch = epoch
-            save_checkpoint(self.run.best, {"model": weights, **self.config, "epoch": epoch, "metrics": row})
-        save_checkpoint(self.run.last, {
-            "model": weights, **self.config, "epoch": epoch, "best_epoch": self.best_epoch, "metrics": row,
-            "optimizer": self.optim.state_dict(), "early_stopping": self.early.state_dict(),
-            "reducer": self.reducer.state_dict(), "rng": _rng_state(), "spent_s": self.clock.elapsed(),
-        })
-
-    def save_interrupted(self, epoch: int) -> Path:
-        """Weights at the moment of Ctrl-C/SIGTERM, in epoch number `epoch` (from 1); last.pt keeps the last finished
-        epoch for an exact resume."""
-        path = self.run.model_dir / "interrupted.pt"
-        save_checkpoint(path, {"model": self.weights(), **self.config, "epoch": epoch})
-        return path
 
 
 def validation_total(valid: SegmentationDataset, cfg: Config, dist_ctx: DistContext) -> int:
@@ -502,14 +199,6 @@ class EpochRunner:
         return row, val_stats
 
 
-def prepare_model(model: nn.Module, step: StepSettings, dist_ctx: DistContext) -> nn.Module:
-    """Move `model` to the device in its memory layout; returns the module to train (DDP-wrapped under torchrun)."""
-    layout = torch.channels_last if step.channels_last else torch.preserve_format
-    model.to(step.device, memory_format=layout)  # type: ignore[call-overload]  # documented; the stub omits it
-    device_ids = [step.device.index] if step.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids) if dist_ctx.enabled else model
-
-
 def epoch_message(row: dict[str, float], epochs: int, improved: bool, new_lr: float | None, eta: str) -> str:
     """The one line logged per epoch; `eta` is empty after the last epoch."""
     number = int(row["epoch"])
@@ -552,15 +241,6 @@ def stop_message(reason: str, number: int, t: TrainSection, best_epoch: int) -> 
         "time_budget": f"time budget of {format_duration(t.time_budget_s or 0)} reached: stopped after epoch {number} "
                        f"(best epoch {best_epoch})",
     }[reason]
-
-
-def resume_state(state: TrainState, cfg: Config, device: torch.device, dist_ctx: DistContext,
-                 log: Callable[[str], None]) -> None:
-    """Continue from last.pt: one note per setting changed since it was written (even under --quiet)."""
-    for text in state.restore(device, cfg):
-        if dist_ctx.is_main:  # even under --quiet: these settings change what the resumed run does
-            note(text)
-    log(f"resuming at epoch {state.start_epoch + 1} from {state.run.last}")
 
 
 def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run: RunDir, device: torch.device,

@@ -23,7 +23,7 @@ from flexunet.errors import DataError
 from flexunet.losses import build_loss
 from flexunet.models import build_model
 from flexunet.runs.distributed import DistContext
-from flexunet.train.loop import make_optimizer, prepare_model, step_settings, train_one_epoch
+from flexunet.train.step import make_optimizer, prepare_model, step_settings, train_one_epoch
 
 VALIDATION_SHARE = 0.1  # of each epoch's time, at most, spent validating
 VALIDATIONS = 15  # epochs (validations) a budget is cut into, when the data allows

@@ -11,7 +11,7 @@ from flexunet.labels import LabelSpace
 from flexunet.losses import build_loss
 from flexunet.metrics import confusion_counts, iou
 from flexunet.models import build_model
-from flexunet.train.loop import make_optimizer
+from flexunet.train.step import make_optimizer
 from tests.conftest import write_disc_pairs
 
 

@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = sorted(BENCHMARKS.glob("*.py"))
 # flexunet names a benchmark may not import: the training loop's parts, which train_from_config(on_epoch_end=...)
 # replaces (issue 17)
-PRIVATE = {"flexunet.train.loop"}
+PRIVATE = {"flexunet.train.loop", "flexunet.train.step", "flexunet.train.state", "flexunet.train.preview"}
 HELPERS = {"machine"}  # imported by the scripts; no main of its own
 
 

@@ -14,7 +14,7 @@ import flexunet.runs.checkpoint as checkpoint
 from flexunet.errors import CheckpointError, OutputError
 from flexunet.runs.checkpoint import load_checkpoint, save_checkpoint
 from flexunet.runs.rundir import RunDir
-from flexunet.train.loop import TrainState
+from flexunet.train.state import TrainState
 from flexunet.train.schedule import EarlyStopping, PlateauReducer
 
 

@@ -296,7 +296,7 @@ def test_cpu_inference_runs_channels_last_with_the_same_numbers(checkpointed: Pa
 def test_epoch_previews_take_the_inputs_infer_takes(tmp_path: Path, tiny_dataset: Path, pattern: str,
                                                      stems: list[str]) -> None:
     """[infer] images_dir may be a glob or one file (list_image_files); previews read the same, not only folders."""
-    from flexunet.train.loop import EpochPreview
+    from flexunet.train.preview import EpochPreview
 
     cfg = load_config(make_config(tmp_path, tiny_dataset, {
         "train": {"epoch_change_infer": True, "num_infer_images": 5},

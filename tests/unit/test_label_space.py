@@ -12,7 +12,7 @@ from flexunet.config import config_from_dict
 from flexunet.evaluate import at_original_size
 from flexunet.predict import Predictor, WholeImage, forward_probs
 from flexunet.labels import BINARY_OVERLAY_COLOUR, LabelSpace
-from flexunet.train.loop import StepSettings, validate
+from flexunet.train.step import StepSettings, validate
 
 
 def space_of(num_classes: int, **sections: dict) -> LabelSpace:
