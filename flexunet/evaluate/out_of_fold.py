@@ -10,17 +10,10 @@ from flexunet.config.folders import protected_inputs
 from flexunet.config.schema import Config
 from flexunet.console import Bar, progress_bars
 from flexunet.errors import CheckpointError
-from flexunet.evaluate import (
-    EvalResult,
-    Evaluation,
-    Example,
-    eval_dir_outputs,
-    evaluate_details,
-    keep_extremes,
-    write_evaluation,
-)
 from flexunet.evaluate.groups import resampling_from_labels
 from flexunet.evaluate.leakage import LeakSummary
+from flexunet.evaluate.measure import Evaluation, Example, evaluate_details, keep_extremes
+from flexunet.evaluate.write import EvalResult, eval_dir_outputs, write_evaluation
 from flexunet.files import check_outputs, guarded
 from flexunet.metrics import Counts
 from flexunet.metrics.objects import ObjectCounts

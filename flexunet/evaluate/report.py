@@ -6,49 +6,38 @@ Every value shown passes through `html.escape`; the page is built from plain str
 """
 from __future__ import annotations
 
-import base64
-import csv
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
-from skimage.segmentation import find_boundaries
 from torch import Tensor
 
-from flexunet.config.schema import SECTIONS, Config
+from flexunet.config.schema import Config
 from flexunet.console import plural
+from flexunet.evaluate.figures import curves_png, dice_histogram_png, png_data_uri
 from flexunet.evaluate.groups import UNIT_GROUPS, Resampling
 from flexunet.evaluate.leakage import LeakSummary
-from flexunet.evaluate.provenance import origin_of
+from flexunet.evaluate.sections import (
+    config_differences,
+    config_tables,
+    confusion_table,
+    e,
+    error_legend,
+    examples_table,
+    fmt,
+    folds_section,
+    object_table,
+    objects_table,
+    per_class_table,
+    postprocess_section,
+    seed_table,
+)
 from flexunet.files import atomic_write_text
-from flexunet.labels import LabelSpace, overlay
-from flexunet.postprocess import PostprocessSettings, instance_labels
+from flexunet.postprocess import PostprocessSettings
 from flexunet.runs.checkpoint import TrainingConfig
-
-# The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
-# under simulated protanopia, deuteranopia and tritanopia (tests/unit/test_report_render.py checks it).
-ERROR_COLOURS = {"true positive": (0, 114, 178), "false positive": (240, 228, 66), "false negative": (213, 94, 0)}
-ERROR_MEANINGS = {"true positive": "foreground given its true class",
-                  "false positive": "foreground predicted where the truth is background",
-                  "false negative": "foreground missed, or given another class"}
-
-# How each seed metric is computed, shown beside its value so nobody quotes it as the Dice above.
-SEED_CAVEATS = {
-    "dice_coef": "soft (probabilities, no threshold), pooled over each batch, +1 smoothing; mean over batches",
-    "iou_coef": "soft (probabilities, no threshold), pooled over each batch; mean over batches",
-    "jacard_similarity": "soft (probabilities, no threshold), pooled over each batch; mean over batches",
-    "dice_coef_multiclass": "soft, over every channel: a multi-class model's background channel counts, so it "
-                            "reads near 1 whatever happens to small objects",
-    "binary_accuracy": "pixel accuracy over every channel, background included: high even for an empty prediction",
-    "accuracy": "pixel accuracy over every channel, background included: high even for an empty prediction",
-    "sensitivity": "recall of rounded probabilities, pooled over each batch; mean over batches",
-    "specificity": "background recall: near 1 whenever the background is large",
-}
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto; max-width: 1100px;
@@ -103,253 +92,6 @@ class ReportData:
     folds: list[dict] | None = None  # out of fold: per fold its checkpoint, images and Dice per class
 
 
-def e(value: object) -> str:
-    """Escaped text of any value: the only way a value reaches the page."""
-    return html.escape(str(value), quote=True)
-
-
-def fmt(value: float, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return buffer.tobytes() if ok else b""
-
-
-def figure_png(draw, width: float = 7.0, height: float = 3.2) -> bytes:
-    """PNG of a matplotlib figure drawn by `draw(fig)`: Agg canvas, no pyplot, so no global backend is touched."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=90)
-    FigureCanvasAgg(fig)
-    draw(fig)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def dice_histogram_png(per_image_dice: np.ndarray, names: Sequence[str]) -> bytes:
-    """Histogram of per-image Dice, one series per foreground class (images where the class is undefined left out)."""
-    def draw(fig) -> None:
-        ax = fig.add_subplot(1, 1, 1)
-        for k, name in enumerate(names):
-            values = per_image_dice[:, k][~np.isnan(per_image_dice[:, k])]
-            ax.hist(values, bins=np.linspace(0, 1, 21), alpha=0.6, label=f"{name} ({len(values)} images)")
-        ax.set_xlabel("per-image Dice")
-        ax.set_ylabel("images")
-        ax.set_xlim(0, 1)
-        ax.legend(loc="upper left")
-        ax.grid(True, alpha=0.3)
-    return figure_png(draw)
-
-
-def curves_png(history: list[dict[str, float]]) -> bytes:
-    """Losses, then the validation Dice/IoU and the learning rate, against the epoch."""
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [r["epoch"] for r in history]  # numbered from 1 in history.csv
-
-    def draw(fig) -> None:
-        left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-        for column, colour in (("loss", "green"), ("val_loss", "red")):
-            left.plot(epochs, [r.get(column, math.nan) for r in history], "o--", color=colour, label=column, ms=3)
-        left.set_xlabel("epoch")
-        left.xaxis.set_major_locator(MaxNLocator(integer=True))
-        left.legend()
-        left.grid(True, alpha=0.3)
-        for column in ("val_dice", "val_iou"):
-            if any(column in r for r in history):
-                right.plot(epochs, [r.get(column, math.nan) for r in history], "o-", label=column, ms=3)
-        right.set_xlabel("epoch")
-        right.xaxis.set_major_locator(MaxNLocator(integer=True))
-        right.set_ylim(0, 1)
-        right.grid(True, alpha=0.3)
-        if any("lr" in r for r in history):
-            lr = right.twinx()
-            lr.plot(epochs, [r.get("lr", math.nan) for r in history], ":", color="grey", label="lr")
-            lr.set_yscale("log")
-            lr.set_ylabel("learning rate")
-        right.legend(loc="lower right")
-    return figure_png(draw, 9.0, 3.2)
-
-
-def read_history(eval_dir: Path) -> list[dict[str, float]]:
-    """Rows of history.csv as floats; empty when the run folder has none."""
-    path = Path(eval_dir) / "history.csv"
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    try:
-        return [{k: float(v) for k, v in r.items() if k and v not in (None, "")} for r in rows]
-    except ValueError:
-        return []
-
-
-def error_labels(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """(H, W): 0 background in both, 1 true positive, 2 false positive, 3 false negative (see ERROR_MEANINGS)."""
-    errors = np.zeros(truth.shape, np.uint8)
-    errors[(truth > 0) & (pred == truth)] = 1
-    errors[(truth == 0) & (pred > 0)] = 2
-    errors[(truth > 0) & (pred != truth)] = 3
-    return errors
-
-
-def error_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """The image in dimmed grey with every error class painted solid (no blending: a 1-pixel miss stays visible)."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 3 + 64  # (H, W) in 64..149: no hue, darker than the yellow
-    panel = np.repeat(grey[..., None], 3, axis=2)
-    errors = error_labels(truth, pred)
-    colours = np.array([(0, 0, 0), *ERROR_COLOURS.values()], np.uint8)
-    panel[errors > 0] = colours[errors[errors > 0]]
-    return panel
-
-
-def example_png(example, cfg: Config) -> bytes:
-    """image | truth overlay | prediction overlay | errors, side by side (RGB)."""
-    image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
-    image = image[..., ::-1] if cfg.image.color_order == "BGR" else image  # the network's order -> display RGB
-    colours = LabelSpace.from_config(cfg).overlay_colours()
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    panels = [image, gap, overlay(image, example.labels, colours, 0.45),
-              gap, overlay(image, example.pred, colours, 0.45),
-              gap, error_panel(np.ascontiguousarray(image), example.labels, example.pred)]
-    return encode_png(np.ascontiguousarray(np.concatenate(panels, axis=1)))
-
-
-# Outline colours of numbered objects (Okabe & Ito, without black): neighbouring objects get different colours.
-OBJECT_COLOURS = np.array([(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-                           (213, 94, 0), (204, 121, 167)], np.uint8)
-
-
-def object_outlines(image: np.ndarray, labels: np.ndarray, postprocess: PostprocessSettings,
-                    num_labels: int) -> np.ndarray:
-    """The image in dimmed grey with each object's outline in its own colour: touching objects stay apart."""
-    instances, _ = instance_labels(labels, postprocess, num_labels)
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) // 3 + 64
-    panel = np.repeat(grey[..., None], 3, axis=2)
-    edges = find_boundaries(instances, mode="inner")
-    panel[edges] = OBJECT_COLOURS[(instances[edges] - 1) % len(OBJECT_COLOURS)]
-    return panel
-
-
-def objects_png(example, cfg: Config, postprocess: PostprocessSettings) -> tuple[bytes, int, int]:
-    """(truth outlines | prediction outlines PNG, true objects, predicted objects) of one example image."""
-    image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
-    image = np.ascontiguousarray(image[..., ::-1] if cfg.image.color_order == "BGR" else image)
-    num_labels = LabelSpace.from_config(cfg).num_labels
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    truth = object_outlines(image, example.labels, {}, num_labels)
-    pred = object_outlines(image, example.pred, postprocess, num_labels)
-    counts = [int(instance_labels(lab, pp, num_labels)[0].max())
-              for lab, pp in ((example.labels, {}), (example.pred, postprocess))]
-    return encode_png(np.concatenate([truth, gap, pred], axis=1)), counts[0], counts[1]
-
-
-def objects_table(examples: Sequence, cfg: Config, postprocess: PostprocessSettings) -> str:
-    """The worst images' objects: true and predicted outlines, one colour per object, with the count of each."""
-    if not examples:
-        return ""
-    rows = []
-    for x in examples:
-        png, true_count, pred_count = objects_png(x, cfg, postprocess)
-        rows.append(f'<tr data-image="{e(x.name)}"><td>{e(x.name)}<br>true objects <strong class="true-count">'
-                    f'{e(true_count)}</strong><br>predicted objects <strong class="pred-count">{e(pred_count)}'
-                    f'</strong></td><td><img alt="{e(x.name)}: true and predicted objects" '
-                    f'src="{png_data_uri(png)}"></td></tr>')
-    return (f'<table class="examples" id="worst-objects"><tr><th class="name">image</th>'
-            f'<th class="name">true objects | predicted objects (one outline colour per object)</th></tr>'
-            f'{"".join(rows)}</table>')
-
-
-OBJECT_COLUMNS = (("object_precision", "precision"), ("object_recall", "recall"), ("object_f1", "F1"),
-                  ("sq", "SQ"), ("pq", "PQ"), ("count_mae", "count error / image"), ("count_ratio", "count ratio"))
-
-
-def object_table(per_class: dict[str, dict[str, float]]) -> str:
-    """Object-level numbers per class, with the same intervals as the pixel metrics."""
-    if not per_class or "object_f1" not in next(iter(per_class.values())):
-        return ""
-    head = ('<tr><th class="name">class</th><th>true objects</th><th>predicted objects</th>'
-            + "".join(f"<th>{e(label)}</th>" for _, label in OBJECT_COLUMNS) + "</tr>")
-    rows = []
-    for name, v in per_class.items():
-        cells = [f'<td class="name">{e(name)}</td>', f'<td>{e(v.get("true_objects", ""))}</td>',
-                 f'<td>{e(v.get("predicted_objects", ""))}</td>']
-        cells += [f'<td data-metric="{m}" data-value="{e(fmt(v.get(m, math.nan)))}">{_with_ci(v, m, 3)}</td>'
-                  for m, _ in OBJECT_COLUMNS]
-        rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
-    return f'<table id="objects">{head}{"".join(rows)}</table>'
-
-
-def folds_section(folds: list[dict] | None) -> str:
-    """Out of fold: each fold's model, how many held-out images it scored, and its pooled Dice per class."""
-    if not folds:
-        return ""
-    names = list(folds[0].get("dice", {}))
-    head = "".join(f"<th>Dice {e(n)}</th>" for n in names)
-    rows = "".join(f'<tr data-fold="{e(f["fold"])}"><td>{e(f["fold"])}</td><td class="name">{e(f["checkpoint"])}</td>'
-                   f'<td>{e(f["images"])}</td>' + "".join(f"<td>{e(fmt(f['dice'].get(n, math.nan)))}</td>"
-                                                         for n in names) + "</tr>" for f in folds)
-    return ("<h2>Folds</h2><p>Each image above was scored by the model of the fold that held its source group out; "
-            "per fold, the images it scored and their pooled Dice:</p>"
-            f'<table id="folds"><tr><th>fold</th><th class="name">checkpoint</th><th>images</th>{head}</tr>{rows}'
-            "</table>")
-
-
-def postprocess_section(record: dict | None) -> str:
-    """What [postprocess] did per class and, with auto, what validation chose and the Dice before and after."""
-    if record is None:
-        return ""
-    applied = record.get("classes") or {}
-    separate = record.get("separate") or {}
-    lines = [f"<li><strong>{e(name)}</strong>: {e(what)}"
-             + (f"; touching objects separated by {e(separate[name])}" if name in separate else "") + "</li>"
-             for name, what in applied.items()]
-    text = "<ul>" + "".join(lines) + "</ul>" if lines else "<p>None: the masks are the thresholded predictions.</p>"
-    choice = record.get("choice") or {}
-    threshold = choice.get("threshold")
-    if threshold:
-        before, after = (e(fmt(threshold.get(key, math.nan))) for key in ("dice_before", "dice_after"))
-        text += (f'<p id="threshold-choice">Foreground probability threshold {e(fmt(threshold["value"]))}, chosen '
-                 f'automatically on the {e(choice.get("split", "validation"))} predictions among '
-                 f'{e(threshold.get("tried", ""))} values by pooled Dice ({before} at the configured threshold, '
-                 f'{after} at the chosen one).</p>')
-    if choice:
-        rows = "".join(f'<tr data-class="{e(name)}"><td class="name">{e(name)}</td>'
-                       f'<td class="name">{e(entry.get("described", ""))}</td>'
-                       f'<td>{e(fmt(entry.get("dice_before", math.nan)))}</td>'
-                       f'<td>{e(fmt(entry.get("dice_after", math.nan)))}</td></tr>'
-                       for name, entry in choice.get("classes", {}).items())
-        text += (f"<p>Chosen automatically (<code>auto = True</code>) on the {e(choice.get('split', 'validation'))} "
-                 f"split with {e(choice.get('checkpoint', 'the best checkpoint'))}, among "
-                 f"{e(choice.get('tried', ''))} combinations per class, by pooled Dice on those images (ties keep "
-                 "the simpler choice):</p>"
-                 '<table id="postprocess-choice"><tr><th class="name">class</th><th class="name">chosen</th>'
-                 f"<th>Dice before</th><th>after</th></tr>{rows}</table>")
-    return f'<h2>Postprocessing</h2><div id="postprocess">{text}</div>'
-
-
-def error_legend() -> str:
-    """What the colours of the errors panel mean."""
-    items = "".join(f'<span class="swatch" style="background: rgb{colour}"></span><strong>{e(name)}</strong>: '
-                    f"{e(ERROR_MEANINGS[name])}" for name, colour in ERROR_COLOURS.items())
-    return f'<p id="error-legend">Errors panel (fourth):{items}.</p>'
-
-
 def summary_sentence(data: ReportData) -> str:
     """One plain-language sentence from the computed numbers: each class's pooled Dice with its interval, and the
     weakest image. Numbers on [valid] (no [test] folders) say so: the run chose its best epoch on them."""
@@ -367,117 +109,6 @@ def summary_sentence(data: ReportData) -> str:
     if data.worst:
         text += f"; its weakest image is {data.worst[0].name} (Dice {fmt(data.worst[0].score, 2)})"
     return text + "."
-
-
-def _with_ci(values: dict[str, float], metric: str, digits: int = 4) -> str:
-    main = f"{e(fmt(values.get(metric, math.nan), digits))}"
-    if f"{metric}_ci_low" in values:
-        low, high = fmt(values[f"{metric}_ci_low"], digits), fmt(values[f"{metric}_ci_high"], digits)
-        main += f' <span class="ci">[{e(low)}, {e(high)}]</span>'
-    return main
-
-
-def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
-    head = ("<tr><th class=\"name\">class</th><th>images with class</th><th>Dice</th><th>IoU</th><th>precision</th>"
-            "<th>recall</th><th>HD95 (px)</th><th>HD95 one-sided</th><th>mean per-image Dice</th></tr>")
-    rows = []
-    for name, v in per_class.items():
-        cells = [f'<td class="name">{e(name)}</td>', f'<td>{e(v.get("images_with_class", ""))}</td>']
-        cells += [f'<td data-metric="{m}" data-value="{e(fmt(v.get(m, math.nan)))}">{_with_ci(v, m)}</td>'
-                  for m in ("dice", "iou", "precision", "recall")]
-        cells.append(f'<td data-metric="hd95" data-value="{e(fmt(v.get("hd95", math.nan), 2))}">'
-                     f'{_with_ci(v, "hd95", 2)}</td>')
-        cells.append(f'<td>{e(v.get("hd95_one_sided", "n/a"))}</td>')
-        cells.append(f'<td data-metric="dice_image_mean">{_with_ci(v, "dice_image_mean")}</td>')
-        rows.append(f'<tr data-class="{e(name)}">{"".join(cells)}</tr>')
-    return f'<table id="per-class">{head}{"".join(rows)}</table>'
-
-
-_SEED_CAVEAT = "the seed formula; not comparable with the table above"
-
-
-def seed_table(seed_metrics: dict[str, float], loss_name: str, loss: float) -> str:
-    rows = [f'<tr><td class="name">{e(loss_name)} (loss)</td><td>{e(fmt(loss))}</td>'
-            '<td class="name">the configured loss</td></tr>']
-    rows += [f'<tr><td class="name">{e(name)}</td><td>{e(fmt(value))}</td>'
-             f'<td class="name">{e(SEED_CAVEATS.get(name, _SEED_CAVEAT))}</td></tr>'
-             for name, value in seed_metrics.items()]
-    return ('<table id="seed-metrics" class="seed"><tr><th class="name">seed metric</th><th>value</th>'
-            f'<th class="name">how the seed computed it</th></tr>{"".join(rows)}</table>')
-
-
-def confusion_table(confusion: Tensor, names: Sequence[str]) -> str:
-    """Pixel counts with the row-normalised share (recall of each true label along the diagonal), shaded by share."""
-    counts = confusion.double().numpy()
-    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    k = counts.shape[0]
-    head = ("<tr><th class=\"name\">true \\ predicted</th>" + "".join(f"<th>{e(names[i])}</th>" for i in range(k))
-            + "</tr>")
-    rows = []
-    for i in range(k):
-        cells = [f'<td class="name">{e(i)}: {e(names[i])}</td>']
-        for j in range(k):
-            shade = int(255 - 120 * shares[i, j])
-            cells.append(f'<td style="background: rgb({shade},{shade},255)">{e(f"{shares[i, j]:.3f}")}'
-                         f'<br><span class="ci">{e(f"{int(counts[i, j]):,}")} px</span></td>')
-        rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<table id="confusion">{head}{"".join(rows)}</table>'
-
-
-def examples_table(examples: Sequence, cfg: Config, table_id: str) -> str:
-    if not examples:
-        return "<p>No image with a foreground class in its truth or prediction.</p>"
-    rows = [f'<tr><td>{e(x.name)}<br>Dice {e(fmt(x.score))}</td>'
-            f'<td><img alt="{e(x.name)}: image, truth, prediction, errors" '
-            f'src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
-            for x in examples]
-    return (f'<table class="examples" id="{e(table_id)}"><tr><th class="name">image</th>'
-            f'<th class="name">image | truth | prediction | errors</th></tr>{"".join(rows)}</table>')
-
-
-def config_tables(cfg: Config, origins_recorded: bool = True) -> str:
-    """Each section's keys set by the user (file or --set) in a table, its defaults folded below it. Without
-    `origins_recorded` (a checkpoint older than origins) every value is shown, its origin "not recorded"."""
-    parts = []
-    for name in SECTIONS:
-        rows: dict[bool, list[str]] = {True: [], False: []}
-        for key, value in getattr(cfg, name).model_dump().items():
-            origin = origin_of(cfg, f"{name}.{key}", origins_recorded)
-            css = {"file": "origin-file", "command line": "origin-command"}.get(origin, "origin-default")
-            rows[origin != "default"].append(
-                f'<tr><td class="name">{e(key)}</td><td class="name"><code>{e(repr(value))}</code></td>'
-                f'<td class="name {css}">{e(origin)}</td></tr>')
-        head = '<tr><th class="name">key</th><th class="name">value</th><th class="name">from</th></tr>'
-        count = len(rows[False])
-        at_default = f"{count} {plural(count, 'key')} at {'its default' if count == 1 else 'their defaults'}"
-        defaults = (f'<details><summary>{at_default}</summary>'
-                    f'<table class="config">{head}{"".join(rows[False])}</table></details>') if rows[False] else ""
-        if rows[True]:
-            parts.append(f'<h3>[{e(name)}]</h3><table class="config" data-section="{e(name)}">{head}'
-                         f'{"".join(rows[True])}</table>{defaults}')
-        elif rows[False]:
-            parts.append(f"<details><summary>[{e(name)}]: {'' if count == 1 else 'all '}{at_default}</summary>"
-                         f'<table class="config" data-section="{e(name)}">{head}{"".join(rows[False])}</table>'
-                         "</details>")
-    return "".join(parts)
-
-
-def config_differences(trained: Config, evaluation: Config) -> str:
-    """The keys whose evaluation value differs from the training value, with where the evaluation's came from."""
-    rows = []
-    for name in SECTIONS:
-        before, now = getattr(trained, name).model_dump(), getattr(evaluation, name).model_dump()
-        for key, value in now.items():
-            if before.get(key) != value:
-                origin = origin_of(evaluation, f"{name}.{key}")
-                rows.append(f'<tr data-key="{e(name)}.{e(key)}"><td class="name">[{e(name)}] {e(key)}</td>'
-                            f'<td class="name"><code>{e(repr(before.get(key)))}</code></td>'
-                            f'<td class="name"><code>{e(repr(value))}</code></td>'
-                            f'<td class="name">{e(origin)}</td></tr>')
-    if not rows:
-        return "<p>The evaluation's config holds the same values as the training config.</p>"
-    return ('<table id="config-differences"><tr><th class="name">key</th><th class="name">trained with</th>'
-            f'<th class="name">evaluated with</th><th class="name">from</th></tr>{"".join(rows)}</table>')
 
 
 def provenance_sections(data: ReportData) -> str:

@@ -10,9 +10,9 @@ import torch
 
 from flexunet.evaluate import Example
 from flexunet.evaluate.leakage import summarise_doctor
-from flexunet.evaluate.report import (
-    ERROR_COLOURS, confusion_table, e, error_labels, error_legend, error_panel, per_class_table, summary_sentence,
-)
+from flexunet.evaluate.figures import ERROR_COLOURS, error_labels, error_panel
+from flexunet.evaluate.report import summary_sentence
+from flexunet.evaluate.sections import confusion_table, e, error_legend, per_class_table
 
 
 def test_confusion_table_is_row_normalised_with_pixel_counts() -> None:
