@@ -1,5 +1,5 @@
-"""The README's `[postprocess]` example, measured: the demo trained for 10 epochs (as the README's block does), then
-evaluated on its test split with postprocessing off and with each candidate section, so the README shows a section
+"""The `[postprocess]` example of docs/evaluation.md, measured: the demo trained for 10 epochs (as that block does), then
+evaluated on its test split with postprocessing off and with each candidate section, so the docs show a section
 that helps and the numbers it gives (issue 29: the old example split the demo's nuclei, object F1 1.000 -> 0.905).
 
     python benchmarks/postprocess_example.py 10 30   # demo epochs; writes benchmarks/results/postprocess_example.json

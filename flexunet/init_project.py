@@ -122,8 +122,8 @@ def config_text(found: Survey, size: tuple[int, int], plan: Plan | None, paths: 
     model: dict[str, object] = dict(plan.timing.candidate.model) if plan else {"model": "flexunet",
                                                                               "base_filters": 16, "num_layers": 6}
     lr = plan.timing.candidate.learning_rate if plan else 1e-3
-    lines = [f"; written by flexunet init for {found.root}: edit freely (the README's 'Use it with your data' "
-             "explains each key); `flexunet init` printed why each value was chosen",
+    lines = [f"; written by flexunet init for {found.root}: edit freely (docs/config.md explains each "
+             "key); `flexunet init` printed why each value was chosen",
              "", "[model]"]
     lines += [f"{k} = {v!r}" for k, v in model.items()]
     lines += [f"image_width = {size[0]}", f"image_height = {size[1]}", f"image_channels = {found.channels}",
