@@ -43,7 +43,7 @@ RUNS = Path(os.environ.get("FLEXUNET_FOLDS_RUNS", RESULTS / "folds_runs"))  # an
 SIDES = ("single", "folds_epochs", "folds_compute")
 FOLDS = 5
 # dataset -> (epochs, steps per epoch of the single model: None = every training image once)
-SETTINGS = {"pap-smear-grouped": (2, None), "cervical-cancer": (30, None)}
+SETTINGS = {"pap-smear-grouped": (2, None), "cervical-cancer": (150, None)}
 NETWORK = {"model": "flexunet", "base_filters": 8, "num_layers": 5}  # what `flexunet init` picks for 5 CPU minutes
 
 
