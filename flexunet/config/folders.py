@@ -7,7 +7,8 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-from flexunet.config.schema import Config, looks_like_file
+from flexunet.config.schema import Config
+from flexunet.config.section import looks_like_file
 from flexunet.errors import ConfigError
 from flexunet.files import Protected, real_path
 

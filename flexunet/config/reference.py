@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from flexunet.config.schema import Config, Section
+from flexunet.config.schema import Config
+from flexunet.config.section import Section
 
 HEADER = """<!-- Generated from flexunet/config/schema.py by `python -m flexunet.config.reference > docs/config.md`;
 do not edit by hand (tests/unit/test_docs_config.py fails when this file and the schema differ). -->

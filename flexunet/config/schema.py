@@ -2,49 +2,28 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal, Optional
+from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-RGB = tuple[int, int, int]
-
-# Default colour map of the seed's categorized masks ([mask] rgb_map).
-DEFAULT_RGB_MAP: dict[RGB, int] = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2, (0, 0, 255): 3}
-
-# Default pixel limits of [image] max_pixels: training, evaluation and plain inference; tiled inference.
-DEFAULT_MAX_PIXELS = 8000 * 8000
-TILED_MAX_PIXELS = 20000 * 20000
-
-# Keys holding a path, a folder or a glob pattern: resolved against the config file's folder at load time.
-PATH_KEYS = frozenset(
-    {
-        "images_dir", "masks_dir", "model_dir", "eval_dir", "output_dir", "merged_dir",
-        "epoch_change_infer_dir", "epoch_change_tiled_infer_dir", "model_graph", "summary",
-        "pretrained_weights", "base_dir", "split_file",
-    }
+from flexunet.config.augmentation import (
+    AugmentorSection,
+    BarrdistortionSection,
+    BrighteningSection,
+    DeformationSection,
+    DistortionSection,
+    GeneratorSection,
+    PincdistortionSection,
+    SharpeningSection,
 )
-
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin")
-
-
-def looks_like_file(value: str) -> bool:
-    """[model] encoder_weights names a local file (a weights suffix or a folder in it), not a tag like "imagenet"."""
-    return value.lower().endswith(WEIGHT_FILE_SUFFIXES) or "/" in value or "\\" in value
-
-
-class Section(BaseModel):
-    """Base of every section: frozen, unknown keys forbidden, and able to say where a key came from."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-    _source: str = PrivateAttr(default="<config>")
-
-    @classmethod
-    def section_name(cls) -> str:
-        return cls.__name__.removesuffix("Section").lower()
-
-    def where(self, key: str) -> str:
-        """`pap.config [model] image_height`: the prefix of every error about this key."""
-        return f"{self._source} [{self.section_name()}] {key}"
+from flexunet.config.masks import (
+    DEFAULT_RGB_MAP,
+    MaskcolorSection,
+    MaskSection,
+    PostprocessSection,
+    SegmentationSection,
+)
+from flexunet.config.section import DEFAULT_MAX_PIXELS, RGB, TILED_MAX_PIXELS, Section
 
 
 class ModelSection(Section):
@@ -244,112 +223,6 @@ class TiledinferSection(Section):
     debug: bool = False
 
 
-class SegmentationSection(Section):
-    """[segmentation]: how binary masks and overlays are coloured."""
-
-    colorize: bool = False
-    black: str = "black"
-    white: str = "white"
-    blursize: Optional[tuple[int, int]] = None  # blur the input image before the overlay (seed behaviour)
-
-
-class MaskSection(Section):
-    """[mask]: how mask files become label maps."""
-
-    threshold: int = Field(127, ge=0, le=255)  # grey level separating foreground (binary masks)
-    blur: bool = False  # smooth the mask before thresholding (the seed blurred after, dilating by 1 px)
-    blur_size: tuple[int, int] = (3, 3)
-    algorithm: Optional[
-        Literal["cv2.THRESH_OTSU", "cv2.THRESH_TRIANGLE", "cv2.THRESH_BINARY", "cv2.THRESH_TRUNC"]
-    ] = None
-    mask_file_format: Optional[str] = None  # e.g. ".png": only masks with this extension are read
-    mask_suffix: str = ""  # mask stem = image stem + suffix, e.g. "_segmentation" (ISIC)
-    # "instances": masks are instance labels (8/16-bit, 0 = background, one id per object); any id > 0 is foreground
-    # (binary models). "semantic": grey threshold, class indices or rgb_map colours.
-    kind: Literal["semantic", "instances"] = "semantic"
-    rgb_map: Optional[dict[RGB, int]] = None  # colour -> class index; None -> seed default for num_classes > 1
-    color_tolerance: float = Field(40.0, ge=0)  # RGB distance beyond which a pixel counts as unmapped
-    # One name per label, background first (label 0, 1, ...): shown in the console, CSV/JSON headers and report.html.
-    # None -> "class_1", "class_2", ... for the foreground labels.
-    class_names: Optional[list[str]] = None
-
-    @field_validator("class_names")
-    @classmethod
-    def _valid_names(cls, value: Optional[list[str]]) -> Optional[list[str]]:
-        if value is None:
-            return value
-        for name in value:
-            if not name.strip() or any(c in name for c in ',"\n\r'):
-                raise ValueError(f"name {name!r} must be non-empty, without commas, quotes or line breaks "
-                                 "(it heads CSV columns)")
-        if len(set(value)) != len(value):
-            raise ValueError("names must be different from each other")
-        return value
-    # A label (>= num_classes, <= 255) marking pixels left out of loss and metrics, e.g. 255 for "unsure" regions.
-    ignore_index: Optional[int] = Field(None, ge=0, le=255)
-
-    @field_validator("rgb_map")
-    @classmethod
-    def _valid_map(cls, value: Optional[dict[RGB, int]]) -> Optional[dict[RGB, int]]:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("maps no colour; give at least {(0,0,0): 0, ...} or leave it out for the default")
-        for colour, index in value.items():
-            if any(c < 0 or c > 255 for c in colour):
-                raise ValueError(f"colour {colour} has a channel outside 0..255")
-            if index < 0:
-                raise ValueError(f"class index {index} of {colour} is negative")
-        return value
-
-
-class PostprocessSection(Section):
-    """[postprocess]: what is done to each predicted class's mask after thresholding (evaluate, infer, tiled infer
-    and the Python API alike), and how its objects are counted. Off by default: a config without it gives the same
-    masks as before. Each per-class key takes one value for every foreground class, or a dict by [mask] class_names,
-    e.g. min_object_px = {"nucleus": 30, "cytoplasm": 200} (a class left out of the dict is left as it is)."""
-
-    min_object_px: int | dict[str, int] = 0  # objects (8-connected) of fewer pixels are removed
-    min_object_fraction: float | dict[str, float] = 0.0  # ... or of less than this fraction of the image, in [0, 1)
-    fill_holes: bool | dict[str, bool] = False  # background enclosed by the class becomes the class
-    keep_largest: bool | dict[str, bool] = False  # keep only the largest object (one lesion per image)
-    # how objects are told apart: "none" = connected components; "watershed" splits touching objects at the necks
-    separate: Literal["none", "watershed"] | dict[str, Literal["none", "watershed"]] = "none"
-    min_distance: int | dict[str, int] = 5  # watershed: fewest pixels between two object centres (>= 1)
-    compactness: float | dict[str, float] = 0.0  # watershed: > 0 gives rounder, more even objects
-    # choose a binary model's threshold and min_object_px / fill_holes / keep_largest per class by validation Dice
-    # after training (after --folds: on the out-of-fold predictions); saved as model_dir/postprocess.json with the
-    # before/after Dice; evaluate and infer then read that choice
-    auto: bool = False
-
-    PER_CLASS: ClassVar[tuple[str, ...]] = (
-        "min_object_px", "min_object_fraction", "fill_holes", "keep_largest", "separate", "min_distance", "compactness",
-    )
-
-    @field_validator("min_object_px", "min_object_fraction", "compactness", "min_distance")
-    @classmethod
-    def _not_negative(cls, value: object, info: ValidationInfo) -> object:
-        values = value.values() if isinstance(value, dict) else [value]
-        low = 1 if info.field_name == "min_distance" else 0
-        for each in values:
-            if isinstance(each, (int, float)) and each < low:
-                raise ValueError(f"must be >= {low}")
-        if info.field_name == "min_object_fraction" and any(isinstance(v, float) and v >= 1 for v in values):
-            raise ValueError("is a fraction of the image: must be < 1")
-        return value
-
-    def for_class(self, key: str, name: str) -> Any:
-        """The value of per-class `key` for class `name`: the scalar, the dict's entry, or the key's default."""
-        value = getattr(self, key)
-        if isinstance(value, dict):
-            return value.get(name, type(self).model_fields[key].default)
-        return value
-
-    def class_keys(self) -> dict[str, list[str]]:
-        """Per-class key -> the class names its dict names (empty for scalars), for the check against class_names."""
-        return {key: list(getattr(self, key)) for key in self.PER_CLASS if isinstance(getattr(self, key), dict)}
-
-
 class ImageSection(Section):
     """[image]: channel order fed to the network, and the largest image read."""
 
@@ -362,93 +235,6 @@ class ImageSection(Section):
         return self.max_pixels or (TILED_MAX_PIXELS if tiled else DEFAULT_MAX_PIXELS)
 
 
-class GeneratorSection(Section):
-    """[generator]: the online augmentation switch (the seed's dataset-generator keys are notes)."""
-
-    augmentation: bool = True
-
-
-def _default_angles() -> list[float]:
-    return [90, 180, 270]  # ints, as the seed configs write them (the resolved config prints them that way)
-
-
-class AugmentorSection(Section):
-    """[augmentor]: which random operations training applies."""
-
-    vflip: bool = True
-    hflip: bool = True
-    rotation: bool = True
-    angles: list[float] = Field(default_factory=_default_angles)
-    shrinks: list[float] = Field(default_factory=lambda: [0.8])
-    shears: list[float] = Field(default_factory=list)
-    transformer: bool = False  # S name of `deformation`
-    alpha: float = 1300.0
-    sigmoid: float = 8.0
-    deformation: bool = False
-    distortion: bool = False
-    sharpening: bool = False
-    brightening: bool = False
-    barrdistortion: bool = False
-    pincdistortion: bool = False
-    # Chance that each switched-on operation is applied to one sample (drawn anew per sample and batch).
-    flip_probability: float = Field(0.5, ge=0, le=1)  # hflip and vflip, each on its own
-    rotation_probability: float = Field(0.5, ge=0, le=1)  # then one angle from `angles`
-    shrink_probability: float = Field(0.25, ge=0, le=1)  # then one ratio from `shrinks`
-    shear_probability: float = Field(0.25, ge=0, le=1)  # then one value from `shears`
-    deformation_probability: float = Field(0.25, ge=0, le=1)
-    distortion_probability: float = Field(0.25, ge=0, le=1)
-    barrdistortion_probability: float = Field(0.25, ge=0, le=1)
-    pincdistortion_probability: float = Field(0.25, ge=0, le=1)
-    sharpening_probability: float = Field(0.25, ge=0, le=1)
-    brightening_probability: float = Field(0.25, ge=0, le=1)
-
-
-class DeformationSection(Section):
-    """[deformation]: elastic deformation strength (alpha) and smoothness (sigmoid = Gaussian sigma)."""
-
-    alpha: float = 1300.0
-    sigmoid: float = 8.0
-    sigmoids: list[float] = Field(default_factory=lambda: [8.0])
-
-
-class DistortionSection(Section):
-    """[distortion]: random smooth distortion."""
-
-    gaussian_filter_rsigma: float = 40.0
-    distortions: list[float] = Field(default_factory=lambda: [0.02])
-
-
-class SharpeningSection(Section):
-    """[sharpening]: strength k of the 3x3 sharpening kernel (image only)."""
-
-    k: float = 1.0
-
-
-class BrighteningSection(Section):
-    """[brightening]: image = alpha * image + beta (image only)."""
-
-    alpha: float = 1.2
-    beta: float = 10.0
-
-
-class RadialDistortionSection(Section):
-    """Barrel (amount > 0) or pincushion (amount < 0) distortion around each centre."""
-
-    radius: float = 0.5
-    amount: float = 0.5
-    centers: list[tuple[float, float]] = Field(default_factory=lambda: [(0.5, 0.5)])
-
-
-class BarrdistortionSection(RadialDistortionSection):
-    """[barrdistortion]"""
-
-
-class PincdistortionSection(RadialDistortionSection):
-    """[pincdistortion]"""
-
-    amount: float = -0.5
-
-
 class InspectSection(Section):
     """[inspect]: where `flexunet inspect` writes the graph and summary."""
 
@@ -458,12 +244,6 @@ class InspectSection(Section):
 
 class DebugSection(Section):
     """[debug]: seed verbosity switch."""
-
-
-class MaskcolorSection(Section):
-    """[maskcolor]: one RGB colour per Herlev category (dataset generator)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from flexunet.config.schema import DEFAULT_MAX_PIXELS
+from flexunet.config.section import DEFAULT_MAX_PIXELS
 from flexunet.errors import DataError
 from flexunet.files import atomic_write_bytes
 

@@ -26,7 +26,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from flexunet.config.schema import ModelSection, looks_like_file
+from flexunet.config.schema import ModelSection
+from flexunet.config.section import looks_like_file
 from flexunet.errors import CheckpointError, ConfigError
 from flexunet.models.registry import read_state_dict, register_model
 

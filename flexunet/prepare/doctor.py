@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from flexunet.config.load import load_config
-from flexunet.config.schema import DEFAULT_MAX_PIXELS, Config
+from flexunet.config.schema import Config
+from flexunet.config.section import DEFAULT_MAX_PIXELS
 from flexunet.data.io import read_image
 from flexunet.data.masks import RGB
 from flexunet.errors import ConfigError, DataError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flexunet.config.schema import DEFAULT_MAX_PIXELS
+from flexunet.config.section import DEFAULT_MAX_PIXELS
 from flexunet.data.io import read_mask
 from flexunet.data.masks import RGB, MaskDecoding, as_rgb, colour_levels, decode_mask, holds_instance_ids, is_grey
 from flexunet.errors import DataError

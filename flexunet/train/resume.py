@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from torch.optim import Optimizer
 
-from flexunet.config.load import Location, parse_ini_text, parse_value
+from flexunet.config.checks import Location
+from flexunet.config.load import parse_ini_text, parse_value
 from flexunet.config.schema import Config
 from flexunet.errors import ConfigError
 

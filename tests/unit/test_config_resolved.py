@@ -6,7 +6,8 @@ from pathlib import Path
 from flexunet.augment import Augmenter
 from flexunet.augment.ops import Elastic
 from flexunet.config import config_from_dict, load_config
-from flexunet.config.schema import AugmentorSection, Config, DeformationSection
+from flexunet.config.augmentation import AugmentorSection, DeformationSection
+from flexunet.config.schema import Config
 from flexunet.evaluate.leakage import doctor_command
 from flexunet.infer import infer_folders
 from flexunet.runs.rundir import run_dir_for

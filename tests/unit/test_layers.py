@@ -91,3 +91,12 @@ def test_an_upward_import_inside_a_function_is_found() -> None:
     assert imported(tree, "flexunet.infer.predict", False) == [(2, "flexunet.train")]
     tree = ast.parse("from . import tiling\nfrom ..train import loop\n")
     assert imported(tree, "flexunet.infer", True) == [(1, "flexunet.infer"), (2, "flexunet.train")]
+
+
+MAX_MODULE_LINES = 400  # one concept per module (issue 31): a module past this holds several
+
+
+def test_no_module_is_over_the_line_limit() -> None:
+    long = {str(p.relative_to(ROOT)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

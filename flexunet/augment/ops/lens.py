@@ -9,7 +9,8 @@ from torch import Tensor
 
 from flexunet.augment import geometry
 from flexunet.augment.ops.base import Draw, FieldOp, positive
-from flexunet.config.schema import Config, RadialDistortionSection
+from flexunet.config.augmentation import RadialDistortionSection
+from flexunet.config.schema import Config
 
 
 @dataclass(frozen=True)
