@@ -108,7 +108,8 @@ def postprocess_section(record: dict | None) -> str:
     threshold = choice.get("threshold")
     if threshold:
         before, after = (e(fmt(threshold.get(key, math.nan))) for key in ("dice_before", "dice_after"))
-        text += (f'<p id="threshold-choice">Foreground probability threshold {e(fmt(threshold["value"]))}, chosen '
+        value = f"{threshold['value']:g}"
+        text += (f'<p id="threshold-choice">Foreground probability threshold {e(value)}, chosen '
                  f'automatically on the {e(choice.get("split", "validation"))} predictions among '
                  f'{e(threshold.get("tried", ""))} values by pooled Dice ({before} at the configured threshold, '
                  f'{after} at the chosen one).</p>')
@@ -118,8 +119,10 @@ def postprocess_section(record: dict | None) -> str:
                        f'<td>{e(fmt(entry.get("dice_before", math.nan)))}</td>'
                        f'<td>{e(fmt(entry.get("dice_after", math.nan)))}</td></tr>'
                        for name, entry in choice.get("classes", {}).items())
-        text += (f"<p>Chosen automatically (<code>auto = True</code>) on the {e(choice.get('split', 'validation'))} "
-                 f"split with {e(choice.get('checkpoint', 'the best checkpoint'))}, among "
+        split = choice.get("split", "validation")
+        where = "out-of-fold predictions of" if split == "out-of-fold" else f"{split} split with"
+        text += (f"<p>Chosen automatically (<code>auto = True</code>) on the {e(where)} "
+                 f"{e(choice.get('checkpoint', 'the best checkpoint'))}, among "
                  f"{e(choice.get('tried', ''))} combinations per class, by pooled Dice on those images (ties keep "
                  "the simpler choice):</p>"
                  '<table id="postprocess-choice"><tr><th class="name">class</th><th class="name">chosen</th>'

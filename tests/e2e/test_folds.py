@@ -75,10 +75,13 @@ def test_one_fold_alone_and_the_refusals(tmp_path: Path, monkeypatch: pytest.Mon
                                          capsys: pytest.CaptureFixture[str]) -> None:
     config = make_config(tmp_path, _data(tmp_path), {"train": {"epochs": 1, "epoch_change_infer": False}})
     monkeypatch.chdir(tmp_path)
-    assert run_cli(monkeypatch, "train", str(config), "--folds", "3", "--fold", "1", "-q") == 0
+    assert run_cli(monkeypatch, "train", str(config), "--folds", "3", "--fold", "1", "--set", "postprocess.auto=True",
+                   "--device", "cpu") == 0
     assert (tmp_path / "models" / "fold_1" / "best.pt").is_file()
     assert not (tmp_path / "models" / "fold_0").exists() and len(_folds(tmp_path / "models")) == 18
-    capsys.readouterr()
+    # [postprocess] auto waits for every fold: no out-of-fold choice from one fold's predictions
+    assert "once every fold is trained (fold 0 is not yet" in " ".join(capsys.readouterr().out.split())
+    assert not (tmp_path / "models" / "postprocess.json").exists()
     assert run_cli(monkeypatch, "evaluate", str(config), "--folds", "-q") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fold 0" in err and "--fold 0" in err
