@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -275,3 +276,31 @@ def test_quiet_resume_still_says_which_learning_rate_is_used(tmp_path: Path, tin
     out = capsys.readouterr().out
     assert "test.config [model] learning_rate = 0.001, last.pt was trained with 0.01: resuming with 0.001" in out
     assert "epoch 2/2" not in out  # the rest stays quiet
+
+
+def test_folds_under_torchrun_match_one_process_and_choose_out_of_fold(tmp_path: Path) -> None:
+    """`train --folds` under torchrun: each fold is the one-process run (same assignment, same history), and the
+    out-of-fold `[postprocess] auto` choice (rank 0's) is made at the end over both folds."""
+    data = tmp_path / "data"
+    for split, n, seed in (("train", 16, 0), ("valid", 5, 1)):
+        write_disc_pairs(data / split, n, seed=seed)
+    config = make_config(tmp_path, data, {"train": {"epochs": 2, "epoch_change_infer": False},
+                                          "model": {"loss": "bce_dice_loss", "clipvalue": None}})
+    single = subprocess.run([sys.executable, "-m", "flexunet", "train", str(config), "--folds", "2", "--fold", "0",
+                             "-q"], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stdout + single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "flexunet", "train", str(config), "--folds", "2", "-q", "--set", "postprocess.auto=True",
+                          "--set", "train.model_dir=ddp_models", "--set", "train.eval_dir=ddp_eval"],
+                         env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stdout + ddp.stderr
+    assert (tmp_path / "ddp_models" / "folds.csv").read_text() == (tmp_path / "models" / "folds.csv").read_text()
+    one, two = (history(tmp_path / e / "fold_0" / "history.csv") for e in ("eval", "ddp_eval"))
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two, strict=True):
+        for key in a.keys() - {"seconds", "images_per_s"}:
+            assert b[key] == pytest.approx(a[key], rel=2e-5, abs=1e-6), key
+    choice = json.loads((tmp_path / "ddp_models" / "postprocess.json").read_text())
+    assert choice["split"] == "out-of-fold" and choice["images"] == 21
+    assert (tmp_path / "ddp_models" / "fold_1" / "best.pt").is_file()
+    assert not list((tmp_path / "ddp_models").rglob("rank1"))
