@@ -13,6 +13,7 @@ from flexunet.console import say
 from flexunet.data.io import (
     DEFAULT_MAX_PIXELS,
     ImageTooLarge,
+    check_pixel_type,
     check_size,
     read_image,
     read_mask,
@@ -145,6 +146,8 @@ def drop_oversized(pairs: list[Pair], max_pixels: int) -> tuple[list[Pair], str 
         try:
             check_size(pair.image, max_pixels)
             check_size(pair.mask, max_pixels)
+            for path in (pair.image, pair.mask):  # 32-bit instance ids, float images: refused before a run writes
+                check_pixel_type(path)
             kept.append(pair)
         except ImageTooLarge as exc:
             skipped.append(f"{exc.path.name} ({exc.size[0]}x{exc.size[1]})")

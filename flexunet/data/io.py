@@ -56,6 +56,31 @@ def check_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, i
     return size
 
 
+READABLE_PIXEL_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.bool_))
+
+
+def unsupported_pixel_type(path: Path, dtype: np.dtype) -> DataError:
+    return DataError(f"{path}: unsupported pixel type {dtype}; save it as 8- or 16-bit integers (an instance mask "
+                     "holds at most 65,535 objects)")
+
+
+def check_pixel_type(path: Path) -> None:
+    """Raise `DataError` when a TIFF header declares pixels other than 8- or 16-bit integers (32-bit ids of an
+    instance mask, floats), which the read would refuse after the whole file: found when the pairs are listed,
+    before a run writes anything. PNG, JPEG and BMP hold at most 16 bits by their format."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            dtype = np.dtype(tif.pages[0].dtype)
+    except Exception:  # noqa: BLE001 - a header tifffile cannot parse is reported by the read, with its reason
+        return
+    if dtype not in READABLE_PIXEL_TYPES:
+        raise unsupported_pixel_type(path, dtype)
+
+
 def check_length(path: Path, size: tuple[int, int] | None, max_pixels: int) -> None:
     """Raise `DataError` when the file is larger than any image of its header's size (or of `max_pixels` pixels)
     can be: files are read whole before decoding, and a 50 GB sparse "PNG" was read into memory."""
@@ -97,7 +122,7 @@ def _decode(path: Path, flags: int, max_pixels: int) -> np.ndarray:
     if array is None:
         raise DataError(f"{path}: not a readable image (empty, truncated or not an image file)")
     if array.dtype not in (np.uint8, np.uint16):
-        raise DataError(f"{path}: unsupported pixel type {array.dtype}; save it as 8- or 16-bit integers")
+        raise unsupported_pixel_type(path, array.dtype)
     return array
 
 

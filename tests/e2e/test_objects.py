@@ -95,3 +95,23 @@ def test_tiled_infer_postprocesses_and_counts_too(trained_auto: Path, monkeypatc
     assert len(counts) == 4 and all(c["class_1"] == "0" for c in counts)
     assert all(not cv2.imread(str(root / "tiled" / c["image"]), cv2.IMREAD_UNCHANGED).any() for c in counts)
     assert "objects in objects.csv" in capsys.readouterr().out
+
+
+def test_an_instance_mask_of_more_than_65535_objects_is_one_line_and_nothing_is_written(
+        tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """32-bit ids (a TIFF of 90,000 objects) cannot be read as 8- or 16-bit: refused from the header when the pairs
+    are listed, before the run writes its folders (it used to fail in the first epoch, after writing them)."""
+    import tifffile
+
+    masks = tmp_path / "masks32"
+    masks.mkdir()
+    for image in sorted((tiny_dataset / "train" / "images").iterdir()):
+        h, w = cv2.imread(str(image)).shape[:2]
+        ids = np.arange(1, h * w + 1, dtype=np.uint32).reshape(h, w) + 65_000
+        tifffile.imwrite(masks / f"{image.stem}.tif", ids)
+    config = make_config(tmp_path, tiny_dataset, {"train": {"masks_dir": str(masks)}, "mask": {"kind": "instances"}})
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(monkeypatch, "train", str(config), "-q", "--device", "cpu") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "masks32" in err[0] and "unsupported pixel type uint32" in err[0], err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "eval").exists()
