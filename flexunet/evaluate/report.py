@@ -64,7 +64,7 @@ details summary { cursor: pointer; color: #2d5fa8; }
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReportData:
     """Everything the page shows, computed before rendering so the renderer stays a pure function."""
 

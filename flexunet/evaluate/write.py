@@ -195,14 +195,15 @@ def write_evaluation(ev: Evaluation, pairs: list[Pair], resampling: Resampling, 
     if report:
         curve_pngs = tuple(p.read_bytes() for p in (eval_dir / "train_losses.png", eval_dir / "train_metrics.png")
                            if p.is_file())
-        data = ReportData(cfg, section, checkpoint, len(ev.names), loss_name(cfg), ev.loss, per_class,
-                          dice(ev.counts.foreground()).numpy(), ev.seed_metrics,
-                          ev.confusion if not LabelSpace.from_config(cfg).binary else None, ev.worst,
-                          [x for x in ev.best if x.name not in {w.name for w in ev.worst}],  # small splits: no repeats
-                          leaks,
-                          read_history(eval_dir), curve_pngs, tuple(str(f) for f in files),
-                          BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, resampling, training, applied,
-                          fold_rows(extra))
+        shown_worst = {w.name for w in ev.worst}
+        data = ReportData(
+            cfg=cfg, section=section, checkpoint=checkpoint, images=len(ev.names), loss_name=loss_name(cfg),
+            loss=ev.loss, per_class=per_class, per_image_dice=dice(ev.counts.foreground()).numpy(),
+            seed_metrics=ev.seed_metrics, confusion=ev.confusion if not LabelSpace.from_config(cfg).binary else None,
+            worst=ev.worst, best=[x for x in ev.best if x.name not in shown_worst],  # small splits: no repeats
+            leaks=leaks, history=read_history(eval_dir), curve_pngs=curve_pngs, files=tuple(str(f) for f in files),
+            resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, resampling=resampling, training=training,
+            postprocess=applied, folds=fold_rows(extra))
         files += (write_report(eval_dir / "report.html", data),)
     barrier(dist_ctx)
     return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, files, leaks, resampling)

@@ -140,6 +140,8 @@ def test_a_model_from_code_says_no_training_config(trained_run: Path) -> None:
     from flexunet.evaluate.report import ReportData
 
     cfg = load_config(trained_run)
-    data = ReportData(cfg, "test", "", 0, "loss", 0.0, {}, np.zeros((0, 1)), {}, None, [], [],
-                      LeakSummary("not checked", (), ""), [], (), (), 10, 0)
+    data = ReportData(cfg=cfg, section="test", checkpoint="", images=0, loss_name="loss", loss=0.0, per_class={},
+                      per_image_dice=np.zeros((0, 1)), seed_metrics={}, confusion=None, worst=[], best=[],
+                      leaks=LeakSummary("not checked", (), ""), history=[], curve_pngs=(), files=(), resamples=10,
+                      seed=0)
     assert "Not available: the model was passed in code" in provenance_sections(data)

@@ -103,8 +103,10 @@ def _report_data(cfg, training=None, resampling=None):
     from flexunet.evaluate.leakage import LeakSummary
     from flexunet.evaluate.report import ReportData
 
-    return ReportData(cfg, "test", "best.pt", 260, "loss", 0.0, {}, np.zeros((0, 1)), {}, None, [], [],
-                      LeakSummary("not checked", (), ""), [], (), (), 1000, 0, resampling, training)
+    return ReportData(cfg=cfg, section="test", checkpoint="best.pt", images=260, loss_name="loss", loss=0.0,
+                      per_class={}, per_image_dice=np.zeros((0, 1)), seed_metrics={}, confusion=None, worst=[],
+                      best=[], leaks=LeakSummary("not checked", (), ""), history=[], curve_pngs=(), files=(),
+                      resamples=1000, seed=0, resampling=resampling, training=training)
 
 
 def test_interval_names_the_resampled_unit() -> None:
