@@ -28,7 +28,7 @@ from machine import machine_info  # noqa: E402
 
 from flexunet.config import load_config
 from flexunet.data.dataset import make_dataset, pairs_for
-from flexunet.evaluate import evaluate_details
+from flexunet.evaluate import EvalSettings, evaluate_details
 from flexunet.infer import OnnxModel, export_int8_from_config
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.metrics import dice, nanmean
@@ -80,7 +80,8 @@ def train(cfg, budget_s: float, min_epochs: int) -> dict:
 
 def test_dice(cfg, model) -> dict[str, float]:
     predictor = predictor_from_config(cfg, model, torch.device("cpu"), tta=False, batch_size=16)
-    ev = evaluate_details(predictor, cfg, "test", hd95=False)
+    ev = evaluate_details(predictor, make_dataset(cfg, pairs_for(cfg, "test")), EvalSettings.from_config(cfg),
+                          hd95=False)
     fg = ev.counts.foreground()
     return {"dice_dataset": round(float(dice(fg.total())[0]), 4),
             "dice_image_mean": round(float(nanmean(dice(fg)[:, 0])), 4), "test_images": len(ev.names)}

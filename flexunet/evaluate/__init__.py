@@ -9,10 +9,11 @@ from torch import nn
 from flexunet.config.folders import check_output_folders, protected_inputs
 from flexunet.config.schema import Config
 from flexunet.console import Bar, note, progress_bars
-from flexunet.data.dataset import pairs_for
+from flexunet.data.dataset import make_dataset, pairs_for
 from flexunet.errors import ConfigError
 from flexunet.evaluate.groups import resampling_for
 from flexunet.evaluate.measure import Evaluation, Example, at_original_size, evaluate_details, keep_extremes
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.evaluate.summary import summarise
 from flexunet.evaluate.write import EvalResult, eval_dir_outputs, write_evaluation
 from flexunet.files import check_outputs, guarded, sha256_of
@@ -26,7 +27,7 @@ from flexunet.runs.ensemble import load_ensemble
 from flexunet.runs.rundir import locked_folders, run_dir_for
 
 __all__ = [
-    "EvalResult", "Evaluation", "Example", "at_original_size", "eval_dir_outputs", "evaluate_details",
+    "EvalResult", "EvalSettings", "Evaluation", "Example", "at_original_size", "eval_dir_outputs", "evaluate_details",
     "evaluate_from_config", "evaluate_run", "keep_extremes", "summarise", "write_evaluation",
 ]
 
@@ -102,14 +103,15 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
     cfg = config_for_run(cfg, run_dir_for(cfg).model_dir)  # the threshold `auto` chose, if it did
     postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
+    settings = EvalSettings.from_config(cfg)
     with progress_bars(quiet or not dist_ctx.is_main) as progress:
         bar = Bar(progress, f"evaluating {section}", len(pairs))
         device = next((p.device for p in model.parameters()), None) or choose_device("cpu")  # ONNX: no parameters
         predictor = predictor_from_config(cfg, model, device, tta=tta, batch_size=cfg.eval.batch_size,
                                           postprocess=postprocess_hook(postprocess))
-        ev = evaluate_details(predictor, cfg, section, bar, hd95=True, examples=examples if report else 0,
-                              pairs=pairs, settings=postprocess, dist_ctx=dist_ctx)
+        ev = evaluate_details(predictor, make_dataset(cfg, pairs), settings, bar, hd95=True,
+                              examples=examples if report else 0, postprocess=postprocess, dist_ctx=dist_ctx)
     resampling = resampling_for(cfg, section, pairs)  # pairs in the order evaluated
     leaks = None  # decided by write_evaluation on rank 0 (the doctor)
-    return write_evaluation(ev, pairs, resampling, cfg, eval_dir, section, checkpoint, quiet, tta, doctor, report,
-                            training, dist_ctx, model_files, postprocess, leaks)
+    return write_evaluation(ev, pairs, resampling, cfg, settings, eval_dir, section, checkpoint, quiet, tta, doctor,
+                            report, training, dist_ctx, model_files, postprocess, leaks)

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from flexunet.config.schema import Config
-from flexunet.labels import LabelSpace, overlay
+from flexunet.evaluate.settings import EvalSettings
+from flexunet.labels import overlay
 from flexunet.postprocess import PostprocessSettings, instance_labels
 
 # The error panel's colours, from Okabe & Ito's colour-blind-safe palette: blue, yellow and vermillion stay far apart
@@ -128,11 +128,11 @@ def error_panel(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.nd
     return panel
 
 
-def example_png(example, cfg: Config) -> bytes:
+def example_png(example, settings: EvalSettings) -> bytes:
     """image | truth overlay | prediction overlay | errors, side by side (RGB)."""
     image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
-    image = image[..., ::-1] if cfg.image.color_order == "BGR" else image  # the network's order -> display RGB
-    colours = LabelSpace.from_config(cfg).overlay_colours()
+    image = image[..., ::-1] if settings.color_order == "BGR" else image  # the network's order -> display RGB
+    colours = settings.space.overlay_colours()
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     panels = [image, gap, overlay(image, example.labels, colours, 0.45),
               gap, overlay(image, example.pred, colours, 0.45),
@@ -156,11 +156,11 @@ def object_outlines(image: np.ndarray, labels: np.ndarray, postprocess: Postproc
     return panel
 
 
-def objects_png(example, cfg: Config, postprocess: PostprocessSettings) -> tuple[bytes, int, int]:
+def objects_png(example, settings: EvalSettings, postprocess: PostprocessSettings) -> tuple[bytes, int, int]:
     """(truth outlines | prediction outlines PNG, true objects, predicted objects) of one example image."""
     image = example.image if example.image.shape[2] != 1 else np.repeat(example.image, 3, axis=2)
-    image = np.ascontiguousarray(image[..., ::-1] if cfg.image.color_order == "BGR" else image)
-    num_labels = LabelSpace.from_config(cfg).num_labels
+    image = np.ascontiguousarray(image[..., ::-1] if settings.color_order == "BGR" else image)
+    num_labels = settings.space.num_labels
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     truth = object_outlines(image, example.labels, {}, num_labels)
     pred = object_outlines(image, example.pred, postprocess, num_labels)

@@ -9,14 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flexunet.config.schema import Config
 from flexunet.console import Bar
-from flexunet.data.dataset import SegmentationDataset, make_dataset, pairs_for
+from flexunet.data.dataset import SegmentationDataset
 from flexunet.data.io import read_mask
 from flexunet.data.masks import to_grey
-from flexunet.data.pairing import Pair
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.labels import LabelSpace
-from flexunet.losses import build_loss, probs_with_targets
+from flexunet.losses import probs_with_targets
 from flexunet.metrics import SEED_METRICS, Counts, confusion_counts, confusion_matrix, dice, nanmean
 from flexunet.metrics.distance import hd95_per_image
 from flexunet.metrics.objects import (
@@ -104,29 +103,29 @@ class BatchMeasures:
 
 
 @torch.no_grad()
-def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", bar: Bar | None = None,
-                     hd95: bool = True, examples: int = 0, pairs: list[Pair] | None = None,
-                     settings: PostprocessSettings | None = None, dist_ctx: DistContext = DistContext()) -> Evaluation:
-    """One pass of `predictor` over [section] (its `pairs` when the caller already listed them; `cfg` gives the
-    data, loss and seed metrics): loss, seed metrics, per-image
+def evaluate_details(predictor: Predictor, dataset: SegmentationDataset, settings: EvalSettings,
+                     bar: Bar | None = None, hd95: bool = True, examples: int = 0,
+                     postprocess: PostprocessSettings | None = None,
+                     dist_ctx: DistContext = DistContext()) -> Evaluation:
+    """One pass of `predictor` over `dataset` (`settings` give the batches, loss and seed metrics): loss, seed
+    metrics, per-image
     counts, pixel confusion matrix, HD95 per image and class, and the `examples` worst and best images by Dice (kept
     as they go, not the whole split).
 
     Loss and seed metrics are computed at the model's input size (as Keras' evaluate did); counts, the confusion
     matrix, HD95 and object matches at each image's original size, on labels after the predictor's postprocess;
-    predicted objects are numbered as `settings` ([postprocess] separate) say. The examples show the model-size
+    predicted objects are numbered as `postprocess` ([postprocess] separate) says. The examples show the model-size
     images.
 
     Under torchrun (`dist_ctx`) each process measures every world_size-th [eval] batch and all processes gather
     every batch's measures, folded in batch order: the batches are the ones one process would make, so the
     per-batch loss and seed metrics, and every per-image row, are those of one process.
     """
-    dataset = make_dataset(cfg, pairs_for(cfg, section) if pairs is None else pairs)
-    batch = cfg.eval.batch_size
+    batch = settings.batch_size
     mine = shard(list(enumerate(range(0, len(dataset), batch))), dist_ctx)
     measured = []
     for index, start in mine:
-        measured.append(measure_batch(predictor, dataset, cfg, index, start, hd95, examples, settings))
+        measured.append(measure_batch(predictor, dataset, settings, index, start, hd95, examples, postprocess))
         if bar is not None:
             bar.advance(len(measured[-1].names))
     every = sorted((m for part in gather_objects(measured, dist_ctx) for m in part), key=lambda m: m.index)
@@ -142,20 +141,19 @@ def evaluate_details(predictor: Predictor, cfg: Config, section: str = "test", b
     for m in every:
         confusion += m.confusion
     return Evaluation(float(np.mean([m.loss for m in every])),
-                      {k: float(np.mean([m.seed_metrics[k] for m in every])) for k in cfg.model.metrics}, per_image,
+                      {k: float(np.mean([m.seed_metrics[k] for m in every])) for k in settings.seed_metrics}, per_image,
                       [n for m in every for n in m.names], confusion, torch.cat(distances) if distances else None,
                       worst, best, torch.tensor(diagonals, dtype=torch.float64) if diagonals else None,
                       ObjectCounts.stack([o for m in every for o in m.objects]))
 
 
-def measure_batch(predictor: Predictor, dataset: SegmentationDataset, cfg: Config, index: int, start: int,
-                  hd95: bool, examples: int, settings: PostprocessSettings | None = None) -> BatchMeasures:
+def measure_batch(predictor: Predictor, dataset: SegmentationDataset, settings: EvalSettings, index: int, start: int,
+                  hd95: bool, examples: int, postprocess: PostprocessSettings | None = None) -> BatchMeasures:
     """The measures of [eval] batch `index` (images start .. start + batch_size of `dataset`)."""
-    loss_fn = build_loss(cfg.model)
     space = predictor.space
     num_labels = space.num_labels
     # each file read once
-    loaded = [dataset.load_original(i) for i in range(start, min(start + cfg.eval.batch_size, len(dataset)))]
+    loaded = [dataset.load_original(i) for i in range(start, min(start + settings.batch_size, len(dataset)))]
     truths = [labels for _, labels, _ in loaded]
     resized = [dataset.to_model_size(image, labels) for image, labels, _ in loaded]
     images = [image for image, _ in resized]
@@ -163,9 +161,9 @@ def measure_batch(predictor: Predictor, dataset: SegmentationDataset, cfg: Confi
     y = torch.stack([torch.from_numpy(labels) for _, labels in resized]).to(predictor.device).long()
     probs = predictor.batch_probs(x)
     logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6)) if space.binary else probs.clamp_min(1e-8).log()
-    loss = loss_fn(logits, y).item()
+    loss = settings.loss(logits, y).item()
     kept_probs, target = probs_with_targets(probs, y)  # both zero at [mask] ignore_index pixels
-    seed = {name: SEED_METRICS[name](target, kept_probs).item() for name in cfg.model.metrics}
+    seed = {name: SEED_METRICS[name](target, kept_probs).item() for name in settings.seed_metrics}
     pred = space.labels(probs)
     if predictor.postprocess is not None:  # the examples show postprocessed masks too
         pred = torch.stack([torch.from_numpy(predictor.label_map(p)) for p in probs.float().cpu().numpy()])
@@ -190,10 +188,10 @@ def measure_batch(predictor: Predictor, dataset: SegmentationDataset, cfg: Confi
         worst = keep_extremes([], candidates, examples, worst=True)
         best = keep_extremes([], candidates, examples, worst=False)
     ids: list[np.ndarray | None] = [None] * len(originals)
-    if cfg.mask.kind == "instances":  # the true objects are the mask's ids, not connected blobs (touching nuclei)
-        ids = [to_grey(read_mask(dataset.pairs[i].mask, cfg.image.pixel_limit())).astype(np.int64)
+    if settings.instances:  # the true objects are the mask's ids, not connected blobs (touching nuclei)
+        ids = [to_grey(read_mask(dataset.pairs[i].mask, settings.pixel_limit)).astype(np.int64)
                for i in range(start, start + len(originals))]
-    objects = [object_matches(p[0].numpy(), t[0].numpy(), space, settings, i)
+    objects = [object_matches(p[0].numpy(), t[0].numpy(), space, postprocess, i)
                for (p, t), i in zip(originals, ids, strict=True)]
     return BatchMeasures(index, loss, seed, batch_counts, names, confusion, distances, diagonals, worst, best,
                          objects)

@@ -9,10 +9,12 @@ from torch import Tensor
 from flexunet.config.folders import protected_inputs
 from flexunet.config.schema import Config
 from flexunet.console import Bar, progress_bars
+from flexunet.data.dataset import make_dataset
 from flexunet.errors import CheckpointError
 from flexunet.evaluate.groups import resampling_from_labels
 from flexunet.evaluate.leakage import LeakSummary
 from flexunet.evaluate.measure import Evaluation, Example, evaluate_details, keep_extremes
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.evaluate.write import EvalResult, eval_dir_outputs, write_evaluation
 from flexunet.files import check_outputs, guarded
 from flexunet.metrics import Counts
@@ -79,6 +81,7 @@ def evaluate_folds_from_config(cfg: Config, device: str | None = None, quiet: bo
     tta = cfg.eval.tta if tta is None else tta
     cfg = config_for_run(cfg, run.model_dir)
     postprocess = settings_for_run(cfg, run.model_dir)
+    settings = EvalSettings.from_config(cfg)
     with guarded(protected_inputs(cfg, [(c, "a fold checkpoint this command reads") for c in checkpoints])):
         check_outputs(eval_dir_outputs(eval_dir, report))
         torch_device = choose_device(device)
@@ -89,9 +92,9 @@ def evaluate_folds_from_config(cfg: Config, device: str | None = None, quiet: bo
                 model = for_inference(load_trained_model(checkpoint, torch_device, cfg)[0], torch_device)
                 predictor = predictor_from_config(cfg, model, torch_device, tta=tta, batch_size=cfg.eval.batch_size,
                                                   postprocess=postprocess_hook(postprocess))
-                part = evaluate_details(predictor, cfg, "valid", Bar(progress, f"fold {k}", len(held_out)),
-                                        hd95=True, examples=examples if report else 0, pairs=held_out,
-                                        settings=postprocess)
+                part = evaluate_details(predictor, make_dataset(cfg, held_out), settings,
+                                        Bar(progress, f"fold {k}", len(held_out)), hd95=True,
+                                        examples=examples if report else 0, postprocess=postprocess)
                 parts.append(part)
                 order += held_out
                 table.append({"fold": k, "checkpoint": str(checkpoint), "images": len(held_out),
@@ -103,5 +106,5 @@ def evaluate_folds_from_config(cfg: Config, device: str | None = None, quiet: bo
                 f"out of fold: each image is scored by the model of the fold that held its source group out "
                 f"(groups: {plan.source}); [test] is not used",), str(fold_file))
             name = f"{count} fold models, each on the images it did not train on ({fold_file})"
-            return write_evaluation(ev, order, resampling, cfg, eval_dir, "out-of-fold", name, quiet, tta, None,
-                                    report, None, DistContext(), None, postprocess, leaks, {"folds": table})
+            return write_evaluation(ev, order, resampling, cfg, settings, eval_dir, "out-of-fold", name, quiet, tta,
+                                    None, report, None, DistContext(), None, postprocess, leaks, {"folds": table})

@@ -35,6 +35,7 @@ from flexunet.evaluate.sections import (
     postprocess_section,
     seed_table,
 )
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.files import atomic_write_text
 from flexunet.postprocess import PostprocessSettings
 from flexunet.runs.checkpoint import TrainingConfig
@@ -68,7 +69,8 @@ details summary { cursor: pointer; color: #2d5fa8; }
 class ReportData:
     """Everything the page shows, computed before rendering so the renderer stays a pure function."""
 
-    cfg: Config
+    cfg: Config  # shown as the evaluation's settings, beside the training config
+    settings: EvalSettings
     section: str
     checkpoint: str
     images: int
@@ -207,11 +209,11 @@ def render_report(data: ReportData) -> str:
         f'<img alt="per-image Dice histogram" src="{histogram}">' if histogram else "<p>No images.</p>",
         f"<h2>The {e(len(data.worst))} worst images</h2>",
         error_legend() if data.worst or data.best else "",
-        examples_table(data.worst, cfg, "worst"),
-        f"<h2>Objects in the {e(len(data.worst))} worst images</h2>" + objects_table(data.worst, cfg, applied)
+        examples_table(data.worst, data.settings, "worst"),
+        f"<h2>Objects in the {e(len(data.worst))} worst images</h2>" + objects_table(data.worst, data.settings, applied)
         if data.worst and data.per_class and "object_f1" in next(iter(data.per_class.values())) else "",
         f"<h2>The {e(len(data.best))} best images</h2>" if data.best else "",
-        examples_table(data.best, cfg, "best") if data.best else "",
+        examples_table(data.best, data.settings, "best") if data.best else "",
         confusion,
         "<h2>Training curves</h2>",
         curves,

@@ -13,6 +13,7 @@ from flexunet.config.schema import SECTIONS, Config
 from flexunet.console import plural
 from flexunet.evaluate.figures import ERROR_COLOURS, ERROR_MEANINGS, example_png, objects_png, png_data_uri
 from flexunet.evaluate.provenance import origin_of
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.postprocess import PostprocessSettings
 
 
@@ -43,13 +44,13 @@ SEED_CAVEATS = {
 }
 
 
-def objects_table(examples: Sequence, cfg: Config, postprocess: PostprocessSettings) -> str:
+def objects_table(examples: Sequence, settings: EvalSettings, postprocess: PostprocessSettings) -> str:
     """The worst images' objects: true and predicted outlines, one colour per object, with the count of each."""
     if not examples:
         return ""
     rows = []
     for x in examples:
-        png, true_count, pred_count = objects_png(x, cfg, postprocess)
+        png, true_count, pred_count = objects_png(x, settings, postprocess)
         rows.append(f'<tr data-image="{e(x.name)}"><td>{e(x.name)}<br>true objects <strong class="true-count">'
                     f'{e(true_count)}</strong><br>predicted objects <strong class="pred-count">{e(pred_count)}'
                     f'</strong></td><td><img alt="{e(x.name)}: true and predicted objects" '
@@ -192,12 +193,12 @@ def confusion_table(confusion: Tensor, names: Sequence[str]) -> str:
     return f'<table id="confusion">{head}{"".join(rows)}</table>'
 
 
-def examples_table(examples: Sequence, cfg: Config, table_id: str) -> str:
+def examples_table(examples: Sequence, settings: EvalSettings, table_id: str) -> str:
     if not examples:
         return "<p>No image with a foreground class in its truth or prediction.</p>"
     rows = [f'<tr><td>{e(x.name)}<br>Dice {e(fmt(x.score))}</td>'
             f'<td><img alt="{e(x.name)}: image, truth, prediction, errors" '
-            f'src="{png_data_uri(example_png(x, cfg))}"></td></tr>'
+            f'src="{png_data_uri(example_png(x, settings))}"></td></tr>'
             for x in examples]
     return (f'<table class="examples" id="{e(table_id)}"><tr><th class="name">image</th>'
             f'<th class="name">image | truth | prediction | errors</th></tr>{"".join(rows)}</table>')

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from flexunet.config.schema import Config
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.metrics import HONEST_METRICS, Counts, dice, nanmean
 from flexunet.metrics.bootstrap import bootstrap_counts_metric, bootstrap_mean
 from flexunet.metrics.distance import mean_hd95, one_sided_as
@@ -21,17 +21,10 @@ from flexunet.metrics.objects import (
 )
 
 BOOTSTRAP_RESAMPLES = 1000
-
-
 BOOTSTRAP_SEED = 0
 
 
-def class_names(cfg: Config) -> list[str]:
-    """Names of the foreground classes: [mask] class_names without the background, else `class_1`, `class_2`, ..."""
-    return cfg.label_names[1:]
-
-
-def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | None = None,
+def summarise(per_image: Counts, names: list[str], settings: EvalSettings, hd95: Tensor | None = None,
               resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
               diagonals: Tensor | None = None,
               groups: Tensor | None = None,
@@ -48,7 +41,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
     for metric, fn in HONEST_METRICS.items():
         dataset_level, image_level = fn(total), fn(fg)  # (K,), (N, K)
         ci = bootstrap_counts_metric(fg, fn, resamples, seed, groups=groups) if resamples else None
-        for k, cls in enumerate(class_names(cfg)):
+        for k, cls in enumerate(settings.class_names):
             entry = per_class.setdefault(cls, {})
             entry[metric] = float(dataset_level[k])
             if ci is not None:
@@ -57,19 +50,19 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             for row, value in zip(rows, image_level[:, k].tolist(), strict=True):
                 row[f"{metric}_{cls}"] = value
     mean_ci = bootstrap_mean(dice(fg), resamples, seed, groups=groups) if resamples else None  # of the per-image mean
-    for k, cls in enumerate(class_names(cfg)):
+    for k, cls in enumerate(settings.class_names):
         per_class[cls]["images_with_class"] = int(((fg.tp[:, k] + fg.fn[:, k]) > 0).sum())
         if mean_ci is not None:
             per_class[cls]["dice_image_mean_ci_low"] = float(mean_ci.low[k])
             per_class[cls]["dice_image_mean_ci_high"] = float(mean_ci.high[k])
     if hd95 is not None:
         if diagonals is None:
-            diagonals = torch.full((hd95.shape[0],), math.hypot(cfg.model.image_width, cfg.model.image_height))
+            diagonals = torch.full((hd95.shape[0],), math.hypot(*settings.input_size))
         worst = diagonals.to(hd95.dtype)[:, None]  # (N, 1): each image's own diagonal
         mean = mean_hd95(hd95, worst)
         # replace the infinite values before resampling, so each image keeps its own diagonal
         ci = bootstrap_mean(one_sided_as(hd95, worst), resamples, seed, groups=groups) if resamples else None
-        for k, cls in enumerate(class_names(cfg)):
+        for k, cls in enumerate(settings.class_names):
             entry = per_class[cls]
             entry["hd95"] = float(mean[k])
             if ci is not None:
@@ -78,7 +71,7 @@ def summarise(per_image: Counts, names: list[str], cfg: Config, hd95: Tensor | N
             for row, value in zip(rows, hd95[:, k].tolist(), strict=True):
                 row[f"hd95_{cls}"] = value
     if objects is not None and objects.tp.shape[0] == len(names):
-        add_object_metrics(per_class, rows, objects, class_names(cfg), resamples, seed, groups)
+        add_object_metrics(per_class, rows, objects, settings.class_names, resamples, seed, groups)
     return per_class, rows
 
 

@@ -16,10 +16,9 @@ from flexunet.evaluate.groups import Resampling
 from flexunet.evaluate.leakage import LeakSummary, leak_summary
 from flexunet.evaluate.measure import Evaluation
 from flexunet.evaluate.provenance import provenance_record
+from flexunet.evaluate.settings import EvalSettings
 from flexunet.evaluate.summary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, summarise
 from flexunet.files import atomic_write_text, check_outputs, make_folder
-from flexunet.labels import LabelSpace
-from flexunet.losses import canonical_loss_name, default_loss_name
 from flexunet.metrics import dice
 from flexunet.metrics.objects import (
     OBJECT_METRICS,
@@ -60,10 +59,6 @@ def _fmt(value: float | int | str) -> str:
     return "nan" if math.isnan(value) else f"{value:.4f}"
 
 
-def loss_name(cfg: Config) -> str:
-    return canonical_loss_name(cfg.model.loss or default_loss_name(cfg.model))
-
-
 def bootstrap_record(resampling: Resampling) -> dict[str, object]:
     """metrics.json's "bootstrap": what was resampled (source groups or images), how many, and from where."""
     return {**resampling.to_dict(), "resamples": BOOTSTRAP_RESAMPLES, "seed": BOOTSTRAP_SEED, "level": 0.95}
@@ -72,14 +67,13 @@ def bootstrap_record(resampling: Resampling) -> dict[str, object]:
 REPORT_FILES = ("evaluation.csv", "per_image.csv", "per_class.csv", "metrics.json")  # and report.html
 
 
-def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, float],
+def write_reports(result_dir: Path, loss_name: str, loss: float, seed: dict[str, float],
                   per_class: dict[str, dict[str, float]], rows: list[dict], extra: dict | None = None,
                   resampling: Resampling | None = None) -> tuple[Path, ...]:
     """evaluation.csv (seed format: `<loss>,<value>` then `<metrics[0]>,<value>`), per_image.csv, per_class.csv,
     metrics.json (with `extra` entries added). `resampling` says what the intervals resampled (images if None)."""
     make_folder(result_dir)
-    name = loss_name(cfg)
-    seed_lines = [f"{name},{loss:.4f}"] + [f"{metric},{value:.4f}" for metric, value in list(seed.items())[:1]]
+    seed_lines = [f"{loss_name},{loss:.4f}"] + [f"{metric},{value:.4f}" for metric, value in list(seed.items())[:1]]
     files = [result_dir / name for name in REPORT_FILES]
     atomic_write_text(files[0], "\n".join(seed_lines) + "\n")
     keys = list(rows[0]) if rows else ["image"]
@@ -97,7 +91,7 @@ def write_reports(result_dir: Path, cfg: Config, loss: float, seed: dict[str, fl
     lines += [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
     atomic_write_text(files[2], "\n".join(lines) + "\n")
     atomic_write_text(files[3], json.dumps(_json_safe({
-        "loss": {name: loss}, "per_class": per_class,
+        "loss": {loss_name: loss}, "per_class": per_class,
         "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background",
                          **seed},
         "images": len(rows),
@@ -162,8 +156,9 @@ def eval_dir_outputs(eval_dir: Path, report: bool) -> list[Path]:
     return [Path(eval_dir) / name for name in REPORT_FILES + (("report.html",) if report else ())]
 
 
-def write_evaluation(ev: Evaluation, pairs: list[Pair], resampling: Resampling, cfg: Config, eval_dir: Path,
-                     section: str, checkpoint: str, quiet: bool, tta: bool, doctor: Path | None, report: bool,
+def write_evaluation(ev: Evaluation, pairs: list[Pair], resampling: Resampling, cfg: Config,
+                     settings: EvalSettings, eval_dir: Path, section: str, checkpoint: str, quiet: bool, tta: bool,
+                     doctor: Path | None, report: bool,
                      training: TrainingConfig | None, dist_ctx: DistContext, model_files: dict[str, object] | None,
                      postprocess: PostprocessSettings, leaks: LeakSummary | None,
                      extra: dict[str, object] | None = None) -> EvalResult:
@@ -172,20 +167,20 @@ def write_evaluation(ev: Evaluation, pairs: list[Pair], resampling: Resampling, 
     from flexunet.evaluate.figures import read_history
     from flexunet.evaluate.report import ReportData, write_report
 
-    per_class, rows = summarise(ev.counts, ev.names, cfg, ev.hd95, diagonals=ev.diagonals, groups=resampling.groups,
-                                objects=ev.objects)
+    per_class, rows = summarise(ev.counts, ev.names, settings, ev.hd95, diagonals=ev.diagonals,
+                                groups=resampling.groups, objects=ev.objects)
     if not dist_ctx.is_main:
         barrier(dist_ctx)  # rank 0 writes the reports
         return EvalResult(ev.loss, ev.seed_metrics, per_class, rows, (), None, resampling)
     applied = postprocess_record(cfg, postprocess, run_dir_for(cfg).model_dir)
     predicted = {name: int(v.get("predicted_objects", 0)) for name, v in per_class.items()}
-    for line in separation_notes(postprocess, cfg.label_names, predicted):
+    for line in separation_notes(postprocess, list(settings.space.names), predicted):
         if not quiet:
             note(line)
     check_outputs(eval_dir_outputs(eval_dir, report))  # before anything is written (evaluate_run from the API too)
     if leaks is None:
         leaks = leak_summary(cfg, section, eval_dir, doctor, run_doctor=report, evaluated=[p.image for p in pairs])
-    files = write_reports(eval_dir, cfg, ev.loss, ev.seed_metrics, per_class, rows,
+    files = write_reports(eval_dir, settings.loss_name, ev.loss, ev.seed_metrics, per_class, rows,
                           {"section": section, "leakage": {"status": leaks.status, "lines": list(leaks.lines),
                                                            "source": leaks.source},
                            "tta": tta, "bootstrap": bootstrap_record(resampling),
@@ -197,9 +192,10 @@ def write_evaluation(ev: Evaluation, pairs: list[Pair], resampling: Resampling, 
                            if p.is_file())
         shown_worst = {w.name for w in ev.worst}
         data = ReportData(
-            cfg=cfg, section=section, checkpoint=checkpoint, images=len(ev.names), loss_name=loss_name(cfg),
-            loss=ev.loss, per_class=per_class, per_image_dice=dice(ev.counts.foreground()).numpy(),
-            seed_metrics=ev.seed_metrics, confusion=ev.confusion if not LabelSpace.from_config(cfg).binary else None,
+            cfg=cfg, settings=settings, section=section, checkpoint=checkpoint, images=len(ev.names),
+            loss_name=settings.loss_name, loss=ev.loss, per_class=per_class,
+            per_image_dice=dice(ev.counts.foreground()).numpy(), seed_metrics=ev.seed_metrics,
+            confusion=ev.confusion if not settings.space.binary else None,
             worst=ev.worst, best=[x for x in ev.best if x.name not in shown_worst],  # small splits: no repeats
             leaks=leaks, history=read_history(eval_dir), curve_pngs=curve_pngs, files=tuple(str(f) for f in files),
             resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED, resampling=resampling, training=training,

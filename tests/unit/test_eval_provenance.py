@@ -138,9 +138,10 @@ def test_git_commit_is_left_out_when_unknown(monkeypatch: pytest.MonkeyPatch, tr
 def test_a_model_from_code_says_no_training_config(trained_run: Path) -> None:
     from flexunet.evaluate.leakage import LeakSummary
     from flexunet.evaluate.report import ReportData
+    from flexunet.evaluate.settings import EvalSettings
 
     cfg = load_config(trained_run)
-    data = ReportData(cfg=cfg, section="test", checkpoint="", images=0, loss_name="loss", loss=0.0, per_class={},
+    data = ReportData(cfg=cfg, settings=EvalSettings.from_config(cfg), section="test", checkpoint="", images=0, loss_name="loss", loss=0.0, per_class={},
                       per_image_dice=np.zeros((0, 1)), seed_metrics={}, confusion=None, worst=[], best=[],
                       leaks=LeakSummary("not checked", (), ""), history=[], curve_pngs=(), files=(), resamples=10,
                       seed=0)

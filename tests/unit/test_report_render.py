@@ -102,8 +102,9 @@ def _report_data(cfg, training=None, resampling=None):
 
     from flexunet.evaluate.leakage import LeakSummary
     from flexunet.evaluate.report import ReportData
+    from flexunet.evaluate.settings import EvalSettings
 
-    return ReportData(cfg=cfg, section="test", checkpoint="best.pt", images=260, loss_name="loss", loss=0.0,
+    return ReportData(cfg=cfg, settings=EvalSettings.from_config(cfg), section="test", checkpoint="best.pt", images=260, loss_name="loss", loss=0.0,
                       per_class={}, per_image_dice=np.zeros((0, 1)), seed_metrics={}, confusion=None, worst=[],
                       best=[], leaks=LeakSummary("not checked", (), ""), history=[], curve_pngs=(), files=(),
                       resamples=1000, seed=0, resampling=resampling, training=training)
