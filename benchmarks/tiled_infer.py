@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from flexunet.config import config_from_dict
-from flexunet.infer.predict import predict_folder
+from flexunet.infer.predict import FileSettings, predict_folder
 from flexunet.predict import predictor_from_config
 from flexunet.predict.tiling import tile_boxes
 from flexunet.models import build_model
@@ -82,7 +82,8 @@ def child(kind: str, side: int, overlap: int, folder: Path) -> None:
     before = peak_rss_mb()
     began = time.perf_counter()
     predictor = predictor_from_config(cfg, model, torch.device("cpu"), tiled=True)
-    result = predict_folder(predictor, cfg, str(folder / "images"), folder / "masks", None)
+    result = predict_folder(predictor, FileSettings.from_config(cfg, tiled=True), str(folder / "images"),
+                            folder / "masks", None)
     seconds = time.perf_counter() - began
     print(json.dumps({"seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak_rss_mb(), "written": len(result.written)}))
 

@@ -18,7 +18,7 @@ from flexunet.errors import ConfigError
 from flexunet.files import check_outputs, guarded, sha256_of
 from flexunet.infer.compiled import compile_for_inference
 from flexunet.infer.export import ExportResult, Int8Result, export_onnx, int8_path, quantize_int8
-from flexunet.infer.predict import InferResult, planned_outputs, predict_folder, settings_tag
+from flexunet.infer.predict import FileSettings, InferResult, planned_outputs, predict_folder, settings_tag
 from flexunet.infer.slides import list_slides, predict_slides, slide_stem
 from flexunet.labels import LabelSpace
 from flexunet.postprocess import PostprocessSettings, config_for_run, postprocess_hook, settings_for_run
@@ -164,9 +164,9 @@ def _infer(cfg: Config, images_dir: str, output_dir: Path, merged: Path | None, 
     files = list_image_files(images_dir, "[tiledinfer] images_dir" if tiled else "[infer] images_dir")
     with progress_bars(quiet) as progress:
         bar = Bar(progress, "inferring (tiled)" if tiled else "inferring", len(shard(files, dist_ctx)))
-        return predict_folder(predictor, cfg, images_dir, output_dir, merged, on_image=bar.advance,
-                              resume=resume, settings=settings, instances_dir=instances_dir, dist_ctx=dist_ctx,
-                              tag=tag)
+        return predict_folder(predictor, FileSettings.from_config(cfg, tiled), images_dir, output_dir, merged,
+                              on_image=bar.advance, resume=resume, settings=settings, instances_dir=instances_dir,
+                              dist_ctx=dist_ctx, tag=tag)
 
 
 def export_from_config(cfg: Config, onnx: Path, checkpoint: Path | None = None,

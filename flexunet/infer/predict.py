@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from flexunet.config.schema import Config
+from flexunet.config.section import DEFAULT_MAX_PIXELS
 from flexunet.console import plural, say
 from flexunet.data.io import read_image, read_mask, write_image
 from flexunet.data.pairing import list_image_files
@@ -19,7 +20,7 @@ from flexunet.files import append_line, make_folder, manifest_tags, remove_temp_
 from flexunet.infer.objects import COUNTS, OBJECTS, ImageObjects, ObjectTable, image_objects, instance_png
 from flexunet.labels import LabelSpace, overlay
 from flexunet.postprocess import PostprocessSettings, separation_notes
-from flexunet.predict import Predictor, SlidingWindow
+from flexunet.predict import Predictor
 from flexunet.runs.distributed import DistContext, gather_objects, shard
 
 
@@ -133,30 +134,46 @@ def planned_outputs(files: Sequence[Path], output_dir: Path, merged_dir: Path | 
     return [folder / name for folder in folders for name in names] + [output_dir / OBJECTS, output_dir / COUNTS]
 
 
-def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, cfg: Config, output_dir: Path,
-                     merged_dir: Path | None, name_prefix: str = "", space: LabelSpace | None = None,
-                     tag: str = "") -> Path:
+@dataclass(frozen=True)
+class FileSettings:
+    """How infer reads images and draws what it writes: [model] image_channels, [image] color_order and pixel
+    limit, [segmentation] blursize and [infer] overlay_alpha; built once from the config by the entry point."""
+
+    channels: int = 3
+    color_order: str = "RGB"
+    pixel_limit: int = DEFAULT_MAX_PIXELS
+    blursize: tuple[int, int] | None = None  # the overlay's image is blurred first (the seed's option)
+    overlay_alpha: float = 0.4
+
+    @classmethod
+    def from_config(cls, cfg: Config, tiled: bool = False) -> FileSettings:
+        blur = cfg.segmentation.blursize
+        return cls(cfg.model.image_channels, cfg.image.color_order, cfg.image.pixel_limit(tiled),
+                   (int(blur[0]), int(blur[1])) if blur else None, cfg.infer.overlay_alpha)
+
+
+def write_prediction(path: Path, image: np.ndarray, labels: np.ndarray, space: LabelSpace, files: FileSettings,
+                     output_dir: Path, merged_dir: Path | None, name_prefix: str = "", tag: str = "") -> Path:
     """`<output_dir>/<stem>.png` mask and, with a merged_dir, the overlay of the same name; returns the mask path.
     `tag` names the settings that made them (the manifest keeps it, for resume)."""
     target = output_dir / f"{name_prefix}{path.stem}.png"
-    space = space or LabelSpace.from_config(cfg)
     write_image(target, space.mask_pixels(labels), tag)
     if merged_dir is not None:
-        shown = image if cfg.image.color_order == "RGB" else image[:, :, ::-1]
-        if cfg.segmentation.blursize:
-            shown = cv2.blur(shown, tuple(cfg.segmentation.blursize))
-        merged = overlay(shown, labels, space.overlay_colours(), cfg.infer.overlay_alpha)
+        shown = image if files.color_order == "RGB" else image[:, :, ::-1]
+        if files.blursize:
+            shown = cv2.blur(shown, files.blursize)
+        merged = overlay(shown, labels, space.overlay_colours(), files.overlay_alpha)
         write_image(merged_dir / f"{name_prefix}{path.stem}.png", merged, tag)
     return target
 
 
-def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_dir: Path, merged_dir: Path | None,
-                   name_prefix: str = "", limit: int | None = None, on_image: Callable[[], None] | None = None,
-                   resume: bool = False, settings: PostprocessSettings | None = None,
-                   instances_dir: Path | None = None, dist_ctx: DistContext = DistContext(),
-                   tag: str = "") -> InferResult:
+def predict_folder(predictor: Predictor, files_settings: FileSettings, images_dir: str, output_dir: Path,
+                   merged_dir: Path | None, name_prefix: str = "", limit: int | None = None,
+                   on_image: Callable[[], None] | None = None, resume: bool = False,
+                   settings: PostprocessSettings | None = None, instances_dir: Path | None = None,
+                   dist_ctx: DistContext = DistContext(), tag: str = "") -> InferResult:
     """Segment every image of `images_dir` (sorted) with `predictor`: `<stem>.png` masks at the original size,
-    optional overlays. `cfg` gives only how files are read and written ([image], [segmentation], [infer] overlay).
+    optional overlays, read and drawn as `files_settings` say.
 
     Streams: only `predictor.images_per_pass` images (a batch; one image when tiled) are in memory at a time.
     Unreadable files are skipped and reported, not fatal: one bad file must not lose a long batch. Every file is
@@ -183,7 +200,7 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
             make_folder(folder)
     journal = read_journal(output_dir, tag) if resume else {}
     result, redone = InferResult(), 0
-    batch_size, tiled = predictor.images_per_pass, isinstance(predictor.tiler, SlidingWindow)
+    batch_size = predictor.images_per_pass
     for start in range(0, len(files), batch_size):
         chunk, images = [], []
         for path, name in zip(files[start : start + batch_size], names[start : start + batch_size], strict=True):
@@ -200,8 +217,8 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
                 for target in targets:  # this process alone writes these names: a killed pass's leftovers go
                     remove_temp_files(target)
             try:
-                images.append(read_image(path, cfg.model.image_channels, cfg.image.color_order,
-                                         cfg.image.pixel_limit(tiled)))
+                images.append(read_image(path, files_settings.channels, files_settings.color_order,
+                                         files_settings.pixel_limit))
                 chunk.append(path)
             except DataError as exc:
                 result.skipped.append(str(exc))
@@ -213,8 +230,8 @@ def predict_folder(predictor: Predictor, cfg: Config, images_dir: str, output_di
             if not np.isfinite(prediction.probs).all():  # NaN logits threshold to background: never silently
                 result.nonfinite.append(path)
             try:
-                result.written.append(write_prediction(path, image, lab, cfg, output_dir, merged_dir, name_prefix,
-                                                       predictor.space, tag))
+                result.written.append(write_prediction(path, image, lab, predictor.space, files_settings,
+                                                       output_dir, merged_dir, name_prefix, tag))
                 found = _add_objects(table, name, path, lab, prediction.probs, settings, instances_dir, result, tag)
                 append_journal(output_dir, dist_ctx.rank, name, tag, found)
             except OutputError as exc:

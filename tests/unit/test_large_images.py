@@ -95,7 +95,8 @@ def test_inference_reads_with_the_limit_of_its_mode(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(predict, "read_image", refuse)
     cfg = config_from_dict({"model": {"image_width": 32, "image_height": 32}, "tiledinfer": {"overlapping": 8}})
     predictor = predictor_from_config(cfg, torch.nn.Identity(), torch.device("cpu"), tiled=tiled)
-    result = predict.predict_folder(predictor, cfg, str(data / "images"), tmp_path / "out", None)
+    result = predict.predict_folder(predictor, predict.FileSettings.from_config(cfg, tiled), str(data / "images"),
+                                    tmp_path / "out", None)
     assert asked == [limit, limit] and len(result.skipped) == 2 and not result.written
 
 

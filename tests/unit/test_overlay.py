@@ -7,7 +7,7 @@ import numpy as np
 
 from flexunet.config import config_from_dict
 from flexunet.data.io import read_image
-from flexunet.infer.predict import write_prediction
+from flexunet.infer.predict import FileSettings, write_prediction
 from flexunet.labels import overlay
 from flexunet.predict import resize_probs
 from flexunet.labels import LabelSpace
@@ -67,7 +67,8 @@ def test_binary_overlay_in_merged_dir_is_visible(tmp_path: Path) -> None:
     labels[4:12, 4:12] = 1
     for level in (235, 128, 20):  # pale stain, mid grey, dark background
         image = np.full((16, 16, 3), level, np.uint8)
-        write_prediction(tmp_path / "a.png", image, labels, cfg, tmp_path / "out", tmp_path / "merged")
+        write_prediction(tmp_path / "a.png", image, labels, LabelSpace.from_config(cfg), FileSettings.from_config(cfg),
+                         tmp_path / "out", tmp_path / "merged")
         merged = read_image(tmp_path / "merged" / "a.png").astype(int)
         change = np.abs(merged - image).max(axis=2)  # (H, W) largest channel change
         assert change[6:10, 6:10].min() >= 50, level  # interior of the mask: plainly visible
