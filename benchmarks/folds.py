@@ -126,7 +126,7 @@ def run_side(dataset: str, side: str, work: Path, smoke: bool = False) -> dict[s
         "dataset": dataset, "side": side, "folds": 1 if side == "single" else FOLDS,
         "model": f"{cfg.model.model} base_filters {cfg.model.base_filters} num_layers {cfg.model.num_layers}",
         "input_size": [cfg.model.image_width, cfg.model.image_height], "batch": batch,
-        "epochs_per_model": cfg.train.epochs, "steps_per_epoch": cfg.train.steps_per_epoch or single_steps,
+        "epochs_per_model": cfg.train.epochs, "steps_per_epoch": cfg.train.steps_per_epoch,  # None: every image
         "training_images_seen": images, "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
         "best_epochs": [fit.best_epoch for fit in fits], "test_images": len(evaluation.per_image),
         "per_class": _scores(evaluation), "load_average_1m": load.samples, "machine": machine_info(), "smoke": smoke,
@@ -172,8 +172,9 @@ def table() -> None:
                          f"{v.get('dice_ci_high', float('nan')):.3f}] / {v.get('dice_image_mean', float('nan')):.3f}"
                          for name, v in r["per_class"].items())
         loads = [x for _, x in r["load_average_1m"]] or [float("nan")]
+        steps = round(r["training_images_seen"] / (r["folds"] * r["epochs_per_model"] * r["batch"]))  # as trained
         lines.append(f"| {r['dataset']} | {r['side']} | {r['folds']} x {r['epochs_per_model']} x "
-                     f"{r['steps_per_epoch']} | {r['training_images_seen']:,} | {r['train_wall_s']:.0f} / "
+                     f"{steps} | {r['training_images_seen']:,} | {r['train_wall_s']:.0f} / "
                      f"{r['train_cpu_s']:.0f} | {dice} | {min(loads):.1f}-{max(loads):.1f} |")
         if "inference" in r:
             costs.append((r["dataset"], r["inference"]))

@@ -54,11 +54,12 @@ SPLIT_FILE = HERE / "splits" / "pap_smear_grouped.csv"
 RESULTS = HERE / "results"
 RUNS = Path(os.environ.get("FLEXUNET_PEERS_RUNS", RESULTS / "peers_runs"))  # another folder for smoke runs
 WORK = Path(os.environ.get("FLEXUNET_PEERS_WORK", "/tmp/flexunet-peers"))  # prepared data, checkpoints, predictions
-SIDES = ["flexunet_best", "smp", "monai", "tf_reference", "flexunet_seed", "nnunet"]
+SIDES = ["flexunet_best", "smp", "monai", "tf_reference", "flexunet_seed", "nnunet", "flexunet_best_aug"]
 PYTHON = {"tf_reference": HERE / ".venv-tf" / "bin" / "python", "nnunet": HERE / ".venv-nnunet" / "bin" / "python"}
 SCRIPT = {"tf_reference": HERE / "peers" / "tf_side.py", "smp": HERE / "peers" / "smp_side.py",
           "monai": HERE / "peers" / "monai_side.py", "nnunet": HERE / "peers" / "nnunet_side.py",
-          "flexunet_seed": HERE / "peers" / "flexunet_side.py", "flexunet_best": HERE / "peers" / "flexunet_side.py"}
+          "flexunet_seed": HERE / "peers" / "flexunet_side.py", "flexunet_best": HERE / "peers" / "flexunet_side.py",
+          "flexunet_best_aug": HERE / "peers" / "flexunet_side.py"}
 LOAD_EVERY_S = 30
 MACHINE_KEYS = ("cpu_model", "cpu_flags", "cores_usable")  # sides that differ in these are not put in one table
 

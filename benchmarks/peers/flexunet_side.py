@@ -6,7 +6,10 @@
 --recipe best: the best documented recipe (results/model_zoo.md: the 7.8 M FlexUNet, Adam 1e-3, bce_dice_loss,
                batch 4, no augmentation ([model] generator is off by default), epochs of 50 batches, 10 validation
                batches), as
-               benchmarks/model_zoo_train.py trains it (`sections`).
+               benchmarks/model_zoo_train.py trains it (`sections`);
+--recipe best_aug: the same with [model] generator = True (the default [augmentor]: flips, rotations, shrinks),
+               what `flexunet init --budget` turns on when a budget passes over the data more than 4 times: the
+               A/B of issue 28 against `best`, run side by side at one budget.
 Both keep best.pt by val_loss (flexunet's default monitor) and stop at the first epoch end after which another
 epoch as long as the last would pass `--budget` CPU seconds of this process; the test images are then predicted from
 best.pt through flexunet's predictor.
@@ -34,12 +37,15 @@ def config(recipe: str, work: Path):
         return flex_config("grouped", work)
     from model_zoo_train import sections
 
-    return config_from_dict(sections("pap-smear-grouped", "flexunet", work), base_dir=work)
+    values = sections("pap-smear-grouped", "flexunet", work)
+    if recipe == "best_aug":
+        values["model"] |= {"generator": True}
+    return config_from_dict(values, base_dir=work)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--recipe", choices=["seed", "best"], required=True)
+    parser.add_argument("--recipe", choices=["seed", "best", "best_aug"], required=True)
     parser.add_argument("--data", type=Path, help="unused: flexunet reads the JPEGs through the split file")
     parser.add_argument("--split-file", help="unused: the recipes name benchmarks/splits/pap_smear_grouped.csv")
     parser.add_argument("--budget", type=float, default=600.0, help="CPU seconds of this process")
