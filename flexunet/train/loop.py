@@ -5,7 +5,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,12 +69,13 @@ class FitResult:
     budget_s: float | None = None  # [train] time_budget in seconds, when set
 
 
-def seed_metric_names(cfg: Config) -> tuple[list[str], list[str]]:
-    """Seed metrics to compute every batch, and the two train_metrics.csv columns ([train] metrics or derived)."""
-    first = cfg.model.metrics[0] if cfg.model.metrics else None
-    columns = list(cfg.train.metrics) or ([first, f"val_{first}"] if first is not None else [])
+def seed_metric_names(metrics: Sequence[str], logged: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Seed metrics to compute every batch ([model] `metrics` and what [train] metrics, `logged`, names), and the two
+    train_metrics.csv columns (`logged`, or derived from the first metric)."""
+    first = metrics[0] if metrics else None
+    columns = list(logged) or ([first, f"val_{first}"] if first is not None else [])
     bases = [c.removeprefix("val_") for c in columns]
-    names = list(dict.fromkeys([*cfg.model.metrics, *(b for b in bases if b != "loss")]))
+    names = list(dict.fromkeys([*metrics, *(b for b in bases if b != "loss")]))
     return names, columns
 
 
@@ -105,11 +106,11 @@ def epoch_row(epoch: int, lr: float, train_stats: dict[str, float], val_stats: d
     return row | {"seconds": seconds, "images_per_s": images / max(seconds, 1e-9)}
 
 
-def validation_total(valid: SegmentationDataset, cfg: Config, dist_ctx: DistContext) -> int:
-    """Images one process validates per epoch: its shard, cut to [train] validation_steps batches."""
+def validation_total(valid: SegmentationDataset, steps: int | None, batch_size: int, dist_ctx: DistContext) -> int:
+    """Images one process validates per epoch: its shard, cut to `steps` ([train] validation_steps) batches of
+    `batch_size` ([eval] batch_size) shared by the processes."""
     shard = len(range(dist_ctx.rank, len(valid), dist_ctx.world_size))
-    steps = cfg.train.validation_steps
-    return shard if steps is None else min(shard, steps * max(1, cfg.eval.batch_size // dist_ctx.world_size))
+    return shard if steps is None else min(shard, steps * max(1, batch_size // dist_ctx.world_size))
 
 
 def check_finite_weights(model: nn.Module, epoch: int, run: RunDir, dist_ctx: DistContext,
@@ -190,7 +191,8 @@ class EpochRunner:
         seconds = time.perf_counter() - began
         check_finite_weights(self.model, epoch, run, self.dist_ctx, self.step.device)
         bar = Bar(self.progress, f"validating {number}/{t.epochs}",
-                  validation_total(self.data.valid, self.cfg, self.dist_ctx))
+                  validation_total(self.data.valid, t.validation_steps, self.cfg.eval.batch_size,
+                                   self.dist_ctx))
         val_stats = validate(self.model, self.loss_fn, self.valid_loader, self.space, self.step,
                              self.seed_names, t.validation_steps, self.dist_ctx, bar)
         bar.close()
@@ -256,7 +258,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     t = cfg.train
     step = step_settings(cfg, device, quiet=not dist_ctx.is_main)
     train_model = prepare_model(model, step, dist_ctx)
-    optim = make_optimizer(model, cfg)
+    optim = make_optimizer(model, cfg.model)
     check_freezing_supported(cfg.model, dist_ctx.enabled)
     scaler = torch.amp.GradScaler("cuda") if step.amp == torch.float16 else None
     early, reducer = EarlyStopping(t.patience), PlateauReducer(optim, t.reducer_factor, t.reducer_patience, t.min_lr)
@@ -264,7 +266,7 @@ def fit(model: nn.Module, loss_fn: LossFn, data: SplitDatasets, cfg: Config, run
     if resume and run.last.is_file():
         resume_state(state, cfg, device, dist_ctx, log)
     checks = step_checks(cfg, run, optim, state, data, dist_ctx, log)
-    seed_names, columns = seed_metric_names(cfg)
+    seed_names, columns = seed_metric_names(cfg.model.metrics, cfg.train.metrics)
     history = History(run.eval_dir, columns, state.start_epoch) if dist_ctx.is_main else None
     preview = EpochPreview(cfg, run.preview_dir, log) if dist_ctx.is_main else None
     board = open_board(t, run.eval_dir, is_main=dist_ctx.is_main)  # TensorBoard, when [train] tensorboard is on
@@ -335,5 +337,6 @@ def step_checks(cfg: Config, run: RunDir, optim: Optimizer, state: TrainState, d
         log(f"time budget {format_duration(t.time_budget_s)}"
             + (f", {format_duration(deadline.left())} left" if state.clock.spent_s else "")
             + ": the learning rate warms up, then anneals to the deadline")
-    batches = -(-validation_total(data.valid, cfg, dist_ctx) // max(1, cfg.eval.batch_size // dist_ctx.world_size))
+    shared = max(1, cfg.eval.batch_size // dist_ctx.world_size)
+    batches = -(-validation_total(data.valid, t.validation_steps, cfg.eval.batch_size, dist_ctx) // shared)
     return StepChecks(schedule, EpochClock(), (Path("break_training"), run.model_dir / "break_training"), batches)

@@ -110,7 +110,7 @@ def time_candidate(candidate: Candidate, size: tuple[int, int], channels: int, n
     step = step_settings(cfg, device, quiet=True)
     prepare_model(model, step, DistContext())
     loss_fn = build_loss(cfg.model)
-    optim = make_optimizer(model, cfg)
+    optim = make_optimizer(model, cfg.model)
     images = torch.randint(0, 256, (batch, channels, size[1], size[0]), dtype=torch.uint8)
     labels = torch.randint(0, max(num_classes, 2) if num_classes > 1 else 2, (batch, size[1], size[0]),
                            dtype=torch.uint8)

@@ -27,7 +27,7 @@ def test_overfit_one_batch(tmp_path: Path) -> None:
     x = torch.stack([data.train[i][0] for i in range(len(data.train))]).float() / 255
     y = torch.stack([data.train[i][1] for i in range(len(data.train))]).long()
     model, loss_fn = build_model(cfg.model), build_loss(cfg.model)
-    optim = make_optimizer(model, cfg)
+    optim = make_optimizer(model, cfg.model)
     for _ in range(60):
         optim.zero_grad()
         loss = loss_fn(model(x), y)
