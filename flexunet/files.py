@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import glob
 import hashlib
+import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -308,6 +309,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], tag: str = "",
 def atomic_write_bytes(path: Path, data: bytes, tag: str = "", kind: str = "") -> None:
     """`data` to `path`, whole or not at all (see atomic_write)."""
     atomic_write(path, lambda file: file.write(data), tag, kind)
+
+
+def json_safe(value: object) -> object:
+    """`value` as strict JSON takes it: NaN and infinities become null (JavaScript and jq reject the literals), numpy
+    scalars plain numbers, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):  # np.float32, np.int64, np.bool_
+        return json_safe(value.item())
+    return value
 
 
 def atomic_write_text(path: Path, text: str, tag: str = "") -> None:

@@ -18,7 +18,7 @@ from flexunet.evaluate.measure import Evaluation
 from flexunet.evaluate.provenance import provenance_record
 from flexunet.evaluate.settings import EvalSettings
 from flexunet.evaluate.summary import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, summarise
-from flexunet.files import atomic_write_text, check_outputs, make_folder
+from flexunet.files import atomic_write_text, check_outputs, json_safe, make_folder
 from flexunet.metrics import dice
 from flexunet.metrics.objects import (
     OBJECT_METRICS,
@@ -90,7 +90,7 @@ def write_reports(result_dir: Path, loss_name: str, loss: float, seed: dict[str,
     lines = ["class," + ",".join(columns)]
     lines += [f"{c}," + ",".join(_fmt(v[k]) for k in columns) for c, v in per_class.items()]
     atomic_write_text(files[2], "\n".join(lines) + "\n")
-    atomic_write_text(files[3], json.dumps(_json_safe({
+    atomic_write_text(files[3], json.dumps(json_safe({
         "loss": {loss_name: loss}, "per_class": per_class,
         "seed_metrics": {"note": "the seed's batch-global soft metrics; dice_coef_multiclass counts background",
                          **seed},
@@ -110,17 +110,6 @@ def write_reports(result_dir: Path, loss_name: str, loss: float, seed: dict[str,
         **(extra or {}),
     }), indent=2, allow_nan=False))
     return tuple(files)
-
-
-def _json_safe(value: object) -> object:
-    """NaN and infinities become null: strict JSON readers (JavaScript, jq) reject the literals."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def postprocess_record(cfg: Config, postprocess: PostprocessSettings, model_dir: Path) -> dict[str, object]:

@@ -4,7 +4,6 @@ the choice with its before/after Dice as model_dir/postprocess.json (read by eva
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 
 from flexunet.config.schema import Config
 from flexunet.data.dataset import SegmentationDataset
-from flexunet.files import atomic_write_text
+from flexunet.files import atomic_write_text, json_safe
 from flexunet.labels import LabelSpace
 from flexunet.postprocess import CHOICE_FILE, choose_postprocess, choose_threshold
 from flexunet.predict import for_inference, predictor_from_config
@@ -75,7 +74,7 @@ def choose(cfg: Config, predicted: list[Predicted], path: Path, split: str, chec
                 f"{split} Dice of that class; ties keep the simpler one",
         "classes": classes,
     }
-    atomic_write_text(path, json.dumps(_json_safe(record), indent=2))
+    atomic_write_text(path, json.dumps(json_safe(record), indent=2))
     return path
 
 
@@ -93,14 +92,3 @@ def choice_summary(path: Path) -> str:
         lines.append(f"{name}: {entry['described']}{dice}")
     return "; ".join(lines)
 
-
-def _json_safe(value: object) -> object:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return _json_safe(value.item())
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value

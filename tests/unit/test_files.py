@@ -236,3 +236,16 @@ def test_a_file_size_limit_during_torch_save_is_one_line_and_keeps_the_checkpoin
     assert "\n" not in str(info.value)
     assert load_checkpoint(target, torch.device("cpu"))["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_json_safe_writes_strict_json() -> None:
+    import json
+    import math
+
+    import numpy as np
+
+    from flexunet.files import json_safe
+
+    value = {"a": math.nan, "b": [math.inf, np.float32(0.5), (np.int64(3), np.bool_(True))], "c": "x"}
+    assert json.loads(json.dumps(json_safe(value), allow_nan=False)) == {"a": None, "b": [None, 0.5, [3, True]],
+                                                                       "c": "x"}
