@@ -175,3 +175,39 @@ def test_stats_and_the_doctor_recognise_instance_masks(tmp_path: Path) -> None:
     assert stats.instances and "instance labels" in format_stats(stats)[0]
     assert stats.splits[0].class_fractions[1] > 0.1  # every object is foreground, ids below 257 too
     assert any('kind = "instances"' in n for n in doctor(tmp_path / "ds").notes)
+
+
+def test_instance_masks_made_from_the_demo_nuclei_keep_every_nucleus(tmp_path: Path) -> None:
+    """The demo's nuclei, each cut into two touching objects with 16-bit ids: init's survey calls the masks instance
+    labels, and evaluation counts those objects as the truth (connected blobs would be half as many)."""
+    import json
+
+    from skimage.measure import label as connected_components
+
+    from flexunet.config import load_config
+    from flexunet.demo import DEMO_RGB_MAP, make_demo_dataset
+    from flexunet.evaluate import evaluate_from_config
+    from flexunet.prepare.survey import survey
+    from tests.conftest import make_config, save_random_checkpoint
+
+    data = make_demo_dataset(tmp_path, 64, (6, 3, 4), seed=5)
+    nucleus = next(np.array(c, np.uint8) for c, i in DEMO_RGB_MAP.items() if i == 2)
+    expected = 0
+    for split in ("train", "valid", "test"):
+        for mask in sorted((data / split / "masks").glob("*.png")):
+            rgb = cv2.cvtColor(cv2.imread(str(mask)), cv2.COLOR_BGR2RGB)
+            blobs = connected_components((rgb == nucleus).all(-1), connectivity=2)
+            ids = np.zeros(blobs.shape, np.uint16)
+            columns = np.arange(blobs.shape[1])[None, :].repeat(blobs.shape[0], 0)
+            for k in range(1, blobs.max() + 1):  # each nucleus two touching objects: ids, not blobs, are counted
+                left = columns < columns[blobs == k].mean()
+                ids[(blobs == k) & left], ids[(blobs == k) & ~left] = 255 + 2 * k, 256 + 2 * k  # over 255: 16-bit
+            if split == "test":
+                expected += len(np.unique(ids)) - 1
+            assert cv2.imwrite(str(mask), ids)
+    assert survey(data).mask_kind == "instances"
+    config = make_config(tmp_path, data, {"mask": {"kind": "instances"}})
+    save_random_checkpoint(config)
+    evaluate_from_config(load_config(config), device="cpu", quiet=True, report=False)
+    per_class = json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_class"]
+    assert expected > 4 and per_class["class_1"]["true_objects"] == expected
