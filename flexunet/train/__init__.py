@@ -68,10 +68,14 @@ def train_folds(cfg: Config, device: str | None = None, resume: bool = False, qu
                 f"source groups ({plan.source}); validation pairs per fold: {sizes}; assignment in "
                 f"{model_dir / FOLD_FILE}")
         results = []
-        for k in range(count) if fold is None else [fold]:
-            if not quiet and os.environ.get("RANK", "0") == "0":
-                say(f"fold {k}: training on {len(plan.split(k)[0])} pairs, validating on {len(plan.split(k)[1])}")
-            results.append(_train(fold_config(cfg, k), device, resume, quiet, None, plan.split(k)))
+        try:  # one process group for every fold: destroyed and joined again between folds, ranks hung under load
+            for k in range(count) if fold is None else [fold]:
+                if not quiet and os.environ.get("RANK", "0") == "0":
+                    say(f"fold {k}: training on {len(plan.split(k)[0])} pairs, validating on {len(plan.split(k)[1])}")
+                results.append(_train(fold_config(cfg, k), device, resume, quiet, None, plan.split(k),
+                                      keep_group=True))
+        finally:
+            shutdown(init_distributed(device)[0])
         if cfg.postprocess.auto and os.environ.get("RANK", "0") == "0":
             _choose_out_of_fold(cfg, plan, device, quiet)
         return results
@@ -95,7 +99,8 @@ def _choose_out_of_fold(cfg: Config, plan: Folds, device: str | None, quiet: boo
 
 
 def _train(cfg: Config, device: str | None, resume: bool, quiet: bool,
-           on_epoch_end: EpochCallback | None, pairs: tuple[list[Pair], list[Pair]] | None = None) -> FitResult:
+           on_epoch_end: EpochCallback | None, pairs: tuple[list[Pair], list[Pair]] | None = None,
+           keep_group: bool = False) -> FitResult:
     dist_ctx, dist_device = init_distributed(device)
     try:
         torch_device = dist_device or choose_device(device)
@@ -148,4 +153,5 @@ def _train(cfg: Config, device: str | None, resume: bool, quiet: bool,
             barrier(dist_ctx)  # every rank finishes before any tears the group down (gloo aborted on an early exit)
         return result
     finally:
-        shutdown(dist_ctx)
+        if not keep_group:  # train_folds keeps one group for all its folds
+            shutdown(dist_ctx)
