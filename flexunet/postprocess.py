@@ -214,25 +214,18 @@ def read_choice(path: Path) -> dict[str, Any]:
     return dict(record)
 
 
-def config_for_run(cfg: Config, model_dir: Path) -> Config:
-    """`cfg` with [infer] threshold set to the one `auto = True` chose (binary models, postprocess.json's
-    "threshold"), so every LabelSpace built from it labels pixels there; `cfg` itself otherwise."""
-    if not cfg.postprocess.auto or cfg.model.num_classes != 1:
-        return cfg
-    chosen = read_choice(model_dir / CHOICE_FILE).get("threshold")
-    if not chosen:  # a choice written before thresholds were chosen
-        return cfg
-    return cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"threshold": float(chosen["value"])})})
-
-
-def settings_for_run(cfg: Config, model_dir: Path) -> dict[int, ClassPostprocess]:
-    """The postprocessing evaluate and infer apply: [postprocess] as set, with `auto = True` the choice saved in
-    model_dir's postprocess.json."""
+def choice_for_run(cfg: Config, model_dir: Path) -> tuple[Config, dict[int, ClassPostprocess]]:
+    """What evaluate and infer apply: `cfg` and [postprocess] as set, or with `auto = True` the choice saved in
+    model_dir's postprocess.json (read once): each class's postprocessing and, for a binary model, the threshold,
+    set as [infer] threshold so that every LabelSpace built from the returned config labels pixels there."""
     if not cfg.postprocess.auto:
-        return settings_from_config(cfg)
+        return cfg, settings_from_config(cfg)
     record = read_choice(model_dir / CHOICE_FILE)
+    threshold = record.get("threshold")  # absent in a choice written before thresholds were chosen
+    if threshold and cfg.model.num_classes == 1:
+        cfg = cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"threshold": float(threshold["value"])})})
     chosen = {name: entry["choice"] for name, entry in record.get("classes", {}).items()}
-    return settings_from_config(cfg, chosen)
+    return cfg, settings_from_config(cfg, chosen)
 
 
 def candidate_settings(object_areas: np.ndarray) -> list[ClassPostprocess]:

@@ -17,7 +17,7 @@ from flexunet.evaluate.settings import EvalSettings
 from flexunet.evaluate.summary import summarise
 from flexunet.evaluate.write import EvalResult, eval_dir_outputs, write_evaluation
 from flexunet.files import check_outputs, guarded, sha256_of
-from flexunet.postprocess import config_for_run, postprocess_hook, settings_for_run
+from flexunet.postprocess import choice_for_run, postprocess_hook
 from flexunet.predict import for_inference, predictor_from_config
 from flexunet.predict.onnx import OnnxModel
 from flexunet.runs.checkpoint import TrainingConfig, load_checkpoint, model_from_state, read_training_config
@@ -100,8 +100,7 @@ def evaluate_run(model: nn.Module, cfg: Config, eval_dir: Path, checkpoint: str 
         if not quiet:
             note("no [test] folders: evaluating on [valid] (the numbers are not held-out)")
     tta = cfg.eval.tta if tta is None else tta
-    cfg = config_for_run(cfg, run_dir_for(cfg).model_dir)  # the threshold `auto` chose, if it did
-    postprocess = settings_for_run(cfg, run_dir_for(cfg).model_dir)
+    cfg, postprocess = choice_for_run(cfg, run_dir_for(cfg).model_dir)  # with auto, the threshold chosen too
     pairs = pairs_for(cfg, section)  # listed (and oversized files reported) once for every step below
     settings = EvalSettings.from_config(cfg)
     with progress_bars(quiet or not dist_ctx.is_main) as progress:

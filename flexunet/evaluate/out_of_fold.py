@@ -19,7 +19,7 @@ from flexunet.evaluate.write import EvalResult, eval_dir_outputs, write_evaluati
 from flexunet.files import check_outputs, guarded
 from flexunet.metrics import Counts
 from flexunet.metrics.objects import ObjectCounts
-from flexunet.postprocess import config_for_run, postprocess_hook, settings_for_run
+from flexunet.postprocess import choice_for_run, postprocess_hook
 from flexunet.predict import for_inference, predictor_from_config
 from flexunet.runs.checkpoint import load_trained_model
 from flexunet.runs.device import choose_device
@@ -79,8 +79,7 @@ def evaluate_folds_from_config(cfg: Config, device: str | None = None, quiet: bo
                               f"flexunet train {cfg.source or 'CONFIG'} --folds {count} --fold {missing[0].split()[1]}")
     eval_dir = run.eval_dir / "out_of_fold"
     tta = cfg.eval.tta if tta is None else tta
-    cfg = config_for_run(cfg, run.model_dir)
-    postprocess = settings_for_run(cfg, run.model_dir)
+    cfg, postprocess = choice_for_run(cfg, run.model_dir)
     settings = EvalSettings.from_config(cfg)
     with guarded(protected_inputs(cfg, [(c, "a fold checkpoint this command reads") for c in checkpoints])):
         check_outputs(eval_dir_outputs(eval_dir, report))

@@ -21,7 +21,7 @@ from flexunet.infer.export import ExportResult, Int8Result, export_onnx, int8_pa
 from flexunet.infer.predict import FileSettings, InferResult, planned_outputs, predict_folder, settings_tag
 from flexunet.infer.slides import list_slides, predict_slides, slide_stem
 from flexunet.labels import LabelSpace
-from flexunet.postprocess import PostprocessSettings, config_for_run, postprocess_hook, settings_for_run
+from flexunet.postprocess import PostprocessSettings, choice_for_run, postprocess_hook
 from flexunet.predict import for_inference, predictor_from_config, tile_settings, to_input
 from flexunet.predict.onnx import OnnxModel
 from flexunet.runs.checkpoint import load_trained_model
@@ -77,8 +77,7 @@ def infer_from_config(cfg: Config, checkpoint: Path | None = None, device: str |
     tiled = tiled or slides
     images_dir, output_dir, merged = infer_folders(cfg, tiled)
     merged = None if slides else merged
-    cfg = config_for_run(cfg, run_dir_for(cfg).model_dir)  # the threshold `auto` chose, if it did
-    settings = settings_for_run(cfg, run_dir_for(cfg).model_dir)
+    cfg, settings = choice_for_run(cfg, run_dir_for(cfg).model_dir)  # with auto, the threshold chosen too
     section = cfg.tiledinfer if tiled else cfg.infer
     check_output_folders(cfg, [(section.where("output_dir"), output_dir)]
                          + ([(section.where("merged_dir"), merged)] if merged else []))
