@@ -68,14 +68,17 @@ def train_folds(cfg: Config, device: str | None = None, resume: bool = False, qu
                 f"source groups ({plan.source}); validation pairs per fold: {sizes}; assignment in "
                 f"{model_dir / FOLD_FILE}")
         results = []
-        try:  # one process group for every fold: destroyed and joined again between folds, ranks hung under load
+        # one process group for every fold (each _train joins it and leaves it standing): destroyed and joined again
+        # between folds, both ranks hung under load
+        dist_ctx, _ = init_distributed(device)
+        try:
             for k in range(count) if fold is None else [fold]:
                 if not quiet and os.environ.get("RANK", "0") == "0":
                     say(f"fold {k}: training on {len(plan.split(k)[0])} pairs, validating on {len(plan.split(k)[1])}")
                 results.append(_train(fold_config(cfg, k), device, resume, quiet, None, plan.split(k),
                                       keep_group=True))
         finally:
-            shutdown(init_distributed(device)[0])
+            shutdown(dist_ctx)
         if cfg.postprocess.auto and os.environ.get("RANK", "0") == "0":
             _choose_out_of_fold(cfg, plan, device, quiet)
         return results
