@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from flexunet.config.schema import Config
 from flexunet.labels import LabelSpace
-from flexunet.losses import LossFn, build_loss, canonical_loss_name, default_loss_name
+from flexunet.losses import LossFn, build_loss, loss_name
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class EvalSettings:
     @classmethod
     def from_config(cls, cfg: Config) -> EvalSettings:
         return cls(LabelSpace.from_config(cfg), cfg.eval.batch_size, tuple(cfg.model.metrics),
-                   canonical_loss_name(cfg.model.loss or default_loss_name(cfg.model)), build_loss(cfg.model),
+                   loss_name(cfg.model), build_loss(cfg.model),
                    cfg.mask.kind == "instances", cfg.image.pixel_limit(), cfg.image.color_order,
                    (cfg.model.image_width, cfg.model.image_height))
 

@@ -131,8 +131,13 @@ def default_loss_name(section: ModelSection) -> str:
     return "categorical_crossentropy" if section.num_classes > 1 else "bce_iou_loss"
 
 
+def loss_name(section: ModelSection) -> str:
+    """The canonical name of [model] loss, or of its default when unset (what evaluation.csv's first line names)."""
+    return canonical_loss_name(section.loss or default_loss_name(section))
+
+
 def build_loss(section: ModelSection) -> LossFn:
-    name = canonical_loss_name(section.loss or default_loss_name(section))
+    name = loss_name(section)
     if name not in LOSSES:
         close = difflib.get_close_matches(name, list(LOSSES), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
